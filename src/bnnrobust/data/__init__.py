@@ -1,0 +1,31 @@
+"""Datasets (registry, readers, download with checksums, root lookup) and input discretization."""
+
+from bnnrobust.data.loading import (
+    DatasetStatus,
+    cache_root,
+    data_root,
+    get_spec,
+    load,
+    load_arrays,
+    status,
+)
+from bnnrobust.data.quantize import InputQuantizer
+from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
+from bnnrobust.data.registry import REGISTRY, DatasetSpec, FileSpec
+
+__all__ = [
+    "REGISTRY",
+    "DatasetSpec",
+    "DatasetStatus",
+    "FileSpec",
+    "InputQuantizer",
+    "cache_root",
+    "data_root",
+    "get_spec",
+    "load",
+    "load_arrays",
+    "read_cifar_binary",
+    "read_cifar_pickle",
+    "read_idx",
+    "status",
+]

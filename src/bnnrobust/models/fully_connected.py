@@ -1,0 +1,98 @@
+"""Fully connected networks: Khalil et al.'s ``fc-bnn`` and Panda et al.'s ``fcn`` (FCN1/FCN2).
+
+``fc-bnn`` (Khalil, Gupta, Dilkina, ICLR 2019): ``depth`` hidden layers of ``width`` neurons,
+each ``sign(BN(W h))`` with ±1 weights ``W`` (no bias; batch norm supplies the threshold), the
+first taking the real-valued input in [0, 1]; the output layer is a real-valued weighted sum
+(linear with bias) of the last hidden layer. Straight-through rule: Hubara's (the surrogate
+``clip(x, -1, 1)`` the paper describes). This exact form is what the MILP export expects.
+
+``fcn`` (Panda et al.): FCN1 784-6144×4-10 and FCN2 784-600×4-10. ``binary``: the BinaryNet
+(Hubara et al., BinaryNet.pytorch) MNIST network — binary hidden layers as above and a binary
+output layer followed by batch norm; ``full``: linear → batch norm → ReLU hidden layers and a
+linear output.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bnnrobust.models.base import INPUT_BITS, ModelEntry, Param, register
+from bnnrobust.nn import BinaryActivation, BinaryLinear
+
+FCN_WIDTHS = {"fcn1": 6144, "fcn2": 600}
+
+
+def binary_hidden_stack(in_features: int, width: int, depth: int) -> list[nn.Module]:
+    """``depth`` blocks of BinaryLinear (±1 weights, no bias) → batch norm → sign."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [BinaryLinear(in_features if i == 0 else width, width, ste="hubara",
+                                init_std=None),
+                   BinaryActivation(width, dims=1, ste="hubara")]
+    return layers
+
+
+def fc_bnn(*, depth: int, width: int, in_features: int, num_classes: int) -> nn.Sequential:
+    """Khalil et al.'s fully connected BNN (see the module docstring)."""
+    return nn.Sequential(nn.Flatten(), *binary_hidden_stack(in_features, width, depth),
+                         nn.Linear(width, num_classes))
+
+
+def fcn(*, arch: str, precision: str, width: int | None, in_features: int,
+        num_classes: int) -> nn.Sequential:
+    """Panda et al.'s FCN1/FCN2, binary or full precision (see the module docstring)."""
+    width = width or FCN_WIDTHS[arch]
+    depth = 4
+    if precision == "binary":
+        return nn.Sequential(
+            nn.Flatten(), *binary_hidden_stack(in_features, width, depth),
+            BinaryLinear(width, num_classes, ste="hubara", init_std=None),
+            nn.BatchNorm1d(num_classes),
+        )
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        layers += [nn.Linear(in_features if i == 0 else width, width), nn.BatchNorm1d(width),
+                   nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+
+def _flat_shape(p: dict) -> tuple[int, ...]:
+    return (1, 28, 28) if p["in_features"] == 784 else (p["in_features"],)
+
+
+register(ModelEntry(
+    name="fc-bnn",
+    builder=fc_bnn,
+    params={
+        "depth": Param(2, "number of binary hidden layers (paper: 2, 3, 4, 5)"),
+        "width": Param(100, "neurons per hidden layer (paper: 100 to 500)"),
+        "in_features": Param(784, "input size (784 = a flattened 28×28 image)"),
+        "num_classes": Param(10, "number of classes"),
+        "input_bits": INPUT_BITS,
+    },
+    description="Khalil et al. 2019 fully connected BNN: depth × width hidden sign(BN(W h))",
+    input_shape=_flat_shape,
+    num_classes=lambda p: p["num_classes"],
+    reference="Khalil, Gupta, Dilkina. Combinatorial Attacks on Binarized Neural Networks. "
+              "ICLR 2019.",
+))
+
+register(ModelEntry(
+    name="fcn",
+    builder=fcn,
+    params={
+        "arch": Param("fcn2", "fcn1 = 784-6144×4-10, fcn2 = 784-600×4-10", str,
+                      choices=tuple(FCN_WIDTHS)),
+        "precision": Param("binary", "binary (BNN) or full precision", str,
+                           choices=("binary", "full")),
+        "width": Param(None, "override the hidden width of the arch", optional=True),
+        "in_features": Param(784, "input size (784 = a flattened 28×28 image)"),
+        "num_classes": Param(10, "number of classes"),
+        "input_bits": INPUT_BITS,
+    },
+    description="Panda et al. FCN1 / FCN2, binary or full precision, 4 hidden layers",
+    input_shape=_flat_shape,
+    num_classes=lambda p: p["num_classes"],
+    reference="Panda, Chakraborty, Roy. Discretization based Solutions for Secure Machine "
+              "Learning against Adversarial Attacks. IEEE Access 2019.",
+))

@@ -1,0 +1,34 @@
+"""Binarized building blocks: STE sign, stochastic binarization, binary layers, summary."""
+
+from bnnrobust.nn.binarize import STE_RULES, hard_sigmoid, sign_ste, stochastic_binarize
+from bnnrobust.nn.layers import (
+    BinaryActivation,
+    BinaryConv2d,
+    BinaryLinear,
+    LearnedScale,
+    Sign,
+    binary_layers,
+    clip_latent_weights,
+    is_stochastic,
+    seed_stochastic,
+)
+from bnnrobust.nn.summary import LayerRow, Summary, summary
+
+__all__ = [
+    "STE_RULES",
+    "BinaryActivation",
+    "BinaryConv2d",
+    "BinaryLinear",
+    "LayerRow",
+    "LearnedScale",
+    "Sign",
+    "Summary",
+    "binary_layers",
+    "clip_latent_weights",
+    "hard_sigmoid",
+    "is_stochastic",
+    "seed_stochastic",
+    "sign_ste",
+    "stochastic_binarize",
+    "summary",
+]

@@ -1,0 +1,182 @@
+"""Binarized layers: latent real weights, binarized in the forward pass.
+
+``BinaryConv2d`` and ``BinaryLinear`` keep the latent float weights (``weight``, what the
+optimizer updates) apart from the ±1 weights used in the forward pass (:meth:`binary_weight`).
+Options (keyword-only):
+
+- ``binarize_input``: batch-normalize the input, then ``sign`` it (Galloway et al.: "batch
+  normalization was applied before quantizing activations to ensure they were centered").
+- ``stochastic``: weights are sampled ``2*Bernoulli(hard_sigmoid(w))-1`` at every forward pass,
+  in training and at test time (Galloway's model S). :func:`seed_stochastic` makes it repeatable.
+- ``xnor``: scale the ±1 weights by the mean |W| of each output channel (Rastegari et al. 2016).
+- ``ste``: straight-through rule, ``"galloway"`` (clip gradient to [-1, 1]) or ``"hubara"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnnrobust.nn.binarize import _check_rule, sign_ste, stochastic_binarize
+
+
+class Sign(nn.Module):
+    """``sign`` (``sign(0) = +1``) with a straight-through gradient, as a module."""
+
+    def __init__(self, *, ste: str = "galloway") -> None:
+        super().__init__()
+        self.ste = _check_rule(ste)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return sign_ste(x, self.ste)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"ste={self.ste}"
+
+
+class BinaryActivation(nn.Module):
+    """Batch norm (eps 1e-5) followed by ``sign`` with a straight-through gradient.
+
+    ``dims=2`` normalizes N×C×H×W feature maps (``BatchNorm2d``), ``dims=1`` N×C vectors.
+    """
+
+    def __init__(self, num_features: int, *, dims: int = 2, ste: str = "galloway",
+                 eps: float = 1e-5) -> None:
+        super().__init__()
+        self.bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, eps=eps)
+        self.sign = Sign(ste=ste)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.sign(self.bn(x))
+
+
+class LearnedScale(nn.Module):
+    """Multiply by one learned scalar (Galloway et al.'s scaled ReLU; init 0.05)."""
+
+    def __init__(self, init: float = 0.05) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x * self.scale
+
+
+def _truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """Normal(0, std) truncated at two standard deviations (TensorFlow's truncated_normal)."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+class _BinaryLayer(nn.Module):
+    """Shared machinery of the binary layers: latent weight, binarization, seeding, scaling."""
+
+    weight: nn.Parameter
+
+    def _setup(self, in_features: int, *, binarize_input: bool, input_dims: int,
+               stochastic: bool, xnor: bool, ste: str, init_std: float | None) -> None:
+        self.ste = _check_rule(ste)
+        self.stochastic = stochastic
+        self.xnor = xnor
+        self.input_act = (
+            BinaryActivation(in_features, dims=input_dims, ste=ste) if binarize_input else None
+        )
+        if init_std is None:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        else:
+            _truncated_normal_(self.weight, init_std)
+        self._seed: int | None = None
+        self.generator: torch.Generator | None = None
+
+    def seed(self, seed: int | None) -> None:
+        """Fix the random stream of a stochastic layer (``None``: use the global RNG)."""
+        self._seed = seed
+        self.generator = None
+
+    def _generator(self) -> torch.Generator | None:
+        if self._seed is None:
+            return None
+        device = self.weight.device
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(self._seed)
+        return self.generator
+
+    def binary_weight(self) -> torch.Tensor:
+        """The ±1 weights of this forward pass (a fresh sample for a stochastic layer)."""
+        if self.stochastic:
+            return stochastic_binarize(self.weight, rule=self.ste, generator=self._generator())
+        return sign_ste(self.weight, self.ste)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weights the forward pass uses: ±1, times the per-channel mean |W| with ``xnor``."""
+        wb = self.binary_weight()
+        if self.xnor:
+            dims = tuple(range(1, self.weight.dim()))
+            wb = wb * self.weight.abs().mean(dim=dims, keepdim=True)
+        return wb
+
+    def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_act is None else self.input_act(x)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        opts = [f"ste={self.ste}"]
+        opts += [n for n in ("stochastic", "xnor") if getattr(self, n)]
+        if self.input_act is not None:
+            opts.append("binarize_input")
+        return super().extra_repr() + ", " + ", ".join(opts)
+
+
+class BinaryConv2d(_BinaryLayer, nn.Conv2d):
+    """2-D convolution with ±1 weights (latent weights init truncated normal σ = 0.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, *, bias: bool = False, binarize_input: bool = False,
+                 stochastic: bool = False, xnor: bool = False, ste: str = "galloway",
+                 init_std: float | None = 0.2) -> None:
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
+                           padding=padding, bias=bias)
+        self._setup(in_channels, binarize_input=binarize_input, input_dims=2,
+                    stochastic=stochastic, xnor=xnor, ste=ste, init_std=init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return F.conv2d(self._prepare_input(x), self.effective_weight(), self.bias,
+                        self.stride, self.padding)
+
+
+class BinaryLinear(_BinaryLayer, nn.Linear):
+    """Fully connected layer with ±1 weights (latent init truncated normal σ = ``init_std``)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = False,
+                 binarize_input: bool = False, stochastic: bool = False, xnor: bool = False,
+                 ste: str = "galloway", init_std: float | None = 0.2) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias=bias)
+        self._setup(in_features, binarize_input=binarize_input, input_dims=1,
+                    stochastic=stochastic, xnor=xnor, ste=ste, init_std=init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return F.linear(self._prepare_input(x), self.effective_weight(), self.bias)
+
+
+def binary_layers(model: nn.Module) -> list[_BinaryLayer]:
+    """Every binary layer of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, _BinaryLayer)]
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """Whether ``model`` samples anything at inference (its output varies between passes)."""
+    return any(layer.stochastic for layer in binary_layers(model))
+
+
+def seed_stochastic(model: nn.Module, seed: int | None) -> None:
+    """Seed every stochastic layer (layer i gets ``seed + i``); ``None`` returns to the global RNG."""
+    for i, layer in enumerate(layer for layer in binary_layers(model) if layer.stochastic):
+        layer.seed(None if seed is None else seed + i)
+
+
+@torch.no_grad()
+def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
+    """Clamp the latent weights of every binary layer to ``[-bound, bound]`` (BinaryConnect)."""
+    for layer in binary_layers(model):
+        layer.weight.clamp_(-bound, bound)
