@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# Both create .venv if missing, install torch==2.13.0 FIRST (an unpinned torch would pull
+# gigabytes of CUDA packages), then this package with its dev extras.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.bnnrobust-installed
+SHARED_DATA := $(abspath ../shared/data)
+# Use the workplace's copy of the datasets when BNNROBUST_DATA is not set and it exists.
+BNNROBUST_DATA ?= $(if $(wildcard $(SHARED_DATA)/mnist),$(SHARED_DATA),)
+export BNNROBUST_DATA
+
+.PHONY: setup demo test test-slow lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bnnrobust train galloway-cnn --param precision=binary --param width=32 \
+		--dataset mnist --epochs 1
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -s
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_speed.py

@@ -1,0 +1,174 @@
+"""The ``bnnrobust`` command line. Every error on bad input is one clear line, exit status 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bnnrobust.data import REGISTRY, load, status
+from bnnrobust.device import resolve_device
+from bnnrobust.errors import BnnRobustError
+from bnnrobust.models import available, build
+from bnnrobust.nn import summary as model_summary
+from bnnrobust.train import TrainRequest, accuracy, train_cached
+from bnnrobust.train import load as load_checkpoint
+
+app = typer.Typer(
+    help="How robust are binarized and low-precision neural networks? Train the papers' "
+         "models, attack them, defend them, and reproduce the papers' tables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Where to compute: auto (CUDA if present, else CPU), cpu or cuda.")]
+DatasetOpt = Annotated[str, typer.Option(
+    "--dataset", help=f"Dataset: {', '.join(REGISTRY)}. Files are looked up under "
+                      "$BNNROBUST_DATA/<name>/ (default ~/.cache/bnnrobust/data).")]
+RootOpt = Annotated[Optional[Path], typer.Option(
+    "--root", help="Datasets folder (overrides $BNNROBUST_DATA).")]
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BnnRobustError(f"--param expects key=value, got {pair!r} (e.g. --param width=64).")
+        params[key.strip()] = value.strip()
+    return params
+
+
+@app.command()
+def datasets(root: RootOpt = None,
+             verify: Annotated[bool, typer.Option(
+                 help="Check each file's md5 (slower the first time; remembered after).")] = True,
+             ) -> None:
+    """List each dataset: verified / present / missing / corrupt, and its folder."""
+    table = Table("dataset", "state", "folder", "detail")
+    for name in REGISTRY:
+        st = status(name, root=root, verify=verify)
+        color = {"verified": "green", "present": "cyan", "missing": "yellow"}.get(st.state, "red")
+        table.add_row(name, f"[{color}]{st.state}", str(st.folder), st.detail)
+    out.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the model zoo with every parameter, its default and allowed values."""
+    for name, entry in available().items():
+        table = Table(title=f"{name}: {entry.description}", title_justify="left")
+        for col in ("parameter", "default", "allowed", "meaning"):
+            table.add_column(col)
+        for pname, p in entry.params.items():
+            allowed = ", ".join(map(str, p.choices)) if p.choices else (
+                f"{p.kind.__name__} >= {p.minimum}" if p.kind is int and p.minimum is not None
+                else p.kind.__name__)
+            table.add_row(pname, str(p.default), allowed, p.help)
+        out.print(table)
+
+
+@app.command()
+def summary(model: Annotated[str, typer.Argument(help="Zoo model name or a checkpoint path.")],
+            param: Annotated[list[str], typer.Option(
+                "--param", help="Model parameter key=value (repeatable).")] = None) -> None:
+    """Count binary and float parameters and the memory in bits of a model."""
+    net = (load_checkpoint(model).model if Path(model).is_file()
+           else build(model, **_parse_params(param or [])))
+    out.print(str(model_summary(net)))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Zoo model name (see 'bnnrobust models').")],
+    dataset: DatasetOpt = "mnist",
+    param: Annotated[list[str], typer.Option(
+        "--param", help="Model parameter key=value, repeatable, e.g. --param precision=binary "
+                        "--param width=64.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs (Galloway et al.: 15).")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Batch size (papers: 128).")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (papers: 1e-3).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling and sampling.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(
+        help="Train on the first N training examples only (default: all).")] = None,
+    clip_weights: Annotated[bool, typer.Option(
+        help="Clamp latent weights of binary layers to [-1, 1] after each step.")] = False,
+    out_path: Annotated[Optional[Path], typer.Option(
+        "--out", help="Also copy the checkpoint here (it is always kept in the cache).")] = None,
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write the metrics as JSON to this file.")] = None,
+) -> None:
+    """Train a zoo model (or fetch it from the checkpoint cache) and print its test accuracy."""
+    resolve_device(device)
+    request = TrainRequest(model=model, params=_parse_params(param or []), dataset=dataset,
+                           epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           clip_weights=clip_weights, train_limit=limit)
+    result = train_cached(request, device=device, data_root=root, console=err)
+    path = result.path
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.path, out_path)
+        path = out_path
+    acc = result.metrics.get("final_test_accuracy")
+    out.print(f"{'cached' if result.hit else 'trained'}: {model} {request.as_dict()['params']}")
+    out.print(f"test accuracy: {acc:.2%}")
+    out.print(f"checkpoint: {path}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"checkpoint": str(path), "cache_hit": result.hit,
+                                         "request": request.as_dict(), **result.metrics},
+                                        indent=2))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by 'bnnrobust train'.")],
+    dataset: DatasetOpt = "mnist",
+    limit: Annotated[Optional[int], typer.Option(
+        help="Evaluate on the first N test examples only.")] = None,
+    passes: Annotated[int, typer.Option(
+        help="Forward passes averaged for a stochastic model (fixed seeds).")] = 5,
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+) -> None:
+    """Clean test accuracy of a checkpoint."""
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    x, y = load(dataset, "test", root=root, limit=limit)
+    acc = accuracy(ckpt.model, x, y, device=dev, passes=passes)
+    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']}")
+    out.print(f"clean accuracy on {dataset} test ({len(x)} images): {acc:.2%}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning bnnrobust errors into one clear message."""
+    try:
+        app(standalone_mode=False)
+    except BnnRobustError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

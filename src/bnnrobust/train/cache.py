@@ -1,0 +1,106 @@
+"""The checkpoint cache: the same training request never trains twice.
+
+The key is a hash of everything that determines the trained weights: the model family and all
+its parameters, the dataset and how much of it, epochs, batch size, learning rate, optimizer,
+seed, weight clipping, the batch hook's configuration (e.g. adversarial training) and the
+version of the training code. Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``,
+default ``~/.cache/bnnrobust``). The device is not part of the key: a GPU run and a CPU run of
+the same request share one entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from bnnrobust.data import cache_root, load
+from bnnrobust.errors import CheckpointError, TrainingError
+from bnnrobust.models import ZooModel, build, resolve_params
+from bnnrobust.train.checkpoint import load as load_checkpoint
+from bnnrobust.train.checkpoint import save
+from bnnrobust.train.loop import BatchHook, fit
+
+TRAINING_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything that determines a trained model (the cache key is its hash)."""
+
+    model: str
+    params: dict[str, Any]
+    dataset: str
+    epochs: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    optimizer: str = "adam"
+    clip_weights: bool = False
+    train_limit: int | None = None
+    hook: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, with the model parameters resolved (defaults filled in)."""
+        data = dict(self.__dict__)
+        data["params"] = resolve_params(self.model, self.params)
+        data["training_code_version"] = TRAINING_CODE_VERSION
+        return data
+
+    def key(self) -> str:
+        """A stable hash of the request."""
+        text = json.dumps(self.as_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CachedModel:
+    """A trained model, where its checkpoint is, and whether it came from the cache."""
+
+    model: ZooModel
+    path: Path
+    hit: bool
+    metrics: dict[str, Any]
+
+
+def checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where cached checkpoints live."""
+    return Path(cache_dir) if cache_dir is not None else cache_root() / "checkpoints"
+
+
+def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
+                 device: str | torch.device = "auto", cache_dir: str | Path | None = None,
+                 data_root: str | Path | None = None, progress: bool = True,
+                 console: Console | None = None) -> CachedModel:
+    """Return the model ``request`` describes: from the cache, or trained and then cached.
+
+    ``batch_hook`` must match ``request.hook`` (its ``config()``), so that the key describes it.
+    """
+    hook_config = batch_hook.config() if batch_hook is not None else None
+    if hook_config != request.hook:
+        raise TrainingError("the batch hook's config() must equal request.hook so that the "
+                            f"cache key describes it (hook: {hook_config}, request: "
+                            f"{request.hook}).")
+    path = checkpoint_dir(cache_dir) / f"{request.model}-{request.key()}.pt"
+    if path.exists():
+        try:
+            ckpt = load_checkpoint(path, expected_model=request.model)
+            return CachedModel(ckpt.model, path, True, ckpt.metrics)
+        except CheckpointError as exc:
+            (console or Console(stderr=True)).print(f"[yellow]ignoring damaged cache entry: {exc}")
+    torch.manual_seed(request.seed)
+    model = build(request.model, **request.params)
+    train = load(request.dataset, "train", root=data_root, limit=request.train_limit)
+    test = load(request.dataset, "test", root=data_root)
+    history = fit(model, train, test, epochs=request.epochs, batch_size=request.batch_size,
+                  lr=request.lr, seed=request.seed, device=device, optimizer=request.optimizer,
+                  clip_weights=request.clip_weights, batch_hook=batch_hook, progress=progress,
+                  console=console)
+    metrics = history.as_dict()
+    save(model, path, train_config=request.as_dict(), metrics=metrics)
+    return CachedModel(model, path, False, metrics)

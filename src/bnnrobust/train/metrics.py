@@ -1,0 +1,86 @@
+"""Clean accuracy and predictions, batched, in eval mode, with the model's mode restored.
+
+For a model with randomness at inference (stochastic weights) accuracy is the mean over
+``passes`` forward passes with fixed seeds ``seed, seed + 1, ...``, so that it is repeatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from bnnrobust.device import resolve_device
+from bnnrobust.errors import BnnRobustError
+from bnnrobust.nn import is_stochastic, seed_stochastic
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore every submodule's mode after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def check_input_shape(model: nn.Module, x: torch.Tensor, *, what: str = "inputs") -> None:
+    """Raise a clear error when ``x`` (a batch) does not have the model's input shape."""
+    expected = getattr(model, "input_shape", None)
+    if expected is None:
+        return
+    got = tuple(x.shape[1:])
+    flat_ok = len(expected) == 1 and int(torch.tensor(got).prod()) == expected[0]
+    if got != tuple(expected) and not flat_ok:
+        hint = ""
+        if len(got) == 3 and len(expected) == 3:
+            hint = f" (for galloway-cnn use --param channels={got[0]} --param size={got[1]})"
+        raise BnnRobustError(
+            f"{what} have shape {'×'.join(map(str, got))} but the model takes "
+            f"{'×'.join(map(str, expected))}{hint}."
+        )
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
+                   device: str | torch.device = "auto") -> torch.Tensor:
+    """Logits for ``x`` (on the CPU), computed in eval mode in batches."""
+    dev = resolve_device(device)
+    model.to(dev)
+    outs = []
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            outs.append(model(x[start:start + batch_size].to(dev)).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Boolean per example: is the prediction right? (one logit: binary, threshold 0)."""
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        return (logits[:, 0] >= 0).long() == y.long()
+    return logits.argmax(dim=1) == y
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000,
+             device: str | torch.device = "auto", passes: int = 5, seed: int = 0) -> float:
+    """Fraction of ``x`` classified as ``y``.
+
+    A stochastic model is evaluated ``passes`` times with seeds ``seed + i`` and the mean
+    accuracy is returned (a deterministic model is evaluated once).
+    """
+    check_input_shape(model, x)
+    if not is_stochastic(model):
+        return correct(predict_logits(model, x, batch_size=batch_size, device=device), y) \
+            .float().mean().item()
+    accs = []
+    for i in range(passes):
+        seed_stochastic(model, seed + i)
+        logits = predict_logits(model, x, batch_size=batch_size, device=device)
+        accs.append(correct(logits, y).float().mean().item())
+    seed_stochastic(model, None)
+    return sum(accs) / len(accs)

@@ -1,0 +1,113 @@
+"""Shared fixtures. Real-data tests read ../shared/data through BNNROBUST_DATA and are skipped
+with a clear reason when the data is not there; everything else uses generated files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bnnrobust.data import status
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder (checkpoints, decoded arrays, md5 records)."""
+    monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def real_data_root() -> Path | None:
+    """The folder with the real MNIST / Fashion-MNIST files, if this machine has it."""
+    env = os.environ.get("BNNROBUST_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    for root in candidates:
+        if (root / "mnist").is_dir():
+            return root
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Root of the real datasets; skips the test when they are absent."""
+    root = real_data_root()
+    if root is None or status("mnist", root=root, verify=False).state == "missing":
+        pytest.skip("real MNIST files not found: set BNNROBUST_DATA to a folder with mnist/")
+    return root
+
+
+# ---------------------------------------------------------------- generated datasets
+import gzip  # noqa: E402
+import hashlib  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bnnrobust.data.registry import REGISTRY, DatasetSpec, FileSpec  # noqa: E402
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Serialize a uint8 array in IDX format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, *, gz: bool = True) -> Path:
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def pattern_images(labels: np.ndarray, *, seed: int, size: int = 28, channels: int = 1) -> np.ndarray:
+    """Learnable images: a bright 6×6 patch whose position encodes the class, plus noise."""
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 60, size=(len(labels), channels, size, size)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        r, q = divmod(int(c), 5)
+        imgs[i, :, 4 + 10 * r: 10 + 10 * r, 1 + 5 * q: 7 + 5 * q] = 250
+    return imgs
+
+
+def make_idx_dataset(root: Path, name: str = "mnist", *, n_train: int = 300, n_test: int = 100,
+                     seed: int = 0) -> DatasetSpec:
+    """Write an MNIST-layout dataset under root/name and return a matching DatasetSpec."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, n, prefix in (("train", n_train, "train"), ("test", n_test, "t10k")):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        imgs = pattern_images(labels, seed=seed + n)[:, 0]
+        img_path = write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", imgs)
+        lbl_path = write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        splits[split] = (FileSpec(img_path.name, md5_of(img_path)),
+                         FileSpec(lbl_path.name, md5_of(lbl_path)))
+    return DatasetSpec(name=name, format="idx", shape=(1, 28, 28), num_classes=10,
+                       splits=splits, mirrors=("http://127.0.0.1:9/",))
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch) -> Path:
+    """A small generated dataset registered as 'mnist' (md5s match); returns its root."""
+    root = tmp_path / "data"
+    spec = make_idx_dataset(root)
+    monkeypatch.setitem(REGISTRY, "mnist", spec)
+    monkeypatch.setenv("BNNROBUST_DATA", str(root))
+    return root
+
+
+def cifar_batch_bytes(n: int, *, seed: int, label_key: str = "labels",
+                      num_classes: int = 10) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A CIFAR python batch (protocol 2, bytes keys, as the originals) with n images."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n)
+    data = rng.integers(0, 256, size=(n, 3072)).astype(np.uint8)
+    batch = {b"batch_label": b"generated", label_key.encode(): labels.tolist(), b"data": data,
+             b"filenames": [f"img{i}.png".encode() for i in range(n)]}
+    return pickle.dumps(batch, protocol=2), data, labels

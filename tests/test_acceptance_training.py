@@ -1,0 +1,56 @@
+"""Acceptance runs of the foundation issue on real data (slow: run with ``pytest -m slow``).
+
+Each prints the measured figure; the thresholds are the issue's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bnnrobust.data import load
+from bnnrobust.nn import seed_stochastic
+from bnnrobust.train import TrainRequest, accuracy, train_cached
+
+pytestmark = pytest.mark.slow
+
+
+def _train(data_root, model, params, dataset, epochs):
+    result = train_cached(TrainRequest(model, params, dataset, epochs=epochs),
+                          data_root=data_root, progress=False)
+    accs = [e["test_accuracy"] for e in result.metrics["epochs"]]
+    print(f"\n{model} {params} on {dataset}: test accuracy per epoch "
+          + ", ".join(f"{a:.2%}" for a in accs)
+          + f"; seconds per epoch {[round(e['seconds'], 1) for e in result.metrics['epochs']]}")
+    return result, accs
+
+
+@pytest.mark.parametrize(("precision", "threshold"), [("full", 0.985), ("binary", 0.96)])
+def test_galloway_cnn_two_epochs(data_root, precision, threshold):
+    _, accs = _train(data_root, "galloway-cnn", {"precision": precision, "width": 64}, "mnist", 2)
+    assert accs[-1] >= threshold
+
+
+@pytest.mark.parametrize(("dataset", "threshold"), [("mnist", 0.90), ("fashion-mnist", 0.80)])
+def test_fc_bnn_ten_epochs(data_root, dataset, threshold):
+    _, accs = _train(data_root, "fc-bnn", {"depth": 2, "width": 100}, dataset, 10)
+    assert max(accs) >= threshold
+
+
+def test_stochastic_model_trains_and_is_random(data_root):
+    result, accs = _train(data_root, "galloway-cnn", {"precision": "stochastic", "width": 64},
+                          "mnist", 3)
+    assert accs[-1] > 0.90
+    model = result.model.eval()
+    x, _ = load("mnist", "test", root=data_root, limit=64)
+    with torch.no_grad():
+        seed_stochastic(model, 1)
+        a = model(x)
+        seed_stochastic(model, 2)
+        b = model(x)
+        seed_stochastic(model, 1)
+        c = model(x)
+    assert not torch.equal(a, b)
+    assert torch.equal(a, c)
+    xt, yt = load("mnist", "test", root=data_root)
+    print(f"S model mean accuracy over 5 seeded passes: {accuracy(model, xt, yt, passes=5):.2%}")

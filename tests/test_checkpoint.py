@@ -1,0 +1,150 @@
+"""Checkpoints: round trip, refusals of bad files, and the training cache."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+import bnnrobust.train.cache as cache_mod
+from bnnrobust.data import load
+from bnnrobust.errors import CheckpointError, TrainingError
+from bnnrobust.models import build
+from bnnrobust.train import TrainRequest, fit, save, train_cached
+from bnnrobust.train import load as load_checkpoint
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("galloway-cnn", {"precision": "scaled", "width": 8}),
+    ("fc-bnn", {"depth": 2, "width": 32}),
+    ("fcn", {"width": 16, "input_bits": 2}),
+])
+def test_round_trip_identical_logits(fake_mnist, tmp_path, name, params):
+    torch.manual_seed(0)
+    model = build(name, **params)
+    fit(model, load("mnist", "train", limit=64), epochs=1, batch_size=16, progress=False)
+    path = save(model, tmp_path / "m.pt", train_config={"epochs": 1}, metrics={"acc": 0.5})
+    ckpt = load_checkpoint(path)
+    x, _ = load("mnist", "test", limit=16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), ckpt.model(x))
+    assert ckpt.model.config == model.config and not ckpt.model.training
+    assert ckpt.train_config == {"epochs": 1} and ckpt.metrics == {"acc": 0.5}
+    assert ckpt.versions["torch"] == torch.__version__
+
+
+def _saved(tmp_path):
+    return save(build("fc-bnn", width=8), tmp_path / "m.pt")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_truncated_file(tmp_path):
+    path = _saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated, corrupt or another kind of file"):
+        load_checkpoint(path)
+
+
+def test_not_a_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError, match="not a readable bnnrobust checkpoint"):
+        load_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    with pytest.raises(CheckpointError, match="no 'bnnrobust-checkpoint' marker"):
+        load_checkpoint(plain)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/bnnrobust-ckpt-pwned",))
+
+
+def test_code_in_a_checkpoint_is_never_run(tmp_path):
+    path = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"format": "bnnrobust-checkpoint"}, buf)
+    # replace the pickle inside the zip container by one that would run a command
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("data.pkl"):
+                data = pickle.dumps({"format": _Evil()}, protocol=2)
+            dst.writestr(item, data)
+    with pytest.raises(CheckpointError, match="not plain data"):
+        load_checkpoint(path)
+    assert not os.path.exists("/tmp/bnnrobust-ckpt-pwned")
+
+
+def test_another_architecture(tmp_path):
+    path = _saved(tmp_path)
+    with pytest.raises(CheckpointError, match="holds a 'fc-bnn' model, but a 'galloway-cnn'"):
+        load_checkpoint(path, expected_model="galloway-cnn")
+
+
+def test_weights_that_do_not_fit_the_named_model(tmp_path):
+    path = _saved(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    payload["model"] = payload["model"].replace('"width": 8', '"width": 9')
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_checkpoint(path)
+
+
+def test_save_refuses_non_zoo_models(tmp_path):
+    with pytest.raises(CheckpointError, match="bnnrobust.models.build"):
+        save(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+
+
+def test_cache_hit_skips_training(fake_mnist, monkeypatch, tmp_path):
+    request = TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=1, train_limit=100)
+    first = train_cached(request, progress=False, cache_dir=tmp_path / "ckpts")
+    assert not first.hit and first.path.exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the request is cached")
+
+    monkeypatch.setattr(cache_mod, "fit", no_training)
+    second = train_cached(request, progress=False, cache_dir=tmp_path / "ckpts")
+    assert second.hit and second.path == first.path
+    x, _ = load("mnist", "test", limit=8)
+    with torch.no_grad():
+        assert torch.equal(first.model.eval()(x), second.model(x))
+    # any change that determines the weights is another key
+    assert TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=2, train_limit=100).key() \
+        != request.key()
+    assert TrainRequest("fc-bnn", {"width": 16, "depth": 2}, "mnist", epochs=1,
+                        train_limit=100).key() == request.key()  # defaults are resolved
+
+
+def test_damaged_cache_entry_is_retrained(fake_mnist, tmp_path):
+    request = TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=1, train_limit=50)
+    first = train_cached(request, progress=False, cache_dir=tmp_path / "c")
+    first.path.write_bytes(b"broken")
+    again = train_cached(request, progress=False, cache_dir=tmp_path / "c")
+    assert not again.hit and load_checkpoint(again.path).model is not None
+
+
+def test_hook_must_match_request(fake_mnist):
+    class Hook:
+        def __call__(self, model, x, y, *, epoch):
+            return [(x, y)]
+
+        def config(self):
+            return {"kind": "x"}
+
+    with pytest.raises(TrainingError, match="config"):
+        train_cached(TrainRequest("fc-bnn", {}, "mnist", epochs=1), batch_hook=Hook(),
+                     progress=False)

@@ -1,0 +1,103 @@
+"""The zoo: output shapes on MNIST and CIFAR shapes, the Galloway layouts, parameter errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bnnrobust.data import InputQuantizer
+from bnnrobust.errors import ModelError
+from bnnrobust.models import available, build
+from bnnrobust.nn import BinaryConv2d, LearnedScale, binary_layers
+
+CASES = [
+    ("galloway-cnn", {"width": 8}, (1, 28, 28), 10),
+    ("galloway-cnn", {"width": 8, "channels": 3, "size": 32}, (3, 32, 32), 10),
+    ("galloway-cnn", {"width": 8, "precision": "full"}, (1, 28, 28), 10),
+    ("galloway-cnn", {"width": 8, "precision": "stochastic", "channels": 3, "size": 32},
+     (3, 32, 32), 10),
+    ("fc-bnn", {"depth": 3, "width": 20}, (1, 28, 28), 10),
+    ("fcn", {"arch": "fcn2", "width": 32}, (1, 28, 28), 10),
+    ("fcn", {"arch": "fcn2", "precision": "full", "width": 32}, (1, 28, 28), 10),
+    ("alexnet-cifar", {"fc_width": 64}, (3, 32, 32), 10),
+    ("alexnet-cifar", {"fc_width": 64, "precision": "full", "num_classes": 100}, (3, 32, 32), 100),
+    ("resnet20", {"width": 4}, (3, 32, 32), 100),
+    ("resnet20", {"width": 4, "precision": "full", "num_classes": 10}, (3, 32, 32), 10),
+    ("toy-mlp", {"hidden": 4, "quantized": True}, (2,), 1),
+]
+
+
+def test_every_family_is_covered():
+    assert {c[0] for c in CASES} == set(available())
+
+
+@pytest.mark.parametrize(("name", "params", "shape", "classes"), CASES)
+def test_output_shapes(name, params, shape, classes):
+    torch.manual_seed(0)
+    model = build(name, **params)
+    assert model.input_shape == shape and model.num_classes == classes
+    for mode in (model.train, model.eval):
+        mode()
+        out = model(torch.rand(3, *shape))
+        assert out.shape == (3, classes) and torch.isfinite(out).all()
+    assert model.config == {"name": name, "params": {**{k: p.default for k, p in
+                                                         available()[name].params.items()},
+                                                      **params}}
+
+
+def test_fcn_default_widths():
+    assert build("fcn", arch="fcn1").body[1].weight.shape == (6144, 784)
+    assert build("fcn", arch="fcn2").body[1].weight.shape == (600, 784)
+
+
+@pytest.mark.parametrize("k", [32, 64])
+def test_galloway_shapes_on_mnist(k):
+    model = build("galloway-cnn", precision="full", width=k)
+    shapes = []
+    for module in model.body:
+        if isinstance(module, torch.nn.ReLU):
+            module.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
+    model(torch.rand(2, 1, 28, 28))
+    assert shapes == [(k, 14, 14), (2 * k, 5, 5), (2 * k, 1, 1)]
+
+
+def test_galloway_precisions():
+    a, b, c, s = (build("galloway-cnn", precision=p, width=8)
+                  for p in ("full", "binary", "scaled", "stochastic"))
+    assert binary_layers(a) == []
+    assert [type(m) for m in binary_layers(b)] == [BinaryConv2d, BinaryConv2d]
+    assert all(layer.input_act is not None for layer in binary_layers(b))
+    assert not any(isinstance(m, LearnedScale) for m in b.modules())
+    scales = [m for m in c.modules() if isinstance(m, LearnedScale)]
+    assert [m.scale.item() for m in scales] == pytest.approx([0.05, 0.05])
+    assert [layer.stochastic for layer in binary_layers(s)] == [False, True]
+    assert all(p.bias is None for p in b.modules() if isinstance(p, torch.nn.Conv2d))
+
+
+def test_input_bits_adds_quantizer():
+    model = build("fcn", width=16, input_bits=2)
+    assert isinstance(model.input_layer, InputQuantizer) and model.input_layer.bits == 2
+    assert not isinstance(build("fcn", width=16).input_layer, InputQuantizer)
+
+
+def test_cli_strings_are_coerced():
+    model = build("galloway-cnn", precision="scaled", width="16", input_bits="none")
+    assert model.config["params"]["width"] == 16
+    assert build("toy-mlp", quantized="true").config["params"]["quantized"] is True
+
+
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("resnet-20", {}, "available models: alexnet-cifar, fc-bnn, fcn, galloway-cnn, resnet20"),
+    ("galloway-cnn", {"filters": 64}, "valid parameters: channels, input_bits, num_classes, "
+                                      "precision, size, width"),
+    ("galloway-cnn", {"precision": "ternary"}, "valid values: full, binary, scaled, stochastic"),
+    ("galloway-cnn", {"width": 0}, "must be >= 1"),
+    ("galloway-cnn", {"width": "wide"}, "expects int"),
+    ("galloway-cnn", {"size": 20}, "must be >= 27"),
+    ("fc-bnn", {"depth": 2.5}, "must be int"),
+    ("toy-mlp", {"hidden": 3}, "valid values: 2, 4"),
+    ("fcn", {"input_bits": 9}, "valid values: 1, 2, 3, 4, 5, 6, 7, 8"),
+])
+def test_bad_names_and_parameters(name, params, message):
+    with pytest.raises(ModelError, match=message.replace("(", r"\(")):
+        build(name, **params)
