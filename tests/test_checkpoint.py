@@ -51,7 +51,7 @@ def test_truncated_file(tmp_path):
     path = _saved(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated, corrupt or another kind of file"):
+    with pytest.raises(CheckpointError, match="truncated, corrupt, another kind of file"):
         load_checkpoint(path)
 
 
