@@ -1,0 +1,94 @@
+"""The command line: each command on generated data, --help of every option, clear errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bnnrobust.cli import app, main
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["bnnrobust", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+COMMANDS = {
+    "datasets": ["--root", "--verify"],
+    "models": [],
+    "summary": ["--param"],
+    "train": ["--dataset", "--param", "--epochs", "--batch-size", "--lr", "--seed", "--limit",
+              "--clip-weights", "--out", "--device", "--root", "--json"],
+    "eval": ["--dataset", "--limit", "--passes", "--device", "--root"],
+}
+
+
+def test_every_command_is_documented():
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert names == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_explains_every_option(monkeypatch, capsys, command):
+    code, out, _ = run(monkeypatch, capsys, command, "--help")
+    assert code == 0
+    for option in COMMANDS[command]:
+        assert option in out, f"{command} --help does not mention {option}"
+
+
+def test_train_then_eval(monkeypatch, capsys, fake_mnist, tmp_path):
+    ckpt = tmp_path / "out" / "m.pt"
+    report = tmp_path / "m.json"
+    code, out, err = run(monkeypatch, capsys, "train", "galloway-cnn", "--param", "precision=full",
+                         "--param", "width=8", "--epochs", "2", "--batch-size", "32",
+                         "--out", str(ckpt), "--device", "cpu", "--json", str(report))
+    assert code == 0, err
+    assert "trained: galloway-cnn" in out and "test accuracy:" in out and str(ckpt) in out
+    assert ckpt.exists() and '"final_test_accuracy"' in report.read_text()
+    code, out, _ = run(monkeypatch, capsys, "train", "galloway-cnn", "--param", "precision=full",
+                       "--param", "width=8", "--epochs", "2", "--batch-size", "32")
+    assert code == 0 and "cached: galloway-cnn" in out
+    code, out, _ = run(monkeypatch, capsys, "eval", str(ckpt), "--limit", "50")
+    assert code == 0 and "clean accuracy on mnist test (50 images)" in out
+
+
+def test_datasets_and_models(monkeypatch, capsys, fake_mnist):
+    code, out, _ = run(monkeypatch, capsys, "datasets")
+    assert code == 0 and "mnist" in out and "verified" in out and "missing" in out
+    code, out, _ = run(monkeypatch, capsys, "models")
+    for name in ("galloway-cnn", "fc-bnn", "fcn", "alexnet-cifar", "resnet20", "toy-mlp"):
+        assert name in out
+    code, out, _ = run(monkeypatch, capsys, "summary", "galloway-cnn", "--param", "width=32")
+    assert code == 0 and "BinaryConv2d" in out and "compression" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "resnet"], "unknown model 'resnet'"),
+    (["train", "fc-bnn", "--param", "width"], "--param expects key=value"),
+    (["train", "fc-bnn", "--param", "wdth=3"], "valid parameters: depth"),
+    (["train", "fc-bnn", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "fc-bnn", "--epochs", "0"], "epochs must be a positive integer"),
+    (["train", "fc-bnn", "--device", "tpu"], "unknown device 'tpu'"),
+    (["eval", "/nonexistent.pt"], "does not exist"),
+])
+def test_errors_are_one_clear_line(monkeypatch, capsys, fake_mnist, args, message):
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_cuda_request_without_cuda(monkeypatch, capsys, fake_mnist):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", "--device", "cuda")
+    assert code == 2 and "no CUDA device" in err
