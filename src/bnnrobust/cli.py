@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -35,7 +35,7 @@ DeviceOpt = Annotated[str, typer.Option(
 DatasetOpt = Annotated[str, typer.Option(
     "--dataset", help=f"Dataset: {', '.join(REGISTRY)}. Files are looked up under "
                       "$BNNROBUST_DATA/<name>/ (default ~/.cache/bnnrobust/data).")]
-RootOpt = Annotated[Optional[Path], typer.Option(
+RootOpt = Annotated[Path | None, typer.Option(
     "--root", help="Datasets folder (overrides $BNNROBUST_DATA).")]
 
 
@@ -99,15 +99,15 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Batch size (papers: 128).")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (papers: 1e-3).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling and sampling.")] = 0,
-    limit: Annotated[Optional[int], typer.Option(
+    limit: Annotated[int | None, typer.Option(
         help="Train on the first N training examples only (default: all).")] = None,
     clip_weights: Annotated[bool, typer.Option(
         help="Clamp latent weights of binary layers to [-1, 1] after each step.")] = False,
-    out_path: Annotated[Optional[Path], typer.Option(
+    out_path: Annotated[Path | None, typer.Option(
         "--out", help="Also copy the checkpoint here (it is always kept in the cache).")] = None,
     device: DeviceOpt = "auto",
     root: RootOpt = None,
-    json_path: Annotated[Optional[Path], typer.Option(
+    json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the metrics as JSON to this file.")] = None,
 ) -> None:
     """Train a zoo model (or fetch it from the checkpoint cache) and print its test accuracy."""
@@ -135,7 +135,7 @@ def train(
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by 'bnnrobust train'.")],
     dataset: DatasetOpt = "mnist",
-    limit: Annotated[Optional[int], typer.Option(
+    limit: Annotated[int | None, typer.Option(
         help="Evaluate on the first N test examples only.")] = None,
     passes: Annotated[int, typer.Option(
         help="Forward passes averaged for a stochastic model (fixed seeds).")] = 5,

@@ -4,6 +4,14 @@ Families: ``galloway-cnn``, ``fc-bnn``, ``fcn``, ``alexnet-cifar``, ``resnet20``
 """
 
 from bnnrobust.models import alexnet, fully_connected, galloway_cnn, resnet20, toy_mlp  # noqa: F401
-from bnnrobust.models.base import ModelEntry, Param, ZooModel, available, build, entry, resolve_params
+from bnnrobust.models.base import (
+    ModelEntry,
+    Param,
+    ZooModel,
+    available,
+    build,
+    entry,
+    resolve_params,
+)
 
 __all__ = ["ModelEntry", "Param", "ZooModel", "available", "build", "entry", "resolve_params"]

@@ -27,6 +27,11 @@ def _check_rule(rule: str) -> str:
     return rule
 
 
+def _sign(x: torch.Tensor) -> torch.Tensor:
+    """±1 with sign(0) = +1. Adding +0.0 turns -0.0 into +0.0 before copysign (fast path)."""
+    return torch.ones_like(x).copysign_(x + 0.0)
+
+
 def _ste_backward(grad: torch.Tensor, x: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "hubara":
         return grad * (x.abs() <= 1).to(grad.dtype)
@@ -38,7 +43,7 @@ class _SignSTE(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, rule: str) -> torch.Tensor:  # noqa: D102
         ctx.save_for_backward(x)
         ctx.rule = rule
-        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+        return _sign(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
