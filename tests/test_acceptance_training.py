@@ -25,10 +25,19 @@ def _train(data_root, model, params, dataset, epochs):
     return result, accs
 
 
-@pytest.mark.parametrize(("precision", "threshold"), [("full", 0.985), ("binary", 0.96)])
-def test_galloway_cnn_two_epochs(data_root, precision, threshold):
-    _, accs = _train(data_root, "galloway-cnn", {"precision": precision, "width": 64}, "mnist", 2)
-    assert accs[-1] >= threshold
+def test_galloway_cnn_full_precision_two_epochs(data_root):
+    _, accs = _train(data_root, "galloway-cnn", {"precision": "full", "width": 64}, "mnist", 2)
+    assert accs[-1] >= 0.985
+
+
+def test_galloway_cnn_binary_reproduces_table_6(data_root):
+    """Model B with the paper's settings (15 epochs): Table 6 gives 2.3 ± 0.1 % error (97.7 %).
+
+    With the paper's σ = 0.2 latent init and Adam 1e-3, B learns slowly: it passes 96 % only
+    around epoch 7 (measured 90.2 % after 2 epochs), so the check is made where the paper made it.
+    """
+    _, accs = _train(data_root, "galloway-cnn", {"precision": "binary", "width": 64}, "mnist", 15)
+    assert accs[-1] >= 0.97
 
 
 @pytest.mark.parametrize(("dataset", "threshold"), [("mnist", 0.90), ("fashion-mnist", 0.80)])

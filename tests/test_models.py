@@ -17,6 +17,7 @@ CASES = [
     ("galloway-cnn", {"width": 8, "precision": "stochastic", "channels": 3, "size": 32},
      (3, 32, 32), 10),
     ("fc-bnn", {"depth": 3, "width": 20}, (1, 28, 28), 10),
+    ("fc-bnn", {"width": 20, "in_features": 3072}, (3072,), 10),
     ("fcn", {"arch": "fcn2", "width": 32}, (1, 28, 28), 10),
     ("fcn", {"arch": "fcn2", "precision": "full", "width": 32}, (1, 28, 28), 10),
     ("alexnet-cifar", {"fc_width": 64}, (3, 32, 32), 10),
@@ -43,6 +44,14 @@ def test_output_shapes(name, params, shape, classes):
     assert model.config == {"name": name, "params": {**{k: p.default for k, p in
                                                          available()[name].params.items()},
                                                       **params}}
+
+
+def test_flat_models_take_images_of_their_size():
+    from bnnrobust.train import check_input_shape
+
+    model = build("fc-bnn", width=8, in_features=3072)
+    check_input_shape(model, torch.rand(2, 3, 32, 32))  # flattens itself: accepted
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_fcn_default_widths():
