@@ -12,9 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bnnrobust.attacks import ADV_KINDS, ATTACKS, TARGET_RULES, AdversarialTraining
 from bnnrobust.data import REGISTRY, load, status
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
+from bnnrobust.evaluate import accuracy_under_attack, diagnose
 from bnnrobust.models import available, build
 from bnnrobust.nn import summary as model_summary
 from bnnrobust.train import TrainRequest, accuracy, train_cached
@@ -105,6 +107,19 @@ def train(
         help="Clamp latent weights of binary layers to [-1, 1] after each step.")] = False,
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="Also copy the checkpoint here (it is always kept in the cache).")] = None,
+    adv: Annotated[str | None, typer.Option(
+        help=f"Adversarial training: {', '.join(ADV_KINDS)} (default: none). Each batch adds "
+             "its adversarial version; loss = (clean + adversarial) / 2.")] = None,
+    adv_eps: Annotated[float, typer.Option(
+        help="Adversarial training ε (L∞; papers: 0.3 on MNIST). For fgsm-random, the "
+             "largest ε of the truncated normal.")] = 0.3,
+    adv_steps: Annotated[int, typer.Option(help="PGD training iterations (Galloway: 20 or 40).")] = 20,
+    adv_alpha: Annotated[float, typer.Option(help="PGD training step size (0.01).")] = 0.01,
+    adv_start: Annotated[int, typer.Option(
+        help="First adversarial epoch, counting from 0 (papers: 10 of 15).")] = 0,
+    adv_label: Annotated[str, typer.Option(
+        help="Label of adversarial examples: predicted (the model's own, no label leaking) "
+             "or true.")] = "predicted",
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: Annotated[Path | None, typer.Option(
@@ -112,10 +127,15 @@ def train(
 ) -> None:
     """Train a zoo model (or fetch it from the checkpoint cache) and print its test accuracy."""
     resolve_device(device)
+    hook = None
+    if adv is not None:
+        hook = AdversarialTraining(adv, eps=adv_eps, start_epoch=adv_start, steps=adv_steps,
+                                   alpha=adv_alpha, label=adv_label, seed=seed)
     request = TrainRequest(model=model, params=_parse_params(param or []), dataset=dataset,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           clip_weights=clip_weights, train_limit=limit)
-    result = train_cached(request, device=device, data_root=root, console=err)
+                           clip_weights=clip_weights, train_limit=limit,
+                           hook=hook.config() if hook else None)
+    result = train_cached(request, batch_hook=hook, device=device, data_root=root, console=err)
     path = result.path
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,10 +171,107 @@ def evaluate(
     out.print(f"clean accuracy on {dataset} test ({len(x)} images): {acc:.2%}")
 
 
+@app.command()
+def attack(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by 'bnnrobust train'.")],
+    dataset: DatasetOpt = "mnist",
+    attack_name: Annotated[str, typer.Option(
+        "--attack", help=f"Attack: {', '.join(ATTACKS)}.")] = "fgsm",
+    eps: Annotated[list[float] | None, typer.Option(
+        help="L∞ budgets, e.g. --eps 0.1 0.2 0.3 (ignored by cw and jsma).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Iterations (bim/pgd: 40; cw: 100, the Galloway preset).")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        help="Step size of bim/pgd (0.01) or random step of rfgsm (eps/2).")] = None,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
+    target: Annotated[str | None, typer.Option(
+        help=f"Targeted attack: {', '.join(TARGET_RULES)} or all (every other class, the "
+             "Galloway CW evaluation). Default: untargeted (jsma: random).")] = None,
+    eot: Annotated[int, typer.Option(
+        "--eot", help="EOT: average each gradient over N forward passes (stochastic models).")] = 1,
+    bpda: Annotated[bool, typer.Option(
+        help="BPDA: differentiate through non-differentiable input layers with their "
+             "surrogate.")] = False,
+    limit: Annotated[int | None, typer.Option(
+        help="Attack the first N test images only (default: all).")] = None,
+    passes: Annotated[int, typer.Option(
+        help="Forward passes averaged when measuring a stochastic model's accuracy.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Inputs per attack batch.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the attack's random numbers.")] = 0,
+    diagnostics: Annotated[bool, typer.Option(
+        help="Run the gradient-masking checks (on up to 256 inputs).")] = True,
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the table and the flags as JSON to this file.")] = None,
+) -> None:
+    """Accuracy under a white-box attack for each ε, and the gradient-masking flags."""
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    x, y = load(dataset, "test", root=root, limit=limit)
+    options: dict = {"eot_samples": eot, "bpda": bpda, "seed": seed}
+    if attack_name == "cw":
+        options.update(c=10.0, steps=100, lr=0.1, binary_search_steps=1)
+    if steps is not None:
+        options["steps"] = steps
+    if alpha is not None:
+        options["alpha"] = alpha
+    if attack_name == "pgd":
+        options["restarts"] = restarts
+    if target is not None and target != "all":
+        options["target"] = target
+    eps_list = eps or [0.3]
+    rows = accuracy_under_attack(ckpt.model, x, y, attack=attack_name, eps=eps_list,
+                                 batch_size=batch_size, passes=passes, progress=True,
+                                 all_targets=target == "all", **options)
+    table = Table("attack", "ε", "accuracy", "success rate", "mean L2 (successful)", "n", "time (s)")
+    for r in rows:
+        table.add_row(r.attack, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.2%}",
+                      f"{r.success_rate:.2%}", "-" if r.mean_l2 is None else f"{r.mean_l2:.3f}",
+                      str(r.n), f"{r.seconds:.1f}")
+    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']} on {dataset}")
+    out.print(table)
+    flags = []
+    if diagnostics:
+        flags = diagnose(ckpt.model, x.to(dev), y.to(dev), rows=rows, eps=max(eps_list),
+                         eot_samples=eot, bpda=bpda)
+        for flag in flags:
+            mark = "[red]FLAG[/red]" if flag.raised else "[green]ok[/green]  "
+            out.print(f"{mark} {flag.name}: {flag.evidence}")
+            if flag.raised:
+                out.print(f"      {flag.explanation}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
+                                         "rows": [r.as_dict() for r in rows],
+                                         "flags": [f.as_dict() for f in flags]}, indent=2))
+
+
+MULTI_VALUE_OPTIONS = ("--eps",)
+
+
+def _expand_multi_value(argv: list[str]) -> list[str]:
+    """Let ``--eps 0.1 0.2 0.3`` mean ``--eps 0.1 --eps 0.2 --eps 0.3`` (click needs the latter)."""
+    out: list[str] = []
+    current = None
+    for arg in argv:
+        if arg in MULTI_VALUE_OPTIONS:
+            current = arg
+            out.append(arg)
+            continue
+        if current is not None and not arg.startswith("-"):
+            if out[-1] != current:
+                out.append(current)
+            out.append(arg)
+            continue
+        current = None
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Entry point: run the app, turning bnnrobust errors into one clear message."""
     try:
-        app(standalone_mode=False)
+        app(args=_expand_multi_value(sys.argv[1:]), standalone_mode=False)
     except BnnRobustError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)

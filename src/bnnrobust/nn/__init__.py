@@ -11,6 +11,7 @@ from bnnrobust.nn.layers import (
     clip_latent_weights,
     is_stochastic,
     seed_stochastic,
+    seeded,
 )
 from bnnrobust.nn.summary import LayerRow, Summary, summary
 
@@ -28,6 +29,7 @@ __all__ = [
     "hard_sigmoid",
     "is_stochastic",
     "seed_stochastic",
+    "seeded",
     "sign_ste",
     "stochastic_binarize",
     "summary",

@@ -15,6 +15,8 @@ Options (keyword-only):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +175,19 @@ def seed_stochastic(model: nn.Module, seed: int | None) -> None:
     """Seed every stochastic layer (layer i gets ``seed + i``); ``None`` returns to the global RNG."""
     for i, layer in enumerate(layer for layer in binary_layers(model) if layer.stochastic):
         layer.seed(None if seed is None else seed + i)
+
+
+@contextmanager
+def seeded(model: nn.Module, seed: int | None) -> Iterator[None]:
+    """Seed the stochastic layers for a block and restore their previous seeds afterwards."""
+    layers = [layer for layer in binary_layers(model) if layer.stochastic]
+    saved = [(layer._seed, layer.generator) for layer in layers]
+    seed_stochastic(model, seed)
+    try:
+        yield
+    finally:
+        for layer, (old_seed, old_gen) in zip(layers, saved, strict=True):
+            layer._seed, layer.generator = old_seed, old_gen
 
 
 @torch.no_grad()
