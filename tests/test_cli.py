@@ -25,8 +25,12 @@ COMMANDS = {
     "models": [],
     "summary": ["--param"],
     "train": ["--dataset", "--param", "--epochs", "--batch-size", "--lr", "--seed", "--limit",
-              "--clip-weights", "--out", "--device", "--root", "--json"],
+              "--clip-weights", "--out", "--device", "--root", "--json", "--adv", "--adv-eps",
+              "--adv-steps", "--adv-alpha", "--adv-start", "--adv-label"],
     "eval": ["--dataset", "--limit", "--passes", "--device", "--root"],
+    "attack": ["--dataset", "--attack", "--eps", "--steps", "--alpha", "--restarts", "--target",
+               "--eot", "--bpda", "--limit", "--passes", "--batch-size", "--seed",
+               "--diagnostics", "--device", "--root", "--json"],
 }
 
 
@@ -92,3 +96,34 @@ def test_cuda_request_without_cuda(monkeypatch, capsys, fake_mnist):
         pytest.skip("this machine has CUDA")
     code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", "--device", "cuda")
     assert code == 2 and "no CUDA device" in err
+
+
+def test_attack_command(monkeypatch, capsys, fake_mnist, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    code, _, err = run(monkeypatch, capsys, "train", "galloway-cnn", "--param", "precision=full",
+                       "--param", "width=8", "--epochs", "1", "--out", str(ckpt))
+    assert code == 0, err
+    report = tmp_path / "a.json"
+    code, out, err = run(monkeypatch, capsys, "attack", str(ckpt), "--attack", "fgsm",
+                         "--eps", "0.1", "0.3", "--limit", "20", "--json", str(report))
+    assert code == 0, err
+    assert "fgsm" in out and "saturated_softmax" in out
+    import json
+
+    data = json.loads(report.read_text())
+    assert [r["eps"] for r in data["rows"]] == [0.1, 0.3]
+    assert {f["name"] for f in data["flags"]} >= {"no_collapse_at_large_eps", "saturated_softmax"}
+    code, out, err = run(monkeypatch, capsys, "attack", str(ckpt), "--attack", "cw", "--steps", "5",
+                         "--target", "all", "--limit", "3", "--no-diagnostics")
+    assert code == 0, err and "n" in out
+    code, _, err = run(monkeypatch, capsys, "attack", str(ckpt), "--attack", "deepfool")
+    assert code == 2 and "unknown attack 'deepfool'" in err
+
+
+def test_train_with_adversarial_training(monkeypatch, capsys, fake_mnist):
+    code, out, err = run(monkeypatch, capsys, "train", "fc-bnn", "--param", "width=16",
+                         "--epochs", "2", "--adv", "pgd", "--adv-eps", "0.3", "--adv-steps", "3",
+                         "--adv-start", "1")
+    assert code == 0, err and "trained: fc-bnn" in out
+    code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", "--adv", "madry")
+    assert code == 2 and "unknown adversarial training 'madry'" in err

@@ -230,13 +230,17 @@ class Attack:
 
     def gradient(self, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(per-sample loss, input gradient)``, averaged over ``eot_samples`` passes."""
+        """``(per-sample loss, input gradient)``, averaged over ``eot_samples`` passes.
+
+        The gradient is that of the batch-mean loss (as torchattacks and CleverHans compute it);
+        its direction per input is the same as the per-sample loss's.
+        """
         total_grad = torch.zeros_like(x)
         total_loss = torch.zeros(len(x), device=x.device)
         for _ in range(self.eot_samples):
             xg = x.detach().requires_grad_(True)
             loss = self.loss(self.model(xg), y, target)
-            (grad,) = torch.autograd.grad(loss.sum(), xg)
+            (grad,) = torch.autograd.grad(loss.mean(), xg)
             total_grad += grad
             total_loss += loss.detach()
         return total_loss / self.eot_samples, total_grad / self.eot_samples

@@ -1,0 +1,147 @@
+"""Evaluation tables, worst case, CW curve, diagnostics and the adversarial-training hook."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bnnrobust.attacks import FGSM, PGD, AdversarialTraining, AttackError, random_eps
+from bnnrobust.data import load
+from bnnrobust.evaluate import (
+    Row,
+    accuracy_under_attack,
+    cw_accuracy_curve,
+    diagnose,
+    expand_targets,
+    worst_case,
+)
+from bnnrobust.evaluate.diagnostics import iterative_vs_single_step, softmax_saturation
+from bnnrobust.models import build
+from bnnrobust.train import TrainRequest, fit, train_cached
+
+
+@pytest.fixture
+def small_model(fake_mnist):
+    torch.manual_seed(0)
+    model = build("galloway-cnn", precision="full", width=8)
+    fit(model, load("mnist", "train"), epochs=3, batch_size=32, progress=False)
+    x, y = load("mnist", "test", limit=40)
+    return model.eval(), x, y
+
+
+def test_accuracy_over_eps(small_model):
+    model, x, y = small_model
+    rows = accuracy_under_attack(model, x, y, attack="fgsm", eps=[0.0, 0.1, 0.3])
+    assert [r.eps for r in rows] == [0.0, 0.1, 0.3] and all(r.n == 40 for r in rows)
+    assert rows[0].success_rate <= 1 - rows[0].accuracy + 1e-9
+    assert rows[-1].accuracy <= rows[0].accuracy
+    assert rows[1].settings["eps"] == 0.1 and rows[1].attack == "fgsm"
+
+
+def test_worst_case_is_intersection(small_model):
+    model, x, y = small_model
+    attacks = [FGSM(model, eps=0.1), PGD(model, eps=0.1, steps=5)]
+    wc = worst_case(model, x, y, attacks)
+    assert wc.accuracy <= min(wc.per_attack_accuracy.values()) + 1e-9
+    assert wc.robust.dtype == torch.bool and len(wc.robust) == 40
+
+
+def test_expand_targets():
+    x = torch.rand(2, 1, 2, 2)
+    xr, yr, t = expand_targets(x, torch.tensor([0, 3]), 4)
+    assert yr.tolist() == [0, 0, 0, 3, 3, 3] and t.tolist() == [1, 2, 3, 0, 1, 2]
+    assert torch.equal(xr[3], x[1])
+
+
+def test_cw_curve_is_monotone(small_model):
+    model, x, y = small_model
+    curve = cw_accuracy_curve(model, x[:10], y[:10], iterations=[2, 5, 20])
+    accs = [c["accuracy"] for c in curve]
+    assert [c["iterations"] for c in curve] == [2, 5, 20]
+    assert accs == sorted(accs, reverse=True)
+
+
+def test_iterative_weaker_flag():
+    rows = [Row("fgsm", 0.3, 0.10, 0.9, None, 10, 0.0, {}),
+            Row("pgd", 0.3, 0.50, 0.5, None, 10, 0.0, {})]
+    assert iterative_vs_single_step(rows).raised
+    rows[1] = Row("pgd", 0.3, 0.0, 1.0, None, 10, 0.0, {})
+    assert not iterative_vs_single_step(rows).raised
+
+
+def test_saturated_softmax_flag():
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    loud = nn.Sequential(base, nn.Identity())
+    with torch.no_grad():
+        base[1].weight.mul_(1000)
+    x = torch.rand(20, 4)
+    assert softmax_saturation(loud, x).raised
+    with torch.no_grad():
+        base[1].weight.div_(1000)
+    assert not softmax_saturation(loud, x).raised
+
+
+def test_diagnose_quantized_and_stochastic_models():
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    quant = build("fcn", width=16, precision="full", input_bits=2).eval()
+    flags = {f.name: f for f in diagnose(quant, x, y, eps=0.3)}
+    assert flags["non_differentiable_input_without_bpda"].raised
+    assert flags["zero_or_nonfinite_gradients"].raised
+    assert not {f.name: f for f in diagnose(quant, x, y, bpda=True)}[
+        "non_differentiable_input_without_bpda"].raised
+    stoch = build("galloway-cnn", precision="stochastic", width=4).eval()
+    assert {f.name: f for f in diagnose(stoch, x, y)}["random_outputs_without_eot"].raised
+    assert not {f.name: f for f in diagnose(stoch, x, y, eot_samples=4)}[
+        "random_outputs_without_eot"].raised
+    for flag in flags.values():
+        assert flag.explanation.endswith(".") and flag.as_dict()["name"] == flag.name
+
+
+def test_random_eps_distribution():
+    eps = random_eps(20000, 0.3, torch.Generator().manual_seed(0))
+    sigma = math.ceil(0.3 * 255 / 2) / 255
+    assert eps.min() >= 0 and eps.max() <= 2 * sigma + 1e-6
+    # E|Z| for Z ~ N(0, 1) truncated to [-2, 2]: sqrt(2/π)(1 - e^-2) / erf(√2) ≈ 0.7228
+    expected = math.sqrt(2 / math.pi) * (1 - math.exp(-2)) / math.erf(math.sqrt(2))
+    assert abs(eps.mean().item() / sigma - expected) < 0.01
+
+
+def test_adversarial_hook_schedule_and_labels():
+    torch.manual_seed(0)
+    model = build("fc-bnn", width=16).eval()
+    hook = AdversarialTraining("pgd", eps=0.1, steps=2, start_epoch=1)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    assert len(hook(model, x, y, epoch=0)) == 1
+    (xc, yc), (xa, ya) = hook(model, x, y, epoch=1)
+    assert torch.equal(xc, x) and torch.equal(yc, y)
+    assert torch.equal(ya, model(x).argmax(1))  # the model's own prediction
+    assert (xa - x).abs().max() <= 0.1 + 1e-6
+    true_hook = AdversarialTraining("fgsm", eps=0.1, label="true")
+    assert torch.equal(true_hook(model, x, y, epoch=0)[1][1], y)
+    assert hook.config()["steps"] == 2 and "steps" not in true_hook.config()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"kind": "cw"}, "expected one of fgsm, fgsm-random, pgd, rfgsm"),
+    ({"kind": "pgd", "label": "leak"}, "label must be one of"),
+    ({"kind": "pgd", "start_epoch": -1}, "start_epoch must be an integer >= 0"),
+    ({"kind": "fgsm", "eps": 0}, "eps must be a finite number > 0"),
+])
+def test_adversarial_hook_errors(kwargs, message):
+    kind = kwargs.pop("kind")
+    with pytest.raises(AttackError, match=message):
+        AdversarialTraining(kind, **kwargs)
+
+
+def test_adversarial_training_through_the_cache(fake_mnist):
+    hook = AdversarialTraining("rfgsm", eps=0.3, start_epoch=1)
+    request = TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=2, hook=hook.config())
+    result = train_cached(request, batch_hook=hook, progress=False)
+    assert not result.hit
+    clean = TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=2)
+    assert clean.key() != request.key()
