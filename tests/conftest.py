@@ -12,9 +12,14 @@ from bnnrobust.data import status
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own cache folder (checkpoints, decoded arrays, md5 records)."""
-    monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Every default test gets its own cache folder (checkpoints, decoded arrays, md5 records).
+
+    Slow acceptance tests keep the user's cache ($BNNROBUST_CACHE or ~/.cache/bnnrobust) so
+    that the models they need are trained once and shared with the CLI.
+    """
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 def real_data_root() -> Path | None:
