@@ -6,8 +6,9 @@ For PGD-40 and CW-L2-100 it prints two ratios, each against a baseline measured 
   (target: at most 1.1);
 - our time / torchattacks' time at equal settings (target: at most 1.0).
 
-Runs alternate between the contenders and the best of ``--repeats`` is kept, so that machine
-load hits all alike. Uses real MNIST test images when the data is present, else random inputs.
+Each round times the baseline, ours and torchattacks back to back, and the median over
+``--repeats`` rounds is printed, so that machine load hits all alike.
+Uses real MNIST test images when the data is present, else random inputs.
 
     python benchmarks/attack_speed.py [--repeats 3] [--batch 256] [--width 64]
 """
@@ -15,6 +16,7 @@ load hits all alike. Uses real MNIST test images when the data is present, else 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -26,19 +28,16 @@ from bnnrobust.errors import BnnRobustError
 from bnnrobust.models import build
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per contender (best kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (median kept)")
     parser.add_argument("--batch", type=int, default=256, help="inputs per batch (256)")
     parser.add_argument("--width", type=int, default=64, help="K of the Galloway CNN (64)")
     args = parser.parse_args()
@@ -54,20 +53,13 @@ def main() -> None:
     except BnnRobustError:
         x, y = torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
         source = "random inputs (MNIST not found)"
-    for p in model.parameters():
-        p.requires_grad_(False)  # baseline: the least work, gradients to the input only
-
     def forward_backward() -> None:
         xg = x.clone().requires_grad_(True)
         torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
 
-    one = best_time(lambda: [forward_backward() for _ in range(5)], args.repeats) / 5
-    for p in model.parameters():
-        p.requires_grad_(True)  # the attacks must cope with a trainable model as users pass it
     print(f"galloway-cnn K={args.width}, batch {args.batch} of {source}, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"one forward+backward to the input: {one * 1000:.1f} ms")
-
+          f"{torch.__version__}, {torch.get_num_threads()} threads; median over {args.repeats} "
+          "rounds, each round timing baseline, ours and torchattacks back to back")
     contenders = {
         "PGD-40": (
             40,
@@ -82,14 +74,21 @@ def main() -> None:
         ),
     }
     for name, (steps, ours, theirs) in contenders.items():
-        ours_t, theirs_t = [], []
-        for _ in range(args.repeats):  # alternate
-            ours_t.append(best_time(ours, 1))
-            theirs_t.append(best_time(theirs, 1))
-        o, t = min(ours_t), min(theirs_t)
-        print(f"{name:>10}: ours {o:6.2f} s, torchattacks {t:6.2f} s | "
-              f"ours / (steps x fwd+bwd) = {o / (steps * one):.2f} (target <= 1.1) | "
-              f"ours / torchattacks = {o / t:.2f} (target <= 1.0)")
+        overhead, versus, times = [], [], []
+        for _ in range(args.repeats):
+            for p in model.parameters():
+                p.requires_grad_(False)  # baseline: the least work, gradients to the input only
+            one = timed(lambda n=steps: [forward_backward() for _ in range(n)]) / steps
+            for p in model.parameters():
+                p.requires_grad_(True)  # the attacks get the model as users pass it
+            o, t = timed(ours), timed(theirs)
+            overhead.append(o / (steps * one))
+            versus.append(o / t)
+            times.append((one, o, t))
+        one, o, t = (statistics.median(v) for v in zip(*times, strict=True))
+        print(f"{name:>10}: fwd+bwd {one * 1000:.1f} ms, ours {o:.2f} s, torchattacks {t:.2f} s | "
+              f"ours / (steps x fwd+bwd) = {statistics.median(overhead):.2f} (target <= 1.1) | "
+              f"ours / torchattacks = {statistics.median(versus):.2f} (target <= 1.0)")
 
 
 if __name__ == "__main__":

@@ -168,8 +168,11 @@ class Attack:
     # ------------------------------------------------------------------ public API
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *,
                  target: torch.Tensor | None = None) -> torch.Tensor:
-        """Adversarial versions of ``x`` (same device as ``x``)."""
-        return self.run(x, y, target=target).x_adv
+        """Adversarial versions of ``x`` (same device as ``x``); cheaper than :meth:`run`,
+        which also measures success and norms."""
+        out_device = x.device
+        x_adv, _, _ = self._attack(x, y, target, measure=False)
+        return x_adv.to(out_device)
 
     @property
     def targeted(self) -> bool:
@@ -190,6 +193,18 @@ class Attack:
         """Attack the batch ``(x, y)``; see :class:`AttackResult`."""
         start = time.perf_counter()
         out_device = x.device
+        x_adv, tgt, (success, extra, x) = self._attack(x, y, target, measure=True)
+        delta = (x_adv - x).flatten(1)
+        return AttackResult(
+            x_adv=x_adv.to(out_device), success=success.to(out_device),
+            l0=(delta.abs() > 1e-12).sum(1).to(out_device),
+            l2=delta.norm(dim=1).to(out_device), linf=delta.abs().amax(1).to(out_device),
+            seconds=time.perf_counter() - start, settings=self.settings(),
+            target=None if tgt is None else tgt.to(out_device), extra=extra)
+
+    def _attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *,
+                measure: bool) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
+        """Validate, set the model up (eval, frozen, seeded, BPDA) and run :meth:`_perturb`."""
         device = model_device(self.model)
         x, y = self._validate(x, y)
         x, y = x.to(device), y.to(device)
@@ -203,16 +218,11 @@ class Attack:
             tgt = self._resolve_target(x, y, target if target is not None else self.target)
             x_adv, extra = self._perturb(x, y, tgt)
             x_adv = x_adv.detach().clamp(0.0, 1.0)
+            if not measure:
+                return x_adv, tgt, ()
             with torch.no_grad():
                 success = self.is_success(self.model(x_adv), y, tgt)
-        delta = (x_adv - x).flatten(1)
-        result = AttackResult(
-            x_adv=x_adv.to(out_device), success=success.to(out_device),
-            l0=(delta.abs() > 1e-12).sum(1).to(out_device),
-            l2=delta.norm(dim=1).to(out_device), linf=delta.abs().amax(1).to(out_device),
-            seconds=time.perf_counter() - start, settings=self.settings(),
-            target=None if tgt is None else tgt.to(out_device), extra=extra)
-        return result
+        return x_adv, tgt, (success, extra, x)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -235,6 +245,11 @@ class Attack:
         The gradient is that of the batch-mean loss (as torchattacks and CleverHans compute it);
         its direction per input is the same as the per-sample loss's.
         """
+        if self.eot_samples == 1:
+            xg = x.detach().requires_grad_(True)
+            loss = self.loss(self.model(xg), y, target)
+            (grad,) = torch.autograd.grad(loss.mean(), xg)
+            return loss.detach(), grad
         total_grad = torch.zeros_like(x)
         total_loss = torch.zeros(len(x), device=x.device)
         for _ in range(self.eot_samples):
