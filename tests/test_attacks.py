@@ -235,3 +235,14 @@ def test_fgsm_zero_eps_changes_nothing():
     model = linear2()
     x, y = inner_inputs(4, 10), torch.tensor([0, 1, 0, 1])
     assert torch.equal(FGSM(model, eps=0.0)(x, y), x)
+
+
+def test_cw_uses_eot_passes():
+    torch.manual_seed(0)
+    model = build("galloway-cnn", precision="stochastic", width=4)
+    x, y = torch.rand(2, 1, 28, 28), torch.randint(0, 10, (2,))
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    CWL2(model, steps=3, binary_search_steps=1, abort_early=False, eot_samples=4)(x, y)
+    handle.remove()
+    assert len(calls) == 3 * 4  # every iteration averages 4 passes

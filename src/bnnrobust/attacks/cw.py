@@ -5,6 +5,8 @@ Optimizes ``w`` with ``x_adv = (tanh(w) + 1) / 2`` (so x_adv stays in [0, 1]) by
 ``max(Z_y − max_{i≠y} Z_i, −κ)`` (untargeted) on the logits Z. A binary search over ``c``
 (``binary_search_steps``) keeps, per input, the smallest successful perturbation. Early abort
 stops a search step when the loss has not improved by 0.01 % over a tenth of the iterations.
+With ``eot_samples = N`` the hinge term is averaged over N forward passes (EOT) and success is
+judged on the mean logits.
 
 Defaults follow Carlini & Wagner (9 search steps, 1000 iterations, lr 0.01, c = 1e-3);
 :meth:`CWL2.galloway` gives the settings of Galloway et al. 2018 (1 search step, 100 iterations,
@@ -83,10 +85,15 @@ class CWL2(Attack):
             prev = float("inf")
             for it in range(1, self.steps + 1):
                 x_adv = (torch.tanh(w) + 1) / 2
-                logits = self.model(x_adv)
-                margin = self._margin(logits, y, target)
+                # EOT: the objective's expectation over eot_samples passes; logits for the
+                # success check are the passes' mean
+                passes = [self.model(x_adv) for _ in range(self.eot_samples)]
+                logits = torch.stack(passes).mean(0) if len(passes) > 1 else passes[0]
+                hinge = torch.stack([self._margin(p, y, target).clamp(min=-self.confidence)
+                                     for p in passes]).mean(0)
+                margin = self._margin(logits.detach(), y, target)
                 l2 = (x_adv - x).flatten(1).pow(2).sum(1)
-                loss = (l2 + const * margin.clamp(min=-self.confidence)).sum()
+                loss = (l2 + const * hinge).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
