@@ -31,6 +31,9 @@ COMMANDS = {
     "attack": ["--dataset", "--attack", "--eps", "--steps", "--alpha", "--restarts", "--target",
                "--eot", "--bpda", "--limit", "--passes", "--batch-size", "--seed",
                "--diagnostics", "--device", "--root", "--json"],
+    "blackbox": ["--dataset", "--attack", "--eps", "--substitute", "--param", "--rounds",
+                 "--lambda", "--epochs", "--holdout", "--tau", "--reservoir", "--white-box",
+                 "--seed", "--limit", "--device", "--root", "--json"],
 }
 
 
@@ -127,3 +130,19 @@ def test_train_with_adversarial_training(monkeypatch, capsys, fake_mnist):
     assert code == 0, err and "trained: fc-bnn" in out
     code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", "--adv", "madry")
     assert code == 2 and "unknown adversarial training 'madry'" in err
+
+
+def test_blackbox_command(monkeypatch, capsys, fake_mnist, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    code, _, err = run(monkeypatch, capsys, "train", "galloway-cnn", "--param", "precision=full",
+                       "--param", "width=4", "--epochs", "1", "--out", str(ckpt))
+    assert code == 0, err
+    report = tmp_path / "bb.json"
+    code, out, err = run(monkeypatch, capsys, "blackbox", str(ckpt), "--rounds", "2", "--epochs",
+                         "1", "--holdout", "20", "--param", "hidden=16", "--json", str(report))
+    assert code == 0, err
+    assert "oracle queries: 40 for substitute training" in " ".join(out.split())
+    assert "transfer_stronger_than_white_box" in out
+    assert '"oracle_adversarial_accuracy"' in report.read_text()
+    code, _, err = run(monkeypatch, capsys, "blackbox", str(ckpt), "--rounds", "0")
+    assert code == 2 and "rounds must be an integer >= 1" in err

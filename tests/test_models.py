@@ -25,6 +25,8 @@ CASES = [
     ("resnet20", {"width": 4}, (3, 32, 32), 100),
     ("resnet20", {"width": 4, "precision": "full", "num_classes": 10}, (3, 32, 32), 10),
     ("toy-mlp", {"hidden": 4, "quantized": True}, (2,), 1),
+    ("mlp", {}, (1, 28, 28), 10),
+    ("mlp", {"in_features": 3072}, (3, 32, 32), 10),
 ]
 
 
@@ -96,7 +98,7 @@ def test_cli_strings_are_coerced():
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [
-    ("resnet-20", {}, "available models: alexnet-cifar, fc-bnn, fcn, galloway-cnn, resnet20"),
+    ("resnet-20", {}, "available models: alexnet-cifar, fc-bnn, fcn, galloway-cnn, mlp, resnet20"),
     ("galloway-cnn", {"filters": 64}, "valid parameters: channels, input_bits, num_classes, "
                                       "precision, size, width"),
     ("galloway-cnn", {"precision": "ternary"}, "valid values: full, binary, scaled, stochastic"),

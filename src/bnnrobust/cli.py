@@ -12,11 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bnnrobust.attacks import ADV_KINDS, ATTACKS, TARGET_RULES, AdversarialTraining
+from bnnrobust.attacks import ADV_KINDS, ATTACKS, TARGET_RULES, AdversarialTraining, Oracle, blackbox_attack
 from bnnrobust.data import REGISTRY, load, status
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
-from bnnrobust.evaluate import accuracy_under_attack, diagnose
+from bnnrobust.evaluate import accuracy_under_attack, diagnose, transfer_vs_white_box
 from bnnrobust.models import available, build
 from bnnrobust.nn import summary as model_summary
 from bnnrobust.train import TrainRequest, accuracy, train_cached
@@ -243,6 +243,76 @@ def attack(
     if json_path is not None:
         json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
                                          "rows": [r.as_dict() for r in rows],
+                                         "flags": [f.as_dict() for f in flags]}, indent=2))
+
+
+@app.command()
+def blackbox(
+    checkpoint: Annotated[Path, typer.Argument(help="The oracle: a checkpoint it answers labels for.")],
+    dataset: DatasetOpt = "mnist",
+    attack_name: Annotated[str, typer.Option(
+        "--attack", help=f"White-box attack crafted on the substitute: {', '.join(ATTACKS)}.")] = "fgsm",
+    eps: Annotated[float, typer.Option(help="L∞ budget of the transferred attack (0.3).")] = 0.3,
+    substitute: Annotated[str, typer.Option(
+        help="Substitute zoo model (mlp = Papernot's 784-200-200-10).")] = "mlp",
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Substitute parameter key=value (repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(help="Substitute training rounds (6).")] = 6,
+    lmbda: Annotated[float, typer.Option(
+        "--lambda", help="Jacobian augmentation step λ (0.1).")] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Substitute epochs per round (10).")] = 10,
+    holdout: Annotated[int, typer.Option(
+        help="First N test images seed the substitute; the rest are the evaluation set (150).")] = 150,
+    tau: Annotated[int | None, typer.Option(
+        help="Flip the sign of λ every tau rounds (Papernot; default off).")] = None,
+    reservoir: Annotated[int | None, typer.Option(
+        help="Augment at most this many points per round (reservoir sampling; default off).")] = None,
+    white_box: Annotated[bool, typer.Option(
+        help="Also run the same attack white-box on the oracle and flag a stronger transfer.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the substitute and the attack.")] = 0,
+    limit: Annotated[int | None, typer.Option(
+        help="Use the first N test images only (seed set included).")] = None,
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the results as JSON to this file.")] = None,
+) -> None:
+    """Papernot's black-box substitute attack against a checkpoint that only answers labels."""
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    x, y = load(dataset, "test", root=root, limit=limit)
+    oracle = Oracle(ckpt.model, device=dev)
+    options = {} if attack_name in ("cw", "jsma") else {"eps": eps}
+    result = blackbox_attack(oracle, x, y, holdout=holdout, substitute=substitute,
+                             substitute_params=_parse_params(param or []) or None, rounds=rounds,
+                             lmbda=lmbda, epochs=epochs, tau=tau, reservoir=reservoir,
+                             attack=attack_name, attack_options=options, seed=seed, device=dev)
+    table = Table("", "clean accuracy", f"accuracy under {attack_name} (transferred)")
+    table.add_row("oracle", f"{result.oracle_clean_accuracy:.2%}",
+                  f"{result.oracle_adversarial_accuracy:.2%}")
+    table.add_row("substitute", f"{result.substitute_clean_accuracy:.2%}",
+                  f"{result.substitute_adversarial_accuracy:.2%} (white-box on itself)")
+    out.print(f"oracle {ckpt.model.config['name']} {ckpt.model.config['params']}, "
+              f"{result.n_eval} evaluation images")
+    out.print(table)
+    out.print(f"oracle queries: {result.training_queries} for substitute training, "
+              f"{result.evaluation_queries} for evaluation")
+    flags = []
+    if white_box and attack_name not in ("cw", "jsma"):
+        eval_x, eval_y = x[holdout:], y[holdout:]
+        row = accuracy_under_attack(ckpt.model, eval_x, eval_y, attack=attack_name, eps=[eps],
+                                    seed=seed)[0]
+        flags.append(transfer_vs_white_box(white_box_accuracy=row.accuracy,
+                                           transfer_accuracy=result.oracle_adversarial_accuracy,
+                                           eps=eps))
+        for flag in flags:
+            mark = "[red]FLAG[/red]" if flag.raised else "[green]ok[/green]  "
+            out.print(f"{mark} {flag.name}: {flag.evidence}")
+            if flag.raised:
+                out.print(f"      {flag.explanation}")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
+                                         **result.as_dict(),
                                          "flags": [f.as_dict() for f in flags]}, indent=2))
 
 

@@ -1,4 +1,4 @@
-"""White-box attacks (one file each), the shared contract, EOT/BPDA, adversarial training."""
+"""Attacks (one file each), the shared contract, EOT/BPDA, adversarial training, black-box."""
 
 from bnnrobust.attacks.adversarial_training import ADV_KINDS, AdversarialTraining, random_eps
 from bnnrobust.attacks.base import (
@@ -9,17 +9,24 @@ from bnnrobust.attacks.base import (
     bpda_mode,
     non_differentiable_layers,
 )
+from bnnrobust.attacks.blackbox import (
+    BlackBoxResult,
+    Oracle,
+    blackbox_attack,
+    jacobian_augmentation,
+    train_substitute,
+)
 from bnnrobust.attacks.cw import CWL2
 from bnnrobust.attacks.fgsm import FGSM
 from bnnrobust.attacks.jsma import JSMA
 from bnnrobust.attacks.pgd import BIM, PGD
+from bnnrobust.attacks.registry import ATTACKS, EPS_FREE
 from bnnrobust.attacks.rfgsm import RFGSM
-
-ATTACKS = {cls.name: cls for cls in (FGSM, BIM, PGD, RFGSM, CWL2, JSMA)}
 
 __all__ = [
     "ADV_KINDS",
     "ATTACKS",
+    "EPS_FREE",
     "BIM",
     "CWL2",
     "FGSM",
@@ -31,7 +38,12 @@ __all__ = [
     "Attack",
     "AttackError",
     "AttackResult",
+    "BlackBoxResult",
+    "Oracle",
+    "blackbox_attack",
     "bpda_mode",
+    "jacobian_augmentation",
     "non_differentiable_layers",
     "random_eps",
+    "train_substitute",
 ]

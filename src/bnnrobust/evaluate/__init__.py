@@ -1,6 +1,6 @@
 """Evaluation: accuracy under attack over ε, worst case over attacks, CW curves, diagnostics."""
 
-from bnnrobust.evaluate.diagnostics import EXPLANATIONS, Flag, diagnose
+from bnnrobust.evaluate.diagnostics import EXPLANATIONS, Flag, diagnose, transfer_vs_white_box
 from bnnrobust.evaluate.robustness import (
     Row,
     WorstCase,
@@ -23,5 +23,6 @@ __all__ = [
     "diagnose",
     "expand_targets",
     "run_batched",
+    "transfer_vs_white_box",
     "worst_case",
 ]

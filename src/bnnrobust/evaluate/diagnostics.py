@@ -137,6 +137,15 @@ def large_eps_collapse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 f"PGD-{steps} at ε=1: accuracy {row.accuracy:.1%}")
 
 
+def transfer_vs_white_box(*, white_box_accuracy: float, transfer_accuracy: float, eps: float,
+                          tolerance: float = 0.01) -> Flag:
+    """Flag a black-box transfer attack that beats the white-box attack at the same ε."""
+    raised = transfer_accuracy + tolerance < white_box_accuracy
+    return Flag("transfer_stronger_than_white_box", raised,
+                f"ε={eps}: white-box accuracy {white_box_accuracy:.1%}, transfer accuracy "
+                f"{transfer_accuracy:.1%}")
+
+
 def diagnose(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
              rows: Sequence[Row] = (), eps: float = 0.3, eot_samples: int = 1,
              bpda: bool = False, sample: int = 256) -> list[Flag]:

@@ -15,10 +15,8 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from bnnrobust.attacks import ATTACKS, CWL2, Attack, AttackError
+from bnnrobust.attacks import ATTACKS, CWL2, EPS_FREE, Attack, AttackError
 from bnnrobust.train import accuracy, correct, predict_logits
-
-EPS_FREE = ("cw", "jsma")  # attacks whose budget is not an L∞ eps
 
 
 @dataclass(frozen=True)

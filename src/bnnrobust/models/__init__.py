@@ -1,9 +1,10 @@
 """The model zoo: ``build(name, **params)``, ``available()``.
 
-Families: ``galloway-cnn``, ``fc-bnn``, ``fcn``, ``alexnet-cifar``, ``resnet20``, ``toy-mlp``.
+Families: ``galloway-cnn``, ``fc-bnn``, ``fcn``, ``alexnet-cifar``, ``resnet20``, ``toy-mlp``,
+``mlp`` (the black-box substitute).
 """
 
-from bnnrobust.models import alexnet, fully_connected, galloway_cnn, resnet20, toy_mlp  # noqa: F401
+from bnnrobust.models import alexnet, fully_connected, galloway_cnn, mlp, resnet20, toy_mlp  # noqa: F401
 from bnnrobust.models.base import (
     ModelEntry,
     Param,
