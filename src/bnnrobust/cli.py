@@ -12,7 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bnnrobust.attacks import ADV_KINDS, ATTACKS, TARGET_RULES, AdversarialTraining, Oracle, blackbox_attack
+from bnnrobust.attacks import (
+    ADV_KINDS,
+    ATTACKS,
+    EPS_FREE,
+    TARGET_RULES,
+    AdversarialTraining,
+    Oracle,
+    blackbox_attack,
+)
 from bnnrobust.data import REGISTRY, load, status
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
@@ -171,6 +179,14 @@ def evaluate(
     out.print(f"clean accuracy on {dataset} test ({len(x)} images): {acc:.2%}")
 
 
+def _print_flags(flags: list) -> None:
+    for flag in flags:
+        mark = "[red]FLAG[/red]" if flag.raised else "[green]ok[/green]  "
+        out.print(f"{mark} {flag.name}: {flag.evidence}")
+        if flag.raised:
+            out.print(f"      {flag.explanation}")
+
+
 @app.command()
 def attack(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by 'bnnrobust train'.")],
@@ -235,11 +251,7 @@ def attack(
     if diagnostics:
         flags = diagnose(ckpt.model, x.to(dev), y.to(dev), rows=rows, eps=max(eps_list),
                          eot_samples=eot, bpda=bpda)
-        for flag in flags:
-            mark = "[red]FLAG[/red]" if flag.raised else "[green]ok[/green]  "
-            out.print(f"{mark} {flag.name}: {flag.evidence}")
-            if flag.raised:
-                out.print(f"      {flag.explanation}")
+        _print_flags(flags)
     if json_path is not None:
         json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
                                          "rows": [r.as_dict() for r in rows],
@@ -282,7 +294,7 @@ def blackbox(
     ckpt = load_checkpoint(checkpoint, device=dev)
     x, y = load(dataset, "test", root=root, limit=limit)
     oracle = Oracle(ckpt.model, device=dev)
-    options = {} if attack_name in ("cw", "jsma") else {"eps": eps}
+    options = {} if attack_name in EPS_FREE else {"eps": eps}
     result = blackbox_attack(oracle, x, y, holdout=holdout, substitute=substitute,
                              substitute_params=_parse_params(param or []) or None, rounds=rounds,
                              lmbda=lmbda, epochs=epochs, tau=tau, reservoir=reservoir,
@@ -298,18 +310,14 @@ def blackbox(
     out.print(f"oracle queries: {result.training_queries} for substitute training, "
               f"{result.evaluation_queries} for evaluation")
     flags = []
-    if white_box and attack_name not in ("cw", "jsma"):
+    if white_box and attack_name not in EPS_FREE:
         eval_x, eval_y = x[holdout:], y[holdout:]
         row = accuracy_under_attack(ckpt.model, eval_x, eval_y, attack=attack_name, eps=[eps],
                                     seed=seed)[0]
         flags.append(transfer_vs_white_box(white_box_accuracy=row.accuracy,
                                            transfer_accuracy=result.oracle_adversarial_accuracy,
                                            eps=eps))
-        for flag in flags:
-            mark = "[red]FLAG[/red]" if flag.raised else "[green]ok[/green]  "
-            out.print(f"{mark} {flag.name}: {flag.evidence}")
-            if flag.raised:
-                out.print(f"      {flag.explanation}")
+        _print_flags(flags)
     if json_path is not None:
         json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
                                          **result.as_dict(),
