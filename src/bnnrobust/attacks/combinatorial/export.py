@@ -1,0 +1,167 @@
+"""Integer form of a trained fully connected BNN (``fc-bnn``), for exact attacks (Khalil et al.).
+
+Hidden layer l computes ``h_l = sign(BN(W_l h_{l-1}))`` with ±1 weights. With batch norm
+folded in, neuron j fires (+1) iff ``W_l[j] · h_{l-1} >= τ_j`` where
+``τ = μ − β·sqrt(σ² + eps)/γ``; a negative γ flips the inequality, which we fold by negating the
+neuron's weight row and threshold, so every neuron has the same ``>=`` form. For layers after
+the first the pre-activation is an integer, so the threshold is the integer ``ceil(τ)``, chosen
+by evaluating PyTorch's own float32 batch-norm arithmetic on the candidate integers so that the
+integer network agrees with the PyTorch model exactly. The first layer sees real inputs in
+[0, 1] (threshold ``τ``); for 8-bit images ``x = p/255`` its test is ``W_1 p >= 255·τ``, an
+integer threshold too, so the whole network is integer arithmetic up to the real-valued output
+layer ``V h_D + c``, kept exactly (float32 values held in float64).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from bnnrobust.attacks.base import AttackError
+from bnnrobust.nn import BinaryActivation, BinaryLinear
+
+
+class ExportError(AttackError):
+    """A model that is not a supported fully connected BNN."""
+
+
+@dataclass(frozen=True)
+class IntegerLayer:
+    """One hidden layer: ±1 weights (int8, out × in) and, per neuron, fire iff ``W·h >= T``.
+
+    ``threshold`` is the real threshold (for real inputs); ``int_threshold`` the integer one
+    for integer pre-activations (hidden layers) or for 0-255 pixel inputs (first layer).
+    """
+
+    weight: np.ndarray
+    threshold: np.ndarray
+    int_threshold: np.ndarray
+
+
+@dataclass(frozen=True)
+class IntegerBNN:
+    """A fully connected BNN in integer form: hidden layers, then ``logits = V h + c``."""
+
+    layers: tuple[IntegerLayer, ...]
+    out_weight: np.ndarray
+    out_bias: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers."""
+        return len(self.layers)
+
+    def hidden(self, x: np.ndarray) -> list[np.ndarray]:
+        """Activations (±1, int8) of every hidden layer for real inputs ``x`` (N × features)."""
+        acts = []
+        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for i, layer in enumerate(self.layers):
+            pre = h @ layer.weight.T.astype(np.float64 if i == 0 else np.int64)
+            thr = layer.threshold if i == 0 else layer.int_threshold
+            h = np.where(pre >= thr, 1, -1).astype(np.int64)
+            acts.append(h.astype(np.int8))
+        return acts
+
+    def hidden_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Activations for 8-bit inputs ``pixels`` (integers 0..255): integer arithmetic only."""
+        acts = []
+        h = np.asarray(pixels, dtype=np.int64).reshape(len(pixels), -1)
+        for layer in self.layers:
+            h = np.where(h @ layer.weight.T.astype(np.int64) >= layer.int_threshold, 1, -1)
+            acts.append(h.astype(np.int8))
+        return acts
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Output values for real inputs in [0, 1]."""
+        return self.hidden(x)[-1] @ self.out_weight.T + self.out_bias
+
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Output values for 0-255 integer pixels (the 1/255 grid)."""
+        return self.hidden_pixels(pixels)[-1] @ self.out_weight.T + self.out_bias
+
+
+def _bn_fires(bn: nn.BatchNorm1d, j: int, values: np.ndarray) -> np.ndarray:
+    """PyTorch's own eval-mode batch norm + sign for neuron ``j`` at the given pre-activations."""
+    with torch.no_grad():
+        a = torch.tensor(values, dtype=torch.float32)
+        y = (a - bn.running_mean[j]) / torch.sqrt(bn.running_var[j] + bn.eps) * bn.weight[j] \
+            + bn.bias[j]
+    return (y >= 0).numpy()
+
+
+def _integer_threshold(bn: nn.BatchNorm1d, j: int, tau: float, sign: int, scale: float) -> int:
+    """Smallest integer k with ``sign·k/scale`` firing (by PyTorch's arithmetic), near ``tau``."""
+    if not math.isfinite(tau):
+        return int(np.iinfo(np.int64).min // 4) if tau < 0 else int(np.iinfo(np.int64).max // 4)
+    centre = math.ceil(tau * scale)
+    candidates = np.arange(centre - 3, centre + 4)
+    fires = _bn_fires(bn, j, sign * candidates / scale)
+    idx = np.flatnonzero(fires)
+    if len(idx) == 0 or not fires[idx[0]:].all():
+        return centre  # float ties beyond resolution: fall back to the exact rational bound
+    return int(candidates[idx[0]])
+
+
+def _fold(linear: BinaryLinear, act: BinaryActivation, *, first: bool) -> IntegerLayer:
+    bn = act.bn
+    w = torch.where(linear.weight >= 0, 1, -1).to(torch.int8).numpy().copy()
+    gamma = bn.weight.detach().double().numpy()
+    beta = bn.bias.detach().double().numpy()
+    mean = bn.running_mean.double().numpy()
+    std = np.sqrt(bn.running_var.double().numpy() + bn.eps)
+    thr = np.empty(len(gamma))
+    ithr = np.empty(len(gamma), dtype=np.int64)
+    scale = 255.0 if first else 1.0
+    for j in range(len(gamma)):
+        if gamma[j] == 0:
+            tau, sign = (-math.inf if beta[j] >= 0 else math.inf), 1
+        else:
+            tau, sign = mean[j] - beta[j] * std[j] / gamma[j], (1 if gamma[j] > 0 else -1)
+        if sign < 0:  # γ < 0: fires iff a <= τ, i.e. (−W)·h >= −τ
+            w[j] = -w[j]
+        thr[j] = sign * tau
+        ithr[j] = _integer_threshold(bn, j, sign * tau, sign, scale) if math.isfinite(tau) \
+            else _integer_threshold(bn, j, tau, 1, scale)
+    return IntegerLayer(weight=w, threshold=thr, int_threshold=ithr)
+
+
+def export(model: nn.Module) -> IntegerBNN:
+    """The integer form of a trained ``fc-bnn`` (any depth, width and input size)."""
+    body = getattr(model, "body", model)
+    first_layer = getattr(model, "input_layer", None)
+    if first_layer is not None and not isinstance(first_layer, nn.Identity):
+        raise ExportError(f"cannot export layer 'input_layer' ({type(first_layer).__name__}): "
+                          "only fc-bnn models without input quantization are supported.")
+    modules = list(body.named_children()) if isinstance(body, nn.Sequential) else []
+    if not modules:
+        raise ExportError(f"cannot export {type(model).__name__}: expected an fc-bnn "
+                          "(Flatten, then BinaryLinear + BinaryActivation blocks, then Linear).")
+    if isinstance(modules[0][1], nn.Flatten):
+        modules = modules[1:]
+    layers = []
+    i = 0
+    while i < len(modules) - 1:
+        (lname, linear), (aname, act) = modules[i], modules[i + 1]
+        if not isinstance(linear, BinaryLinear) or linear.bias is not None or linear.stochastic \
+                or linear.xnor or linear.input_act is not None:
+            raise ExportError(f"cannot export layer '{lname}' ({type(linear).__name__}): expected "
+                              "a deterministic BinaryLinear without bias, xnor or input "
+                              "binarization.")
+        if not isinstance(act, BinaryActivation):
+            raise ExportError(f"cannot export layer '{aname}' ({type(act).__name__}): expected a "
+                              "BinaryActivation (batch norm then sign) after each BinaryLinear.")
+        layers.append(_fold(linear, act, first=not layers))
+        i += 2
+    name, out = modules[-1]
+    if i != len(modules) - 1 or not isinstance(out, nn.Linear) or isinstance(out, BinaryLinear) \
+            or not layers:
+        raise ExportError(f"cannot export layer '{name}' ({type(out).__name__}): expected the "
+                          "real-valued nn.Linear output layer after the binary hidden layers.")
+    bias = out.bias.detach().double().numpy() if out.bias is not None \
+        else np.zeros(out.out_features)
+    return IntegerBNN(layers=tuple(layers), out_weight=out.weight.detach().double().numpy(),
+                      out_bias=bias)
