@@ -17,7 +17,7 @@ export BNNROBUST_DATA
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,milp]"
 	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
 	touch $@
 
