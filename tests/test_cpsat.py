@@ -66,7 +66,7 @@ def test_cpsat_equals_brute_force_on_50_tiny_bnns():
     assert checked == 50 and 0 < flips < 50  # the set mixes flippable and robust points
 
 
-def test_hint_is_used_and_trace_recorded():
+def test_trace_records_incumbents_with_a_hint():
     rng = np.random.default_rng(1)
     ib = random_bnn(rng, n_in=6, width=8)
     x = rng.integers(100, 156, size=6)

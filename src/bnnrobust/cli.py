@@ -15,6 +15,7 @@ from rich.table import Table
 from bnnrobust.attacks import (
     ADV_KINDS,
     ATTACKS,
+    CWL2,
     EPS_FREE,
     TARGET_RULES,
     AdversarialTraining,
@@ -227,7 +228,7 @@ def attack(
     x, y = load(dataset, "test", root=root, limit=limit)
     options: dict = {"eot_samples": eot, "bpda": bpda, "seed": seed}
     if attack_name == "cw":
-        options.update(c=10.0, steps=100, lr=0.1, binary_search_steps=1)
+        options.update(CWL2.GALLOWAY)
     if steps is not None:
         options["steps"] = steps
     if alpha is not None:

@@ -71,6 +71,17 @@ class AttackResult:
         return self.success.float().mean().item() if len(self.success) else 0.0
 
 
+@dataclass
+class _Outcome:
+    """What :meth:`Attack._attack` hands to ``__call__`` and ``run`` (inputs on the model's device)."""
+
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    target: torch.Tensor | None
+    success: torch.Tensor | None
+    extra: dict[str, Any]
+
+
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
     """Raise an AttackError unless ``value`` is a finite number > 0 (or >= 0)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -171,8 +182,7 @@ class Attack:
         """Adversarial versions of ``x`` (same device as ``x``); cheaper than :meth:`run`,
         which also measures success and norms."""
         out_device = x.device
-        x_adv, _, _ = self._attack(x, y, target, measure=False)
-        return x_adv.to(out_device)
+        return self._attack(x, y, target, measure=False).x_adv.to(out_device)
 
     @property
     def targeted(self) -> bool:
@@ -193,17 +203,18 @@ class Attack:
         """Attack the batch ``(x, y)``; see :class:`AttackResult`."""
         start = time.perf_counter()
         out_device = x.device
-        x_adv, tgt, (success, extra, x) = self._attack(x, y, target, measure=True)
-        delta = (x_adv - x).flatten(1)
+        out = self._attack(x, y, target, measure=True)
+        x_adv, tgt = out.x_adv, out.target
+        delta = (x_adv - out.x).flatten(1)
         return AttackResult(
-            x_adv=x_adv.to(out_device), success=success.to(out_device),
+            x_adv=x_adv.to(out_device), success=out.success.to(out_device),
             l0=(delta.abs() > 1e-12).sum(1).to(out_device),
             l2=delta.norm(dim=1).to(out_device), linf=delta.abs().amax(1).to(out_device),
             seconds=time.perf_counter() - start, settings=self.settings(),
-            target=None if tgt is None else tgt.to(out_device), extra=extra)
+            target=None if tgt is None else tgt.to(out_device), extra=out.extra)
 
     def _attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *,
-                measure: bool) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
+                measure: bool) -> _Outcome:
         """Validate, set the model up (eval, frozen, seeded, BPDA) and run :meth:`_perturb`."""
         device = model_device(self.model)
         x, y = self._validate(x, y)
@@ -218,11 +229,11 @@ class Attack:
             tgt = self._resolve_target(x, y, target if target is not None else self.target)
             x_adv, extra = self._perturb(x, y, tgt)
             x_adv = x_adv.detach().clamp(0.0, 1.0)
-            if not measure:
-                return x_adv, tgt, ()
-            with torch.no_grad():
-                success = self.is_success(self.model(x_adv), y, tgt)
-        return x_adv, tgt, (success, extra, x)
+            success = None
+            if measure:
+                with torch.no_grad():
+                    success = self.is_success(self.model(x_adv), y, tgt)
+        return _Outcome(x, x_adv, tgt, success, extra)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -29,6 +29,8 @@ class CWL2(Attack):
     """Carlini-Wagner L2 attack (see the module docstring for the objective and defaults)."""
 
     name = "cw"
+    #: Galloway et al.'s settings: 1 search step, 100 iterations, lr 0.1, c = 10, κ = 0
+    GALLOWAY = {"c": 10.0, "confidence": 0.0, "steps": 100, "lr": 0.1, "binary_search_steps": 1}
 
     def __init__(self, model: nn.Module, *, c: float = 1e-3, confidence: float = 0.0,
                  steps: int = 1000, lr: float = 0.01, binary_search_steps: int = 9,
@@ -49,10 +51,7 @@ class CWL2(Attack):
     @classmethod
     def galloway(cls, model: nn.Module, **options: Any) -> CWL2:
         """Galloway et al.'s settings: 1 search step, 100 iterations, lr 0.1, c = 10, κ = 0."""
-        settings = {"c": 10.0, "confidence": 0.0, "steps": 100, "lr": 0.1,
-                    "binary_search_steps": 1}
-        settings.update(options)
-        return cls(model, **settings)
+        return cls(model, **{**cls.GALLOWAY, **options})
 
     def _params(self) -> dict[str, Any]:
         return {"c": self.c, "confidence": self.confidence, "steps": self.steps, "lr": self.lr,

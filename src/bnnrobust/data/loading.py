@@ -145,8 +145,8 @@ def _decode(spec: DatasetSpec, kind: str, paths: list[Path]) -> tuple[np.ndarray
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _decoded_cache(spec: DatasetSpec, split: str, kind: str, paths: list[Path],
-                   verified: VerifiedFiles) -> tuple[np.ndarray, np.ndarray]:
+def _decoded_cache(spec: DatasetSpec, split: str, kind: str,
+                   paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     key = hashlib.sha256(
         repr((_DECODER_VERSION, kind, [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
                                        for p in paths])).encode()
@@ -186,7 +186,7 @@ def load_arrays(name: str, split: str = "train", *, root: str | Path | None = No
                                      verified=verified)
     else:
         kind, paths = _cifar_sources(spec, folder, split, download=download, verified=verified)
-    return _decoded_cache(spec, split, kind, paths, verified)
+    return _decoded_cache(spec, split, kind, paths)
 
 
 def load(name: str, split: str = "train", *, root: str | Path | None = None,

@@ -7,7 +7,7 @@ never used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,6 @@ class DatasetSpec:
     binary_folder: str | None = None
     label_key: str = "labels"
     homepage: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def files(self) -> tuple[FileSpec, ...]:
         """Every file of every split, in a stable order."""

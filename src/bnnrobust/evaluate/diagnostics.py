@@ -9,6 +9,7 @@ exact attack) has been run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -81,14 +82,9 @@ def iterative_vs_single_step(rows: Sequence[Row], *, tolerance: float = 0.01) ->
 def input_gradient_health(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                           bpda: bool = False, threshold: float = 0.1) -> Flag:
     """Fraction of inputs whose cross-entropy input gradient is all zero or non-finite."""
-    with eval_mode(model), frozen(model):
+    with eval_mode(model), frozen(model), (bpda_mode(model) if bpda else nullcontext()):
         xg = x.detach().clone().requires_grad_(True)
-        if bpda:
-            with bpda_mode(model):
-                loss = F.cross_entropy(model(xg), y, reduction="sum")
-        else:
-            loss = F.cross_entropy(model(xg), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, xg)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
     flat = grad.flatten(1)
     bad = (flat.abs().sum(1) == 0) | ~torch.isfinite(flat).all(1)
     frac = bad.float().mean().item()

@@ -16,6 +16,7 @@ from rich.progress import Progress
 from torch import nn
 
 from bnnrobust.attacks import ATTACKS, CWL2, EPS_FREE, Attack, AttackError
+from bnnrobust.attacks.base import model_device
 from bnnrobust.train import accuracy, correct, predict_logits
 
 
@@ -99,17 +100,13 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             atk = cls(model, **kwargs)
             out = run_batched(atk, x, y, target=target, batch_size=batch_size, progress=bar,
                               description=f"{cls.name} eps={e}")
-            acc = accuracy(model, out["x_adv"], y, passes=passes, device=_device(model))
+            acc = accuracy(model, out["x_adv"], y, passes=passes, device=model_device(model))
             ok = out["success"]
             rows.append(Row(cls.name, e if cls.name not in EPS_FREE else None, acc,
                             ok.float().mean().item(),
                             out["l2"][ok].mean().item() if ok.any() else None,
                             len(x), out["seconds"], atk.settings()))
     return rows
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(iter(model.parameters())).device
 
 
 @dataclass(frozen=True)
@@ -129,11 +126,11 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                attacks: Sequence[Attack], *, batch_size: int = 256) -> WorstCase:
     """Attack every sample with every attack; a sample is robust if it is classified correctly
     on its clean input and on every attack's adversarial input (AutoAttack's worst case)."""
-    robust = correct(predict_logits(model, x, device=_device(model)), y)
+    robust = correct(predict_logits(model, x, device=model_device(model)), y)
     per_attack = {}
     for i, atk in enumerate(attacks):
         out = run_batched(atk, x, y, batch_size=batch_size)
-        ok = correct(predict_logits(model, out["x_adv"], device=_device(model)), y)
+        ok = correct(predict_logits(model, out["x_adv"], device=model_device(model)), y)
         per_attack[f"{i}:{atk.name}"] = ok.float().mean().item()
         robust &= ok
     return WorstCase(robust=robust, per_attack_accuracy=per_attack)
@@ -153,7 +150,7 @@ def cw_accuracy_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     target = None
     if all_targets:
         x, y, target = expand_targets(x, y, getattr(model, "num_classes", 10))
-    clean_ok = correct(predict_logits(model, x, device=_device(model)), y)
+    clean_ok = correct(predict_logits(model, x, device=model_device(model)), y)
     out = run_batched(atk, x, y, target=target, batch_size=batch_size)
     curve = []
     for it in iters:

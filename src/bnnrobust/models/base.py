@@ -9,7 +9,7 @@ first layer (Panda et al.'s input discretization).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -87,7 +87,6 @@ class ModelEntry:
     input_shape: Callable[[dict], tuple[int, ...]]
     num_classes: Callable[[dict], int]
     reference: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 class ZooModel(nn.Module):

@@ -75,6 +75,22 @@ def eps_steps(eps: float) -> int:
     return int(math.floor(255 * eps + 1e-9))
 
 
+def _over_neurons(weights, state) -> tuple[float, list, list]:
+    """``Σ w_i h_i`` over neurons that are fixed (±1) or Boolean (h = 2b − 1), skipping dropped
+    ones (None): ``(constant, Boolean terms, their coefficients)``."""
+    const, terms, coefs = 0, [], []
+    for wi, s in zip(weights, state, strict=True):
+        if s is None:
+            continue
+        if isinstance(s, int):
+            const += wi * s
+        else:
+            const -= wi
+            terms.append(s)
+            coefs.append(2 * wi)
+    return const, terms, coefs
+
+
 def objective_of(ib: IntegerBNN, pixels: np.ndarray, target: int, prediction: int) -> float:
     """``f_target − f_prediction`` by the exact integer forward pass."""
     logits = ib.logits_pixels(pixels[None])[0]
@@ -130,14 +146,7 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
                 high = base + int(np.where(w[j] > 0, hi, -lo).sum())
                 expr = base + cp_model.LinearExpr.WeightedSum(p, [int(v) for v in w[j]])
             else:
-                const, terms, coefs = 0, [], []
-                for wi, s in zip(w[j], state, strict=True):
-                    if isinstance(s, int):
-                        const += int(wi) * s
-                    else:  # w·(2b − 1)
-                        const -= int(wi)
-                        terms.append(s)
-                        coefs.append(2 * int(wi))
+                const, terms, coefs = _over_neurons([int(v) for v in w[j]], state)
                 low, high = const + sum(min(0, c) for c in coefs), const + sum(max(0, c) for c in coefs)
                 expr = const + cp_model.LinearExpr.WeightedSum(terms, coefs)
             t = int(thr[j])
@@ -152,17 +161,8 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
                 new_state.append(b)
         state = new_state
 
-    const = float(ib.out_bias[target] - ib.out_bias[prediction])
-    free, coefs = [], []
-    for dj, s in zip(d, state, strict=True):
-        if s is None:
-            continue
-        if isinstance(s, int):
-            const += float(dj) * s
-        else:  # d·(2b − 1)
-            const -= float(dj)
-            free.append(s)
-            coefs.append(2 * float(dj))
+    const, free, coefs = _over_neurons([float(v) for v in d], state)
+    const += float(ib.out_bias[target] - ib.out_bias[prediction])
     scale = float(2 ** SCALE_BITS) / max((abs(c) for c in coefs), default=1.0)
     int_coefs = [int(round(c * scale)) for c in coefs]
     model.Maximize(cp_model.LinearExpr.WeightedSum(free, int_coefs) if free else 0)
