@@ -84,6 +84,7 @@ def test_datasets_and_models(monkeypatch, capsys, fake_mnist):
     (["train", "fc-bnn", "--epochs", "0"], "epochs must be a positive integer"),
     (["train", "fc-bnn", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval", "/nonexistent.pt"], "does not exist"),
+    (["train", "fc-bnn", "--batch-size", "0"], "batch_size must be a positive integer"),
 ])
 def test_errors_are_one_clear_line(monkeypatch, capsys, fake_mnist, args, message):
     code, out, err = run(monkeypatch, capsys, *args)
@@ -146,3 +147,16 @@ def test_blackbox_command(monkeypatch, capsys, fake_mnist, tmp_path):
     assert '"oracle_adversarial_accuracy"' in report.read_text()
     code, _, err = run(monkeypatch, capsys, "blackbox", str(ckpt), "--rounds", "0")
     assert code == 2 and "rounds must be an integer >= 1" in err
+
+
+def test_attack_and_eval_count_options(monkeypatch, capsys, fake_mnist, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    assert run(monkeypatch, capsys, "train", "fc-bnn", "--param", "width=8", "--epochs", "1",
+               "--out", str(ckpt))[0] == 0
+    for args, message in (
+        (["eval", str(ckpt), "--passes", "0"], "passes must be an integer >= 1"),
+        (["attack", str(ckpt), "--batch-size", "0"], "batch_size must be an integer >= 1"),
+        (["attack", str(ckpt), "--passes", "0", "--limit", "4"], "passes must be an integer >= 1"),
+    ):
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and message in " ".join(err.split()), (args, err)

@@ -83,6 +83,8 @@ def test_eps_steps_and_errors():
         cpsat_attack(ib, x, eps=0)
     with pytest.raises(AttackError, match="time_limit must be > 0"):
         cpsat_attack(ib, x, eps=0.01, time_limit=0)
+    with pytest.raises(AttackError, match="threads must be an integer >= 1"):
+        cpsat_attack(ib, x, eps=0.01, threads=0)
     with pytest.raises(AttackError, match="integers in 0..255"):
         cpsat_attack(ib, x + 300, eps=0.01)
     pred = int(np.argmax(ib.logits_pixels(x[None])[0]))

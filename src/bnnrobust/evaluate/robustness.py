@@ -16,7 +16,7 @@ from rich.progress import Progress
 from torch import nn
 
 from bnnrobust.attacks import ATTACKS, CWL2, EPS_FREE, Attack, AttackError
-from bnnrobust.attacks.base import model_device
+from bnnrobust.attacks.base import check_steps, model_device
 from bnnrobust.train import accuracy, correct, predict_logits
 
 
@@ -60,6 +60,7 @@ def run_batched(attack: Attack, x: torch.Tensor, y: torch.Tensor, *,
                 target: torch.Tensor | None = None, batch_size: int = 256,
                 progress: Progress | None = None, description: str = "") -> dict[str, Any]:
     """Run ``attack`` over ``x`` in batches; concatenated x_adv, success, l2 and seconds."""
+    check_steps("batch_size", batch_size)
     parts: dict[str, list] = {"x_adv": [], "success": [], "l2": [], "extra": []}
     seconds = 0.0
     task = progress.add_task(description, total=len(x)) if progress is not None else None

@@ -17,6 +17,11 @@ from bnnrobust.errors import BnnRobustError
 from bnnrobust.nn import is_stochastic, seed_stochastic
 
 
+def _check_count(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BnnRobustError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block and restore every submodule's mode after."""
@@ -50,6 +55,7 @@ def check_input_shape(model: nn.Module, x: torch.Tensor, *, what: str = "inputs"
 def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
                    device: str | torch.device = "auto") -> torch.Tensor:
     """Logits for ``x`` (on the CPU), computed in eval mode in batches."""
+    _check_count("batch_size", batch_size)
     dev = resolve_device(device)
     model.to(dev)
     outs = []
@@ -73,6 +79,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     A stochastic model is evaluated ``passes`` times with seeds ``seed + i`` and the mean
     accuracy is returned (a deterministic model is evaluated once).
     """
+    _check_count("passes", passes)
     check_input_shape(model, x)
     if not is_stochastic(model):
         return correct(predict_logits(model, x, batch_size=batch_size, device=device), y) \

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
-from bnnrobust.attacks.base import AttackError
+from bnnrobust.attacks.base import AttackError, check_steps
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
 
 SCALE_BITS = 20
@@ -110,8 +110,9 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         hint: a starting perturbation in pixel steps (e.g. from PGD); zero by default.
     """
     start = time.perf_counter()
-    if time_limit <= 0:
+    if not time_limit > 0:
         raise AttackError(f"time_limit must be > 0 seconds, got {time_limit!r}.")
+    check_steps("threads", threads)
     x = np.asarray(pixels, dtype=np.int64).ravel()
     if x.min() < 0 or x.max() > 255:
         raise AttackError("pixels must be integers in 0..255 (an 8-bit image).")
