@@ -4,16 +4,30 @@ For an 8-bit image the perturbation is a vector of whole pixel steps ``p`` with
 ``|p_i| <= k = floor(255·ε)`` and ``0 <= x_i + p_i <= 255``; on the integer form of the BNN
 (:mod:`.export`) every pre-activation is then an integer, so the problem is exact in integer
 arithmetic. Problem: maximize ``f_target − f_prediction`` (the paper's objective (1)); a flip is
-an objective > 0. What the scout prototype found to matter is built in: every neuron whose sign
-cannot change over the ε-ball (interval bounds, exact for the first layer on the grid) is fixed,
-undecided neurons are Boolean variables with reified threshold constraints (no big-M needed in
-CP-SAT), only last-layer neurons that affect the objective are kept, and the solver starts from
-a hint (zero perturbation, or a gradient attack's result) so it is never weaker than that.
+an objective > 0.
 
-The objective's real output weights are scaled to integers (2^20 / max |coefficient|); the
-reported objective is always recomputed by the exact integer forward pass, and a solution whose
-recomputed objective disagrees with the solver's by more than the rounding can explain is an
-error, never a result.
+A monolithic model (pixels, every neuron, the objective) gives CP-SAT a weak bound: on a
+2×100 MNIST BNN at ε = 0.01 it could not close the gap in 30 s where enumerating the few
+undecided first-layer neurons would have. So the solver works on the activation pattern of
+those neurons instead (logic-based Benders decomposition):
+
+1. First-layer neurons whose sign cannot change over the box (interval bounds, exact on the
+   grid) are fixed; the ``u`` undecided ones (10-40 at ε = 0.01) become Booleans.
+2. A *master* CP-SAT model over those Booleans and the deeper layers (pure Boolean: reified
+   cardinality constraints, only objective-relevant last-layer neurons kept) maximizes the
+   objective. Its optimum is an upper bound on the attack's optimum.
+3. Each pair of first-layer constraints is checked for joint feasibility over the box in
+   closed form (:meth:`FirstLayer.pair_conflicts`); incompatible pairs become clauses.
+4. The master's best pattern is checked for reachability by a small CP-SAT feasibility model
+   over the pixels. Reachable: the pattern's value is the optimum (it is an upper bound and is
+   attained). Unreachable: a deletion filter shrinks the pattern to a small infeasible core,
+   whose negation is added to the master as a clause; repeat.
+
+A starting perturbation (zero, or a gradient attack's result) is the first incumbent, and the
+master is constrained to beat it, so the attack is never weaker than its hint. The real output
+weights are scaled to integers (2^20 / max |coefficient|) for the master's objective; every
+reported objective is recomputed by the exact integer forward pass, and a disagreement beyond
+what the rounding explains is an error, never a result.
 """
 
 from __future__ import annotations
@@ -35,10 +49,10 @@ SCALE_BITS = 20
 class ExactResult:
     """Outcome of an exact attack on one point.
 
-    ``status``: ``optimal`` (proved), ``feasible`` (a solution, search stopped early without
-    hitting the limit), ``timeout`` (the time limit was hit) or ``infeasible``.
+    ``status``: ``optimal`` (proved) or ``timeout`` (the time limit was hit first; the
+    incumbent is returned).
     ``objective``: f_target − f_prediction at the returned perturbation (exact forward pass);
-    ``bound``: the solver's proven upper bound; ``trace``: (seconds, incumbent objective).
+    ``bound``: the proven upper bound; ``trace``: (seconds, incumbent objective) pairs.
     """
 
     status: str
@@ -50,22 +64,12 @@ class ExactResult:
     seconds: float
     eps_steps: int
     trace: list[tuple[float, float]] = field(default_factory=list)
+    iterations: int = 0
 
     @property
     def flipped(self) -> bool:
         """Whether the returned perturbation makes the target beat the prediction."""
         return self.objective > 0
-
-
-class _Trace(cp_model.CpSolverSolutionCallback):
-    def __init__(self, scale: float, offset: float) -> None:
-        super().__init__()
-        self.scale, self.offset, self.start = scale, offset, time.perf_counter()
-        self.points: list[tuple[float, float]] = []
-
-    def on_solution_callback(self) -> None:  # noqa: D102
-        self.points.append((time.perf_counter() - self.start,
-                            self.ObjectiveValue() / self.scale + self.offset))
 
 
 def eps_steps(eps: float) -> int:
@@ -75,7 +79,37 @@ def eps_steps(eps: float) -> int:
     return int(math.floor(255 * eps + 1e-9))
 
 
-def _over_neurons(weights, state) -> tuple[float, list, list]:
+def check_pixels(pixels: np.ndarray) -> np.ndarray:
+    """One 8-bit input as a flat int64 vector, or a clear error."""
+    x = np.asarray(pixels)
+    if x.size == 0 or not np.all(np.isfinite(x)) or np.any(x != np.round(x)) \
+            or x.min() < 0 or x.max() > 255:
+        raise AttackError("pixels must be integers in 0..255 (an 8-bit image).")
+    return x.astype(np.int64).ravel()
+
+
+def resolve_target(logits: np.ndarray, target: int | str) -> tuple[int, int]:
+    """``(prediction, target)`` for a class index or the rule ``"second"``."""
+    prediction = int(np.argmax(logits))
+    if isinstance(target, str):
+        if target != "second":
+            raise AttackError(f"unknown target rule {target!r}; expected a class index or "
+                              "'second'.")
+        target = int(np.argsort(logits, kind="stable")[-2])
+    if not isinstance(target, (int, np.integer)) or not 0 <= target < len(logits) \
+            or target == prediction:
+        raise AttackError(f"target must be a class other than the prediction {prediction}, "
+                          f"got {target!r}.")
+    return prediction, int(target)
+
+
+def objective_of(ib: IntegerBNN, pixels: np.ndarray, target: int, prediction: int) -> float:
+    """``f_target − f_prediction`` by the exact integer forward pass."""
+    logits = ib.logits_pixels(pixels[None])[0]
+    return float(logits[target] - logits[prediction])
+
+
+def over_neurons(weights, state) -> tuple[float, list, list]:
     """``Σ w_i h_i`` over neurons that are fixed (±1) or Boolean (h = 2b − 1), skipping dropped
     ones (None): ``(constant, Boolean terms, their coefficients)``."""
     const, terms, coefs = 0, [], []
@@ -91,115 +125,236 @@ def _over_neurons(weights, state) -> tuple[float, list, list]:
     return const, terms, coefs
 
 
-def objective_of(ib: IntegerBNN, pixels: np.ndarray, target: int, prediction: int) -> float:
-    """``f_target − f_prediction`` by the exact integer forward pass."""
-    logits = ib.logits_pixels(pixels[None])[0]
+def reify_neuron(model: cp_model.CpModel, expr, threshold: int, low: int, high: int, name: str):
+    """+1 / −1 when ``expr >= threshold`` is decided over ``[low, high]``, else a reified
+    Boolean (true iff the neuron fires)."""
+    if low >= threshold:
+        return 1
+    if high < threshold:
+        return -1
+    b = model.NewBoolVar(name)
+    model.Add(expr >= threshold).OnlyEnforceIf(b)
+    model.Add(expr <= threshold - 1).OnlyEnforceIf(b.Not())
+    return b
+
+
+class FirstLayer:
+    """The first hidden layer over the pixel box ``x + p``, ``|p| <= k``, ``0 <= x + p <= 255``.
+
+    ``undecided``: neurons whose sign can change (interval bounds, exact on the grid);
+    ``fixed``: every neuron's activation at ``x`` (the undecided ones' entries are placeholders);
+    neuron ``undecided[q]`` fires iff ``W_q · p >= need[q]``.
+    """
+
+    def __init__(self, ib: IntegerBNN, x: np.ndarray, k: int) -> None:
+        layer = ib.layers[0]
+        self.x, self.k = x, k
+        self.lo, self.hi = np.maximum(-k, -x), np.minimum(k, 255 - x)
+        w = layer.weight.astype(np.int64)
+        base = w @ x
+        low = base + np.where(w > 0, self.lo, -self.hi).sum(1)
+        high = base + np.where(w > 0, self.hi, -self.lo).sum(1)
+        thr = layer.int_threshold
+        self.undecided = np.flatnonzero((low < thr) & (high >= thr))
+        self.fixed = np.where(low >= thr, 1, -1)
+        self.weight = w[self.undecided]
+        self.need = (thr - base)[self.undecided]
+
+    def rows(self, pattern: np.ndarray, subset) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, b)`` with ``A p >= b`` meaning: neuron ``undecided[q]`` takes ``pattern[q]``
+        (1 fires, 0 not) for every q in ``subset``."""
+        q = np.asarray(subset, dtype=np.int64)
+        sign = np.where(pattern[q] == 1, 1, -1)
+        return self.weight[q] * sign[:, None], np.where(sign > 0, self.need[q], 1 - self.need[q])
+
+    def pair_conflicts(self) -> list[tuple[int, int, int, int]]:
+        """Pairs ``(q, a, r, b)``: neuron q taking value a and neuron r taking b is impossible.
+
+        Two constraints ``u·p >= c1``, ``v·p >= c2`` with ±1 rows: with ``X`` the sum of
+        ``u_i p_i`` where u and v agree and ``Y`` where they differ, they read
+        ``X + Y >= c1``, ``X − Y >= c2``; each ranges over every integer between its bounds,
+        so taking X at its maximum, they are jointly feasible iff
+        ``max(L_Y, c1 − U_X) <= min(U_Y, U_X − c2)``.
+        """
+        u = len(self.undecided)
+        if u < 2:
+            return []
+        pattern = np.ones(u, dtype=np.int64)
+        rows_on, rhs_on = self.rows(pattern, range(u))
+        rows = np.concatenate([rows_on, -rows_on])
+        rhs = np.concatenate([rhs_on, 1 - rhs_on])
+        amax = np.where(rows > 0, self.hi, -self.lo)
+        amin = np.where(rows > 0, self.lo, -self.hi)
+        dmax, dmin = (amax * rows) @ rows.T, (amin * rows) @ rows.T
+        ux = (amax.sum(1)[:, None] + dmax) // 2
+        uy = (amax.sum(1)[:, None] - dmax) // 2
+        ly = (amin.sum(1)[:, None] - dmin) // 2
+        feasible = np.maximum(ly, rhs[:, None] - ux) <= np.minimum(uy, ux - rhs[None, :])
+        out = []
+        for i, j in zip(*np.nonzero(~feasible), strict=True):
+            if i < j and i % u != j % u:
+                out.append((int(i % u), int(i < u), int(j % u), int(j < u)))
+        return out
+
+    def reach(self, pattern: np.ndarray, subset, time_limit: float) -> np.ndarray | str:
+        """A perturbation giving ``pattern`` on ``subset``, or ``"infeasible"`` / ``"unknown"``."""
+        a, b = self.rows(pattern, subset)
+        model = cp_model.CpModel()
+        p = [model.NewIntVar(int(lo), int(hi), "") for lo, hi in zip(self.lo, self.hi, strict=True)]
+        for row, rhs in zip(a, b, strict=True):
+            model.Add(cp_model.LinearExpr.WeightedSum(p, [int(v) for v in row]) >= int(rhs))
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        solver.parameters.max_time_in_seconds = max(float(time_limit), 0.01)
+        code = solver.Solve(model)
+        if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return np.array([solver.Value(v) for v in p], dtype=np.int64)
+        return "infeasible" if code == cp_model.INFEASIBLE else "unknown"
+
+    def core(self, pattern: np.ndarray, deadline: float) -> list[int]:
+        """A small subset of the undecided neurons whose values in ``pattern`` cannot all be
+        reached (deletion filter; a check that runs out of time keeps its neuron)."""
+        active = list(range(len(self.undecided)))
+        for q in list(active):
+            trial = [r for r in active if r != q]
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            if trial and isinstance(reached := self.reach(pattern, trial, left), str) \
+                    and reached == "infeasible":
+                active = trial
+        return active
+
+
+def _deeper_layers(model: cp_model.CpModel, ib: IntegerBNN, state: list, d: np.ndarray) -> list:
+    """Layers 2..D as reified Booleans over the previous layer's state; the last layer keeps
+    only neurons with a nonzero objective coefficient ``d``."""
+    last = len(ib.layers) - 1
+    for li in range(1, len(ib.layers)):
+        layer = ib.layers[li]
+        new_state: list = []
+        for j, row in enumerate(layer.weight.astype(np.int64)):
+            if li == last and d[j] == 0:
+                new_state.append(None)
+                continue
+            const, terms, coefs = over_neurons([int(v) for v in row], state)
+            low = const + sum(min(0, c) for c in coefs)
+            high = const + sum(max(0, c) for c in coefs)
+            expr = const + cp_model.LinearExpr.WeightedSum(terms, coefs)
+            new_state.append(reify_neuron(model, expr, int(layer.int_threshold[j]), low, high,
+                                          f"h{li}_{j}"))
+        state = new_state
+    return state
+
+
+def pattern_value(ib: IntegerBNN, first: FirstLayer, pattern: np.ndarray, target: int,
+                  prediction: int) -> float:
+    """The objective of the first-layer activation ``pattern`` on the undecided neurons, by the
+    exact integer forward pass through the deeper layers."""
+    h = first.fixed.copy()
+    h[first.undecided] = np.where(pattern == 1, 1, -1)
+    for layer in ib.layers[1:]:
+        h = np.where(layer.weight.astype(np.int64) @ h >= layer.int_threshold, 1, -1)
+    logits = ib.out_weight @ h + ib.out_bias
     return float(logits[target] - logits[prediction])
 
 
 def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int | str = "second",
                  time_limit: float = 180.0, threads: int = 1, hint: np.ndarray | None = None,
-                 seed: int = 0) -> ExactResult:
+                 floor: float | None = None, seed: int = 0) -> ExactResult:
     """Maximize f_target − f_prediction over the ε-ball on the pixel grid (see module doc).
 
     Args:
         ib: the exported BNN. pixels: one 8-bit input (integers 0..255), flattened.
         eps: L∞ budget on [0, 1]; the grid allows floor(255·ε) pixel steps.
         target: a class, or ``"second"`` (the class with the second-highest output).
-        time_limit: seconds; threads: CP-SAT workers (1 is deterministic).
+        time_limit: seconds for the whole attack; threads: CP-SAT workers for the master
+            problem (1 is deterministic; the default).
         hint: a starting perturbation in pixel steps (e.g. from PGD); zero by default.
+        floor: only look for perturbations with objective >= floor (certification uses 0):
+            when none exists the result is ``optimal`` with ``bound < floor``.
+        seed: CP-SAT's random seed.
     """
     start = time.perf_counter()
-    if not time_limit > 0:
+    if not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise AttackError(f"time_limit must be > 0 seconds, got {time_limit!r}.")
     check_steps("threads", threads)
-    x = np.asarray(pixels, dtype=np.int64).ravel()
-    if x.min() < 0 or x.max() > 255:
-        raise AttackError("pixels must be integers in 0..255 (an 8-bit image).")
+    x = check_pixels(pixels)
+    if x.size != ib.layers[0].weight.shape[1]:
+        raise AttackError(f"pixels has {x.size} values; the model takes "
+                          f"{ib.layers[0].weight.shape[1]}.")
     k = eps_steps(eps)
-    logits = ib.logits_pixels(x[None])[0]
-    prediction = int(np.argmax(logits))
-    if target == "second":
-        target = int(np.argsort(logits)[-2])
-    if not isinstance(target, (int, np.integer)) or not 0 <= target < len(logits) \
-            or target == prediction:
-        raise AttackError(f"target must be a class other than the prediction {prediction}, "
-                          f"got {target!r}.")
-    lo, hi = np.maximum(-k, -x), np.minimum(k, 255 - x)
+    prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
+    deadline = start + float(time_limit)
+    first = FirstLayer(ib, x, k)
+
+    incumbent = np.zeros_like(x) if hint is None else \
+        np.clip(np.asarray(hint, np.int64).ravel(), first.lo, first.hi)
+    best = objective_of(ib, x + incumbent, target, prediction)
+    trace = [(time.perf_counter() - start, best)]
+
     model = cp_model.CpModel()
-    p = [model.NewIntVar(int(a), int(b), f"p{i}") for i, (a, b) in enumerate(zip(lo, hi, strict=True))]
-
-    # layer by layer: each neuron is fixed (+1 / -1) or a Boolean b (h = 2b - 1)
-    state: list = []  # per neuron: +1, -1, or a BoolVar
-    last = len(ib.layers) - 1
+    b1 = [model.NewBoolVar(f"h0_{j}") for j in first.undecided]
+    state: list = [int(v) for v in first.fixed]
+    for q, j in enumerate(first.undecided):
+        state[j] = b1[q]
     d = ib.out_weight[target] - ib.out_weight[prediction]
-    for li, layer in enumerate(ib.layers):
-        w, thr = layer.weight.astype(np.int64), layer.int_threshold
-        keep = np.ones(len(w), dtype=bool) if li < last else d != 0
-        new_state: list = []
-        for j in range(len(w)):
-            if not keep[j]:
-                new_state.append(None)
-                continue
-            if li == 0:
-                base = int(w[j] @ x)
-                low = base + int(np.where(w[j] > 0, lo, -hi).sum())
-                high = base + int(np.where(w[j] > 0, hi, -lo).sum())
-                expr = base + cp_model.LinearExpr.WeightedSum(p, [int(v) for v in w[j]])
-            else:
-                const, terms, coefs = _over_neurons([int(v) for v in w[j]], state)
-                low, high = const + sum(min(0, c) for c in coefs), const + sum(max(0, c) for c in coefs)
-                expr = const + cp_model.LinearExpr.WeightedSum(terms, coefs)
-            t = int(thr[j])
-            if low >= t:
-                new_state.append(1)
-            elif high < t:
-                new_state.append(-1)
-            else:
-                b = model.NewBoolVar(f"h{li}_{j}")
-                model.Add(expr >= t).OnlyEnforceIf(b)
-                model.Add(expr <= t - 1).OnlyEnforceIf(b.Not())
-                new_state.append(b)
-        state = new_state
-
-    const, free, coefs = _over_neurons([float(v) for v in d], state)
+    const, free, coefs = over_neurons([float(v) for v in d], _deeper_layers(model, ib, state, d))
     const += float(ib.out_bias[target] - ib.out_bias[prediction])
     scale = float(2 ** SCALE_BITS) / max((abs(c) for c in coefs), default=1.0)
     int_coefs = [int(round(c * scale)) for c in coefs]
-    model.Maximize(cp_model.LinearExpr.WeightedSum(free, int_coefs) if free else 0)
+    slack = len(free) * 0.5 / scale + 1e-9 * (1 + abs(const))  # rounding of the objective
+    scaled = cp_model.LinearExpr.WeightedSum(free, int_coefs)
+    model.Maximize(scaled)
+    # only patterns that beat the incumbent (or reach the floor) are of interest
+    need = best if floor is None else floor
+    model.Add(scaled >= math.floor((need - const - slack) * scale))
+    lits = [[b.Not(), b] for b in b1]
+    for q, a, r, v in first.pair_conflicts():
+        model.AddBoolOr([lits[q][1 - a], lits[r][1 - v]])
+    # hint the master with the incumbent's pattern
+    pre = first.weight @ incumbent + 0
+    for q, b in enumerate(b1):
+        model.AddHint(b, bool(pre[q] >= first.need[q]))
 
-    hint_p = np.zeros_like(x) if hint is None else np.clip(np.asarray(hint, np.int64).ravel(), lo, hi)
-    for var, value in zip(p, hint_p, strict=True):
-        model.AddHint(var, int(value))
-
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = float(time_limit)
-    solver.parameters.num_workers = int(threads)
-    solver.parameters.random_seed = int(seed)
-    trace = _Trace(scale, const)
-    code = solver.Solve(model, trace)
-    elapsed = time.perf_counter() - start
-    if code == cp_model.INFEASIBLE:
-        raise AttackError("the exact attack model is infeasible, which cannot happen for a valid "
-                          "BNN (zero perturbation is always feasible): the export is inconsistent.")
-    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        pert = np.array([solver.Value(v) for v in p], dtype=np.int64)
-    else:  # no solution in time: the hint stands
-        pert = hint_p
-    exact = objective_of(ib, x + pert, target, prediction)
-    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        solver_obj = solver.ObjectiveValue() / scale + const
-        tolerance = len(free) * 0.5 / scale + 1e-6 * (1 + abs(const))
-        if abs(solver_obj - exact) > tolerance:
-            raise AttackError(f"solver objective {solver_obj:.9g} disagrees with the exact forward "
-                              f"pass {exact:.9g}: refusing the result.")
-    if code == cp_model.OPTIMAL:
-        status = "optimal"
-    elif elapsed >= time_limit * 0.98 or code == cp_model.UNKNOWN:
-        status = "timeout"
-    else:
-        status = "feasible"
-    bound = solver.BestObjectiveBound() / scale + const if code != cp_model.UNKNOWN else math.inf
-    return ExactResult(status=status, objective=exact, bound=bound, perturbation=pert,
-                       prediction=prediction, target=int(target), seconds=elapsed, eps_steps=k,
-                       trace=trace.points)
+    bound, status, iterations = math.inf, "timeout", 0
+    while time.perf_counter() < deadline:
+        iterations += 1
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.01)
+        solver.parameters.num_workers = int(threads)
+        solver.parameters.random_seed = int(seed)
+        code = solver.Solve(model)
+        if code == cp_model.INFEASIBLE:  # no reachable pattern beats the incumbent / floor
+            bound, status = (best if floor is None else floor), "optimal"
+            break
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            break  # out of time
+        bound = min(bound, solver.BestObjectiveBound() / scale + const + slack)
+        pattern = np.array([solver.Value(b) for b in b1], dtype=np.int64)
+        value = pattern_value(ib, first, pattern, target, prediction)
+        if abs(solver.ObjectiveValue() / scale + const - value) > slack:
+            raise AttackError(f"master objective {solver.ObjectiveValue() / scale + const:.9g} "
+                              f"disagrees with the exact forward pass {value:.9g}: refusing the "
+                              "result.")
+        reached = first.reach(pattern, range(len(b1)), deadline - time.perf_counter())
+        if isinstance(reached, str):
+            if reached == "unknown":
+                break
+            model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in first.core(pattern, deadline)])
+            continue
+        exact = objective_of(ib, x + reached, target, prediction)
+        if exact != value:
+            raise AttackError(f"perturbation objective {exact:.9g} disagrees with its activation "
+                              f"pattern's {value:.9g}: refusing the result.")
+        if exact > best or (floor is not None and exact >= floor):
+            best, incumbent = exact, reached
+            trace.append((time.perf_counter() - start, best))
+            if code == cp_model.OPTIMAL:
+                bound, status = best, "optimal"
+            break
+        # reachable but no better than the incumbent (objective rounding): exclude it
+        model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in range(len(b1))])
+    return ExactResult(status=status, objective=best, bound=bound, perturbation=incumbent,
+                       prediction=prediction, target=target, seconds=time.perf_counter() - start,
+                       eps_steps=k, trace=trace, iterations=iterations)
