@@ -226,6 +226,66 @@ class FirstLayer:
         return active
 
 
+@dataclass
+class PatternSearch:
+    """Outcome of :meth:`FirstLayer.search`.
+
+    ``status``: ``optimal`` (the master's best reachable pattern, proved), ``feasible`` (a
+    reachable pattern the master had not proved best when time ran out), ``infeasible`` (no
+    reachable pattern satisfies the master's constraints) or ``timeout`` (nothing found).
+    ``bound``: the master's last proven bound on its (integer) objective, or None.
+    """
+
+    status: str
+    pattern: np.ndarray | None = None
+    perturbation: np.ndarray | None = None
+    value: int | None = None
+    bound: float | None = None
+    iterations: int = 0
+
+
+def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: float,
+           threads: int = 1, seed: int = 0, accept=None) -> PatternSearch:
+    """Maximize ``model``'s objective over first-layer patterns some perturbation reaches.
+
+    ``model`` is a master problem whose Booleans ``b1[q]`` are the values of
+    ``first.undecided[q]``; pairwise conflicts and, as the search meets them, infeasible cores
+    are added to it as clauses (see the module doc). ``accept(pattern, perturbation)`` may
+    reject a reachable pattern, which is then excluded and the search goes on.
+    """
+    lits = [[b.Not(), b] for b in b1]
+    for q, a, r, v in first.pair_conflicts():
+        model.AddBoolOr([lits[q][1 - a], lits[r][1 - v]])
+    out = PatternSearch("timeout")
+    while time.perf_counter() < deadline:
+        out.iterations += 1
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.01)
+        solver.parameters.num_workers = int(threads)
+        solver.parameters.random_seed = int(seed)
+        code = solver.Solve(model)
+        if code == cp_model.INFEASIBLE:
+            out.status = "infeasible"
+            return out
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return out  # out of time
+        out.bound = solver.BestObjectiveBound()
+        pattern = np.array([solver.Value(b) for b in b1], dtype=np.int64)
+        reached = first.reach(pattern, range(len(b1)), deadline - time.perf_counter())
+        if isinstance(reached, str):
+            if reached == "unknown":
+                return out
+            model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in first.core(pattern, deadline)])
+            continue
+        if accept is not None and not accept(pattern, reached, solver.ObjectiveValue()):
+            model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in range(len(b1))])
+            continue
+        out.status = "optimal" if code == cp_model.OPTIMAL else "feasible"
+        out.pattern, out.perturbation, out.value = pattern, reached, int(solver.ObjectiveValue())
+        return out
+    return out
+
+
 def _deeper_layers(model: cp_model.CpModel, ib: IntegerBNN, state: list, d: np.ndarray) -> list:
     """Layers 2..D as reified Booleans over the previous layer's state; the last layer keeps
     only neurons with a nonzero objective coefficient ``d``."""
@@ -309,52 +369,35 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     # only patterns that beat the incumbent (or reach the floor) are of interest
     need = best if floor is None else floor
     model.Add(scaled >= math.floor((need - const - slack) * scale))
-    lits = [[b.Not(), b] for b in b1]
-    for q, a, r, v in first.pair_conflicts():
-        model.AddBoolOr([lits[q][1 - a], lits[r][1 - v]])
     # hint the master with the incumbent's pattern
-    pre = first.weight @ incumbent + 0
+    pre = first.weight @ incumbent
     for q, b in enumerate(b1):
         model.AddHint(b, bool(pre[q] >= first.need[q]))
 
-    bound, status, iterations = math.inf, "timeout", 0
-    while time.perf_counter() < deadline:
-        iterations += 1
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.01)
-        solver.parameters.num_workers = int(threads)
-        solver.parameters.random_seed = int(seed)
-        code = solver.Solve(model)
-        if code == cp_model.INFEASIBLE:  # no reachable pattern beats the incumbent / floor
-            bound, status = (best if floor is None else floor), "optimal"
-            break
-        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            break  # out of time
-        bound = min(bound, solver.BestObjectiveBound() / scale + const + slack)
-        pattern = np.array([solver.Value(b) for b in b1], dtype=np.int64)
+    def accept(pattern: np.ndarray, reached: np.ndarray, master_value: float) -> bool:
         value = pattern_value(ib, first, pattern, target, prediction)
-        if abs(solver.ObjectiveValue() / scale + const - value) > slack:
-            raise AttackError(f"master objective {solver.ObjectiveValue() / scale + const:.9g} "
-                              f"disagrees with the exact forward pass {value:.9g}: refusing the "
-                              "result.")
-        reached = first.reach(pattern, range(len(b1)), deadline - time.perf_counter())
-        if isinstance(reached, str):
-            if reached == "unknown":
-                break
-            model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in first.core(pattern, deadline)])
-            continue
+        if abs(master_value / scale + const - value) > slack:
+            raise AttackError(f"master objective {master_value / scale + const:.9g} disagrees "
+                              f"with the exact forward pass {value:.9g}: refusing the result.")
         exact = objective_of(ib, x + reached, target, prediction)
         if exact != value:
-            raise AttackError(f"perturbation objective {exact:.9g} disagrees with its activation "
-                              f"pattern's {value:.9g}: refusing the result.")
-        if exact > best or (floor is not None and exact >= floor):
-            best, incumbent = exact, reached
-            trace.append((time.perf_counter() - start, best))
-            if code == cp_model.OPTIMAL:
-                bound, status = best, "optimal"
-            break
-        # reachable but no better than the incumbent (objective rounding): exclude it
-        model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in range(len(b1))])
+            raise AttackError(f"perturbation objective {exact:.9g} disagrees with its "
+                              f"activation pattern's {value:.9g}: refusing the result.")
+        # a reachable pattern no better than the incumbent (objective rounding) is excluded
+        return exact > best or (floor is not None and exact >= floor)
+
+    found = search(first, model, b1, deadline=deadline, threads=threads, seed=seed, accept=accept)
+    bound = math.inf if found.bound is None else found.bound / scale + const + slack
+    status = "timeout"
+    if found.status == "infeasible":  # no reachable pattern beats the incumbent / floor
+        bound, status = (best if floor is None else floor), "optimal"
+    elif found.perturbation is not None:
+        best = objective_of(ib, x + found.perturbation, target, prediction)
+        incumbent = found.perturbation
+        trace.append((time.perf_counter() - start, best))
+        if found.status == "optimal":
+            bound, status = best, "optimal"
+    iterations = found.iterations
     return ExactResult(status=status, objective=best, bound=bound, perturbation=incumbent,
                        prediction=prediction, target=target, seconds=time.perf_counter() - start,
                        eps_steps=k, trace=trace, iterations=iterations)

@@ -1,0 +1,154 @@
+"""The paper's continuous big-M MILP (Khalil et al. 2019, eqs. (1)-(8)), solved by HiGHS.
+
+Here the perturbation is real: ``p ∈ [−ε, ε]^n`` with ``0 <= x + p <= 1``, exactly the paper's
+problem (the pixel-grid CP-SAT backend allows only floor(255·ε) whole pixel steps). HiGHS is
+reached through OR-Tools MathOpt (``SolverType.HIGHS``): OR-Tools bundles its own HiGHS, so a
+separate ``highspy`` cannot share a process with it, and MathOpt avoids the clash.
+
+Formulation: a first-layer neuron fires iff ``W_j·(x + p) >= τ_j``; neurons decided over the box
+(interval bounds) are constants, the others binary ``h`` with big-M constraints
+``a >= L(1 − h)`` (fires ⇒ a >= 0) and ``a <= U·h − δ(1 − h)`` (off ⇒ a <= −δ), where
+``a = W_j·(x + p) − τ_j``. A margin ``δ = 1e-6`` on both sides keeps solutions on the right
+side after the solver's feasibility tolerance, which shrinks the feasible set by a negligible
+sliver next to each threshold. Deeper layers have integer pre-activations and use ``a >= t`` /
+``a <= t − 1`` exactly. Every returned perturbation is re-run through the exact forward pass;
+a disagreement with the solver's objective is an error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+
+import numpy as np
+from ortools.math_opt.python import mathopt
+
+from bnnrobust.attacks.base import AttackError, check_steps
+from bnnrobust.attacks.combinatorial.cpsat import ExactResult, check_pixels, eps_steps, resolve_target
+from bnnrobust.attacks.combinatorial.export import IntegerBNN
+
+MARGIN = 1e-6
+
+
+def _objective(ib: IntegerBNN, x: np.ndarray, target: int, prediction: int) -> float:
+    logits = ib.logits(x[None])[0]
+    return float(logits[target] - logits[prediction])
+
+
+def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int | str = "second",
+                 time_limit: float = 180.0, threads: int = 1, hint: np.ndarray | None = None,
+                 floor: float | None = None, seed: int = 0) -> ExactResult:
+    """Maximize f_target − f_prediction over the continuous ε-box (see module doc).
+
+    Args:
+        ib: the exported BNN. pixels: one 8-bit input (0..255); the attack works on
+            ``pixels / 255`` in [0, 1].
+        eps: L∞ budget on [0, 1]. target: a class or ``"second"``.
+        time_limit: seconds. threads: must be 1 (HiGHS's MIP search is sequential here).
+        hint: a starting perturbation on [0, 1] scale (e.g. from PGD); zero by default.
+        floor: only look for perturbations with objective >= floor (certification).
+    The result's ``perturbation`` is real (on the [0, 1] scale); ``eps_steps`` is floor(255·ε)
+    for comparison with the grid backend.
+    """
+    start = time.perf_counter()
+    if not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise AttackError(f"time_limit must be > 0 seconds, got {time_limit!r}.")
+    if check_steps("threads", threads) != 1:
+        raise AttackError("the highs backend runs one thread per point; use --workers for "
+                          "parallelism.")
+    k = eps_steps(eps)
+    x = check_pixels(pixels) / 255.0
+    prediction, target = resolve_target(ib.logits(x[None])[0], target)
+    lo, hi = np.maximum(-eps, -x), np.minimum(eps, 1.0 - x)
+    incumbent = np.zeros_like(x) if hint is None else np.clip(np.asarray(hint, float).ravel(), lo, hi)
+    best = _objective(ib, x + incumbent, target, prediction)
+    acts = ib.hidden((x + incumbent)[None])
+
+    model = mathopt.Model(name="bnn-attack")
+    p = [model.add_variable(lb=float(a), ub=float(b)) for a, b in zip(lo, hi, strict=True)]
+    hint_values = {v: float(val) for v, val in zip(p, incumbent, strict=True)}
+    layer = ib.layers[0]
+    w = layer.weight.astype(np.float64)
+    base = w @ x - layer.threshold
+    low = base + np.where(w > 0, lo, -hi).sum(1)
+    high = base + np.where(w > 0, hi, -lo).sum(1)
+    state: list = []  # per neuron: +1 / -1 or a binary variable (1 fires)
+    for j in range(len(w)):
+        if low[j] >= 0:
+            state.append(1)
+        elif high[j] < 0:
+            state.append(-1)
+        else:
+            h = model.add_binary_variable(name=f"h0_{j}")
+            nz = np.flatnonzero(w[j])
+            a = float(base[j]) + mathopt.fast_sum(float(w[j, i]) * p[i] for i in nz)
+            model.add_linear_constraint(a >= float(low[j]) * (1 - h) + MARGIN * h)
+            model.add_linear_constraint(a <= float(high[j]) * h - MARGIN * (1 - h))
+            hint_values[h] = float(acts[0][0, j] > 0)
+            state.append(h)
+    d = ib.out_weight[target] - ib.out_weight[prediction]
+    for li in range(1, len(ib.layers)):
+        layer = ib.layers[li]
+        new_state: list = []
+        for j, row in enumerate(layer.weight.astype(np.int64)):
+            fixed = sum(int(wi) * s for wi, s in zip(row, state, strict=True) if isinstance(s, int))
+            free = [(int(wi), s) for wi, s in zip(row, state, strict=True) if not isinstance(s, int)]
+            t = int(layer.int_threshold[j])
+            low_j = fixed - sum(abs(wi) for wi, _ in free) - t
+            high_j = fixed + sum(abs(wi) for wi, _ in free) - t
+            if low_j >= 0:
+                new_state.append(1)
+            elif high_j < 0:
+                new_state.append(-1)
+            else:
+                h = model.add_binary_variable(name=f"h{li}_{j}")
+                a = fixed - t + mathopt.fast_sum(wi * (2 * s - 1) for wi, s in free)
+                model.add_linear_constraint(a >= low_j * (1 - h))
+                model.add_linear_constraint(a <= (high_j + 1) * h - 1)
+                hint_values[h] = float(acts[li][0, j] > 0)
+                new_state.append(h)
+        state = new_state
+    const = float(ib.out_bias[target] - ib.out_bias[prediction])
+    objective = const + mathopt.fast_sum(
+        float(dj) * (s if isinstance(s, int) else 2 * s - 1) for dj, s in zip(d, state, strict=True))
+    model.maximize(objective)
+    if floor is not None:
+        model.add_linear_constraint(objective >= float(floor))
+
+    left = start + float(time_limit) - time.perf_counter()
+    if left <= 0:
+        return ExactResult("timeout", best, math.inf, incumbent, prediction, target,
+                           time.perf_counter() - start, k, [(time.perf_counter() - start, best)])
+    params = mathopt.SolveParameters(time_limit=datetime.timedelta(seconds=left),
+                                     random_seed=int(seed))
+    hints = mathopt.ModelSolveParameters(
+        solution_hints=[mathopt.SolutionHint(variable_values=hint_values)])
+    try:
+        result = mathopt.solve(model, mathopt.SolverType.HIGHS, params=params, model_params=hints)
+    except Exception as exc:  # MathOpt wraps solver failures in several exception types
+        raise AttackError(f"HiGHS failed on the attack model: {exc}") from None
+    reason = result.termination.reason
+    elapsed = time.perf_counter() - start
+    if reason == mathopt.TerminationReason.INFEASIBLE:
+        if floor is None:
+            raise AttackError("the attack model is infeasible, which cannot happen (zero "
+                              "perturbation is feasible): the export is inconsistent.")
+        return ExactResult("optimal", best, float(floor), incumbent, prediction, target, elapsed,
+                           k, [(elapsed, best)])
+    trace = [(0.0, best)]
+    if result.has_primal_feasible_solution():
+        found = np.array(result.variable_values(p), dtype=np.float64)
+        found = np.clip(found, lo, hi)
+        exact = _objective(ib, x + found, target, prediction)
+        solver_obj = result.objective_value()
+        if abs(exact - solver_obj) > 1e-6 * (1 + abs(exact)):
+            raise AttackError(f"solver objective {solver_obj:.9g} disagrees with the exact "
+                              f"forward pass {exact:.9g}: refusing the result.")
+        if exact > best or (floor is not None and exact >= floor):
+            best, incumbent = exact, found
+            trace.append((elapsed, best))
+    optimal = reason == mathopt.TerminationReason.OPTIMAL
+    bound = best if optimal else float(result.termination.objective_bounds.dual_bound)
+    return ExactResult("optimal" if optimal else "timeout", best, bound, incumbent, prediction,
+                       target, elapsed, k, trace)

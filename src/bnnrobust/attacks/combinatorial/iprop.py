@@ -1,0 +1,227 @@
+"""IProp, integer target propagation (Khalil et al. 2019, section 4), on the pixel grid.
+
+Each iteration picks a target for the last hidden layer: the neurons already at their ideal
+value under the incumbent (ideal = the sign of ``w_target − w_prediction``) plus ``S`` sampled
+non-ideal ones. The target is propagated backwards by layer-to-layer CP-SAT problems (9): the
+previous layer's ±1 activations that satisfy most targets, ties broken toward the incumbent's
+activations (L0 distance, weighted below one target); then problem (10) finds the pixel
+perturbation that satisfies most first-layer targets. The candidate is run through the exact
+integer forward pass and becomes the incumbent if it improves objective (1).
+
+Step size ``S``: constant, or ``"adaptive"`` (the paper's: start at 5% of the width, halve after
+5 iterations without improvement). The search stops at the time limit, or at a local optimum:
+every last-layer neuron ideal, or (adaptive) 5 failures at ``S = 1``, or (constant) 25
+consecutive failures. First-layer neurons whose sign cannot change over the ε-box are held at
+their value in (9) (the same interval bounds as the MILP), so targets stay reachable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from ortools.sat.python import cp_model
+from torch import nn
+
+from bnnrobust.attacks.base import AttackError, check_positive, check_steps
+from bnnrobust.attacks.combinatorial.cpsat import (
+    ExactResult,
+    FirstLayer,
+    check_pixels,
+    eps_steps,
+    objective_of,
+    resolve_target,
+    search,
+)
+from bnnrobust.attacks.combinatorial.export import IntegerBNN, export
+
+PATIENCE = 5
+STALL_LIMIT = 25
+
+
+def _solve(model: cp_model.CpModel, time_limit: float, seed: int) -> cp_model.CpSolver | None:
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(time_limit, 0.01)
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    code = solver.Solve(model)
+    return solver if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
+
+
+def propagate_layer(weight: np.ndarray, threshold: np.ndarray, targets: dict[int, int],
+                    incumbent: np.ndarray, fixed: dict[int, int], *, time_limit: float,
+                    seed: int = 0) -> np.ndarray | None:
+    """Problem (9): ±1 activations ``h`` of a layer maximizing the number of next-layer
+    neurons j in ``targets`` with ``sign(W_j·h − threshold_j) == targets[j]``, minus a
+    tie-break ``L0(h, incumbent) / (n + 1)``; entries in ``fixed`` cannot change."""
+    model = cp_model.CpModel()
+    n = weight.shape[1]
+    b = [model.NewBoolVar(f"h{i}") for i in range(n)]
+    for i, v in fixed.items():
+        model.Add(b[i] == int(v > 0))
+    satisfied = []
+    for j, want in targets.items():
+        s = model.NewBoolVar(f"s{j}")
+        row = [int(v) for v in weight[j]]
+        expr = cp_model.LinearExpr.WeightedSum(b, [2 * v for v in row]) - sum(row)
+        if want > 0:
+            model.Add(expr >= int(threshold[j])).OnlyEnforceIf(s)
+        else:
+            model.Add(expr <= int(threshold[j]) - 1).OnlyEnforceIf(s)
+        satisfied.append(s)
+    changed = [b[i] if incumbent[i] < 0 else b[i].Not() for i in range(n)]
+    model.Maximize((n + 1) * sum(satisfied) - sum(changed))
+    for i in range(n):
+        model.AddHint(b[i], bool(incumbent[i] > 0))
+    solver = _solve(model, time_limit, seed)
+    if solver is None:
+        return None
+    return np.array([1 if solver.Value(v) else -1 for v in b], dtype=np.int64)
+
+
+def perturb_for(first: FirstLayer, targets: np.ndarray, incumbent: np.ndarray, *,
+                time_limit: float, seed: int = 0) -> np.ndarray | None:
+    """Problem (10): the pixel perturbation (whole steps in the box) that gives the most
+    first-layer neurons their target value, or None when none is found in time.
+
+    Solved, like the MILP, over the undecided neurons' patterns (:func:`.cpsat.search`):
+    maximize the number of matches, with reachability checked and refined by cores."""
+    model = cp_model.CpModel()
+    b1 = [model.NewBoolVar(f"h{j}") for j in first.undecided]
+    want = targets[first.undecided] > 0
+    model.Maximize(sum(b if w else b.Not() for b, w in zip(b1, want, strict=True)))
+    pre = first.weight @ incumbent
+    for q, b in enumerate(b1):
+        model.AddHint(b, bool(pre[q] >= first.need[q]))
+    found = search(first, model, b1, deadline=time.perf_counter() + time_limit, seed=seed)
+    return found.perturbation
+
+
+class IProp:
+    """IProp on one 8-bit point at a time (see module doc).
+
+    Args:
+        model: a trained ``fc-bnn`` or its :class:`IntegerBNN`.
+        eps: L∞ budget on [0, 1]; perturbations are whole pixel steps, at most floor(255·ε).
+        target: a class or ``"second"`` (default). step: ``"adaptive"`` (default) or a
+            constant number of neurons S >= 1.
+        time_limit: seconds per point (paper: 180); sub_time_limit: seconds per CP-SAT
+            subproblem (paper: 10).
+        warm_start: ``"none"`` (zero perturbation, the paper's line 1) or ``"fgsm"`` (start
+            from iterated FGSM run for ``warm_start_time`` seconds; the paper's Figure 6: 5 s).
+        seed: sampling of G and CP-SAT's seed.
+    """
+
+    def __init__(self, model: nn.Module | IntegerBNN, *, eps: float,
+                 target: int | str = "second", step: int | str = "adaptive",
+                 time_limit: float = 180.0, sub_time_limit: float = 10.0,
+                 warm_start: str = "none", warm_start_time: float = 5.0, seed: int = 0) -> None:
+        self.ib = model if isinstance(model, IntegerBNN) else export(model)
+        self.model = None if isinstance(model, IntegerBNN) else model
+        eps_steps(eps)
+        if step != "adaptive":
+            check_steps("step", step)
+        for name, value in (("time_limit", time_limit), ("sub_time_limit", sub_time_limit),
+                            ("warm_start_time", warm_start_time)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise AttackError(f"{name} must be a finite number of seconds, got {value!r}.")
+            check_positive(name, value)
+        if warm_start not in ("none", "fgsm"):
+            raise AttackError(f"unknown warm_start {warm_start!r}; expected 'none' or 'fgsm'.")
+        if warm_start == "fgsm" and self.model is None:
+            raise AttackError("warm_start='fgsm' needs the PyTorch model, not only its integer "
+                              "form.")
+        self.eps, self.target, self.step = float(eps), target, step
+        self.time_limit, self.sub_time_limit = float(time_limit), float(sub_time_limit)
+        self.warm_start, self.warm_start_time, self.seed = warm_start, float(warm_start_time), seed
+
+    def settings(self) -> dict[str, Any]:
+        """The attack's parameters, as plain data."""
+        return {"attack": "iprop", "eps": self.eps, "target": self.target, "step": self.step,
+                "time_limit": self.time_limit, "sub_time_limit": self.sub_time_limit,
+                "warm_start": self.warm_start, "warm_start_time": self.warm_start_time,
+                "seed": self.seed}
+
+    def attack(self, pixels: np.ndarray) -> ExactResult:
+        """Run IProp on one 8-bit input (integers 0..255)."""
+        start = time.perf_counter()
+        deadline = start + self.time_limit
+        ib, x = self.ib, check_pixels(pixels)
+        k = eps_steps(self.eps)
+        prediction, target = resolve_target(ib.logits_pixels(x[None])[0], self.target)
+        first = FirstLayer(ib, x, k)
+        rng = np.random.default_rng(self.seed)
+        incumbent = np.zeros_like(x)
+        if self.warm_start == "fgsm":
+            from bnnrobust.attacks.combinatorial.baseline import iterated_fgsm
+            incumbent = iterated_fgsm(self.model, ib, x, eps=self.eps, target=target,
+                                      time_limit=min(self.warm_start_time, self.time_limit),
+                                      seed=self.seed).perturbation
+        best = objective_of(ib, x + incumbent, target, prediction)
+        trace = [(time.perf_counter() - start, best)]
+        d = ib.out_weight[target] - ib.out_weight[prediction]
+        ideal = np.where(d > 0, 1, -1)
+        relevant = np.flatnonzero(d != 0)
+        width = len(d)
+        step = max(1, round(0.05 * width)) if self.step == "adaptive" else int(self.step)
+        acts = [a[0].astype(np.int64) for a in ib.hidden_pixels((x + incumbent)[None])]
+        failures, stall, iterations = 0, 0, 0
+        while time.perf_counter() < deadline:
+            wrong = relevant[acts[-1][relevant] != ideal[relevant]]
+            if len(wrong) == 0:
+                break  # every last-layer neuron is ideal: a global optimum
+            iterations += 1
+            chosen = rng.choice(wrong, size=min(step, len(wrong)), replace=False)
+            keep = relevant[acts[-1][relevant] == ideal[relevant]]
+            targets = {int(j): int(ideal[j]) for j in np.concatenate([keep, chosen])}
+            candidate = self._propagate(first, targets, acts, incumbent, deadline)
+            improved = False
+            if candidate is not None:
+                value = objective_of(ib, x + candidate, target, prediction)
+                if value > best:
+                    best, incumbent, improved = value, candidate, True
+                    acts = [a[0].astype(np.int64) for a in ib.hidden_pixels((x + incumbent)[None])]
+                    trace.append((time.perf_counter() - start, best))
+            if improved:
+                failures = stall = 0
+                continue
+            failures += 1
+            stall += 1
+            if self.step == "adaptive" and failures >= PATIENCE:
+                if step == 1:
+                    break  # local optimum
+                step, failures = max(1, step // 2), 0
+            elif self.step != "adaptive" and stall >= STALL_LIMIT:
+                break
+        return ExactResult("feasible", best, math.inf, incumbent, prediction, target,
+                           time.perf_counter() - start, k, trace, iterations=iterations)
+
+    def _propagate(self, first: FirstLayer, targets: dict[int, int], acts: list[np.ndarray],
+                   incumbent: np.ndarray, deadline: float) -> np.ndarray | None:
+        """One backward pass of target propagation, then problem (10)."""
+        ib = self.ib
+        for li in range(len(ib.layers) - 1, 0, -1):
+            left = min(self.sub_time_limit, deadline - time.perf_counter())
+            if left <= 0:
+                return None
+            layer = ib.layers[li]
+            h = propagate_layer(layer.weight.astype(np.int64), layer.int_threshold, targets,
+                                acts[li - 1], self._fixed(first) if li == 1 else {},
+                                time_limit=left, seed=self.seed)
+            if h is None:
+                return None
+            targets = {int(j): int(v) for j, v in enumerate(h)}
+        left = min(self.sub_time_limit, deadline - time.perf_counter())
+        if left <= 0:
+            return None
+        wanted = acts[0].copy()
+        for j, v in targets.items():
+            wanted[j] = v
+        return perturb_for(first, wanted, incumbent, time_limit=left, seed=self.seed)
+
+    @staticmethod
+    def _fixed(first: FirstLayer) -> dict[int, int]:
+        decided = np.setdiff1d(np.arange(len(first.fixed)), first.undecided)
+        return {int(j): int(first.fixed[j]) for j in decided}
