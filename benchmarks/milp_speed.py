@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bnnrobust.attacks.combinatorial import cpsat_attack, export
+from bnnrobust.attacks.combinatorial import MILPAttack
 from bnnrobust.data import load_arrays
 from bnnrobust.train import TrainRequest, train_cached
 
@@ -30,17 +30,20 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100, help="first N test points (100)")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point")
     parser.add_argument("--threads", type=int, default=1, help="CP-SAT workers (1)")
+    parser.add_argument("--backend", default="cpsat", help="cpsat (pixel grid) or highs (continuous)")
+    parser.add_argument("--hint", default="fgsm", help="starting solution: fgsm or none")
     args = parser.parse_args()
 
     request = TrainRequest("fc-bnn", {"depth": args.depth, "width": args.width}, args.dataset,
                            epochs=args.epochs)
     trained = train_cached(request, progress=False)
-    ib = export(trained.model)
+    attack = MILPAttack(trained.model, eps=args.eps, backend=args.backend, hint=args.hint,
+                        time_limit=args.time_limit, threads=args.threads)
     pixels, _ = load_arrays(args.dataset, "test")
     pixels = pixels[: args.points].reshape(args.points, -1)
     results = []
     for i, x in enumerate(pixels):
-        r = cpsat_attack(ib, x, eps=args.eps, time_limit=args.time_limit, threads=args.threads)
+        r = attack.attack(x)
         results.append(r)
         print(f"point {i:3d}: {r.status:8s} {r.seconds:7.2f} s  objective {r.objective:+.4f}  "
               f"bound {r.bound:+.4f}  flipped {r.flipped}", flush=True)
@@ -49,7 +52,9 @@ def main() -> None:
     acc = trained.metrics.get("final_test_accuracy")
     print(f"\nfc-bnn {args.depth}x{args.width} ({args.dataset}, test accuracy {acc:.2%}), "
           f"ε={args.eps} = {results[0].eps_steps} pixel steps, {args.points} points, "
-          f"{args.time_limit:g} s limit, {args.threads} thread(s), CP-SAT on the pixel grid")
+          f"{args.time_limit:g} s limit, {args.threads} thread(s), hint {args.hint}, "
+          + ("CP-SAT on the pixel grid" if args.backend == "cpsat" else
+             f"HiGHS on the continuous problem (|p| <= {args.eps})"))
     print(f"proven optimal: {len(optimal)}/{len(results)}; flipped: "
           f"{sum(r.flipped for r in results)}")
     print(f"solve time over all points: median {statistics.median(times):.2f} s, mean "

@@ -325,6 +325,238 @@ def blackbox(
                                          "flags": [f.as_dict() for f in flags]}, indent=2))
 
 
+def _combinatorial():
+    """The exact-attack package, or a clear error when OR-Tools is missing."""
+    try:
+        from bnnrobust.attacks import combinatorial
+    except ImportError as exc:
+        raise BnnRobustError(f"exact attacks need OR-Tools: pip install 'bnnrobust[cpsat]' "
+                             f"({exc}).") from None
+    return combinatorial
+
+
+PointsOpt = Annotated[int, typer.Option(help="Attack the first N test points.")]
+TimeLimitOpt = Annotated[float, typer.Option(
+    "--time-limit", help="Seconds per point (the paper: 180).")]
+WorkersOpt = Annotated[int, typer.Option(
+    help="Points attacked in parallel (local: worker processes; ray: CPUs of a local "
+         "instance).")]
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", help="local (processes on this machine) or ray.")]
+AddressOpt = Annotated[str | None, typer.Option(
+    help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local instance.")]
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Write every point's result (status, objective, bound, time, trace, "
+                   "perturbation) as JSON to this file.")]
+TargetOpt = Annotated[str, typer.Option(
+    help="second (the class with the second-highest output, the paper's), untargeted (best "
+         "over every class) or a class index.")]
+
+
+def _exact_points(checkpoint: Path, dataset: str, points: int, root: Path | None):
+    if points < 1:
+        raise BnnRobustError(f"--points must be >= 1, got {points}.")
+    from bnnrobust.data import load_arrays
+
+    ckpt = load_checkpoint(checkpoint, device="cpu")
+    pixels, labels = load_arrays(dataset, "test", root=root)
+    n = min(points, len(pixels))
+    return ckpt, pixels[:n].reshape(n, -1), labels[:n]
+
+
+def _run_exact(fn, pixels, *, executor: str, workers: int, address: str | None,
+               description: str) -> tuple[list, bool]:
+    from bnnrobust.experiments import make_executor, run
+
+    outcome = run(make_executor(executor, workers=workers, address=address), fn, list(pixels),
+                  description=description)
+    if outcome.interrupted:
+        err.print(f"interrupted: keeping the {len(outcome.results)} finished point(s).")
+    return sorted(outcome.results.items()), outcome.interrupted
+
+
+def _exact_report(name: str, results: list, labels, settings: dict, json_path: Path | None,
+                  interrupted: bool) -> None:
+    import statistics
+
+    table = Table("point", "label", "pred", "target", "status", "objective", "bound", "flip",
+                  "time (s)")
+    for i, r in results:
+        table.add_row(str(i), str(int(labels[i])), str(r.prediction), str(r.target), r.status,
+                      f"{r.objective:+.4f}", "-" if r.bound == float("inf") else f"{r.bound:+.4f}",
+                      "yes" if r.flipped else "no", f"{r.seconds:.2f}")
+    if len(results) <= 25:
+        out.print(table)
+    if results:
+        times = [r.seconds for _, r in results]
+        proven = sum(r.status == "optimal" for _, r in results)
+        out.print(f"{name}: {len(results)} points, proven optimal {proven}, flipped "
+                  f"{sum(r.flipped for _, r in results)}; time median "
+                  f"{statistics.median(times):.2f} s, mean {statistics.mean(times):.2f} s")
+    if json_path is not None:
+        json_path.write_text(json.dumps({
+            "settings": settings, "interrupted": interrupted,
+            "points": [{"index": i, "label": int(labels[i]), **r.as_dict()} for i, r in results]},
+            indent=1))
+    if interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def milp(
+    checkpoint: Annotated[Path, typer.Argument(help="An fc-bnn checkpoint ('bnnrobust train fc-bnn').")],
+    dataset: DatasetOpt = "mnist",
+    eps: Annotated[float, typer.Option(
+        help="L∞ budget on [0, 1]. cpsat allows floor(255·ε) whole pixel steps; highs exactly ε.")] = 0.01,
+    points: PointsOpt = 100,
+    time_limit: TimeLimitOpt = 180.0,
+    backend: Annotated[str, typer.Option(
+        help="cpsat (OR-Tools CP-SAT on the 1/255 pixel grid, exact for 8-bit images) or highs "
+             "(the paper's continuous big-M MILP, HiGHS through OR-Tools MathOpt).")] = "cpsat",
+    target: TargetOpt = "second",
+    hint: Annotated[str, typer.Option(
+        help="Starting solution: fgsm (one round of iterated FGSM) or none (zero).")] = "fgsm",
+    threads: Annotated[int, typer.Option(help="CP-SAT workers per point (1 is deterministic).")] = 1,
+    workers: WorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    seed: Annotated[int, typer.Option(help="Solver and hint seed.")] = 0,
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """The exact MILP attack (Khalil et al. 2019): maximize f_target − f_prediction per point."""
+    comb = _combinatorial()
+    ckpt, pixels, labels = _exact_points(checkpoint, dataset, points, root)
+    attack = comb.MILPAttack(ckpt.model, eps=eps, target=_target(target), backend=backend,
+                             time_limit=time_limit, threads=threads, hint=hint, seed=seed)
+    results, interrupted = _run_exact(attack.attack, pixels, executor=executor, workers=workers,
+                                      address=address, description=f"milp ({backend})")
+    _exact_report(f"milp {backend} ε={eps:g}", results, labels,
+                  {**attack.settings(), "checkpoint": str(checkpoint), "dataset": dataset},
+                  json_path, interrupted)
+
+
+@app.command()
+def iprop(
+    checkpoint: Annotated[Path, typer.Argument(help="An fc-bnn checkpoint ('bnnrobust train fc-bnn').")],
+    dataset: DatasetOpt = "mnist",
+    eps: Annotated[float, typer.Option(help="L∞ budget on [0, 1] (floor(255·ε) pixel steps).")] = 0.01,
+    points: PointsOpt = 100,
+    time_limit: TimeLimitOpt = 180.0,
+    sub_time_limit: Annotated[float, typer.Option(
+        "--sub-time-limit", help="Seconds per layer-to-layer subproblem (the paper: 10).")] = 10.0,
+    step: Annotated[str, typer.Option(
+        help="Step size S: adaptive (5% of the width, halved after 5 failures) or a number.")] = "adaptive",
+    warm_start: Annotated[str, typer.Option(
+        "--warm-start", help="none (zero perturbation) or fgsm (iterated FGSM for "
+                             "--warm-start-time seconds first).")] = "none",
+    warm_start_time: Annotated[float, typer.Option(
+        "--warm-start-time", help="Seconds of FGSM for --warm-start fgsm (the paper: 5).")] = 5.0,
+    target: Annotated[str, typer.Option(
+        help="second (the paper's) or a class index.")] = "second",
+    workers: WorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the neuron sampling and CP-SAT.")] = 0,
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """IProp (Khalil et al. 2019): integer target propagation, a fast local search."""
+    comb = _combinatorial()
+    ckpt, pixels, labels = _exact_points(checkpoint, dataset, points, root)
+    if step != "adaptive":
+        try:
+            step_value: int | str = int(step)
+        except ValueError:
+            raise BnnRobustError(f"--step must be 'adaptive' or a whole number, got {step!r}.") from None
+    else:
+        step_value = step
+    attack = comb.IProp(ckpt.model, eps=eps, target=_target(target), step=step_value,
+                        time_limit=time_limit, sub_time_limit=sub_time_limit,
+                        warm_start=warm_start, warm_start_time=warm_start_time, seed=seed)
+    results, interrupted = _run_exact(attack.attack, pixels, executor=executor, workers=workers,
+                                      address=address, description="iprop")
+    _exact_report(f"iprop ε={eps:g}", results, labels,
+                  {**attack.settings(), "checkpoint": str(checkpoint), "dataset": dataset},
+                  json_path, interrupted)
+
+
+@app.command()
+def certify(
+    checkpoint: Annotated[Path, typer.Argument(help="An fc-bnn checkpoint ('bnnrobust train fc-bnn').")],
+    dataset: DatasetOpt = "mnist",
+    eps: Annotated[list[float] | None, typer.Option(
+        help="L∞ budgets, e.g. --eps 0.005 0.01 (whole pixel steps: floor(255·ε)).")] = None,
+    points: PointsOpt = 100,
+    time_limit: TimeLimitOpt = 180.0,
+    min_eps: Annotated[bool, typer.Option(
+        "--min-eps", help="Also find each point's smallest flipping ε on the pixel grid "
+                          "(bisection up to the largest --eps).")] = False,
+    workers: WorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Certified robust accuracy: prove that no perturbation within ε changes the prediction."""
+    import functools
+
+    comb = _combinatorial()
+    ckpt, pixels, labels = _exact_points(checkpoint, dataset, points, root)
+    eps_list = eps or [0.01]
+    for value in eps_list:
+        comb.eps_steps(value)
+    model = comb.export(ckpt.model)
+    table = Table("ε", "pixel steps", "certified accuracy", "robust", "attacked", "unknown",
+                  "clean accuracy", "time (s)")
+    report: dict = {"checkpoint": str(checkpoint), "dataset": dataset, "time_limit": time_limit,
+                    "points": len(pixels), "eps": {}}
+    interrupted = False
+    for value in eps_list:
+        fn = functools.partial(comb.certify, model, eps=value, time_limit=time_limit)
+        results, interrupted = _run_exact(fn, pixels, executor=executor, workers=workers,
+                                          address=address, description=f"certify ε={value:g}")
+        correct = [r.prediction == int(labels[i]) for i, r in results]
+        robust = [r.status == "robust" and ok for (_, r), ok in zip(results, correct, strict=True)]
+        counts = {s: sum(r.status == s for _, r in results) for s in ("robust", "attacked", "unknown")}
+        n = max(len(results), 1)
+        table.add_row(f"{value:g}", str(comb.eps_steps(value)), f"{sum(robust) / n:.2%}",
+                      str(counts["robust"]), str(counts["attacked"]), str(counts["unknown"]),
+                      f"{sum(correct) / n:.2%}", f"{sum(r.seconds for _, r in results):.1f}")
+        report["eps"][str(value)] = {"certified_accuracy": sum(robust) / n, **counts,
+                                     "points": [{"index": i, "label": int(labels[i]), **r.as_dict()}
+                                                for i, r in results]}
+        if interrupted:
+            break
+    out.print(table)
+    if min_eps and not interrupted:
+        fn = functools.partial(comb.minimal_eps, model, max_eps=max(eps_list), time_limit=time_limit)
+        results, interrupted = _run_exact(fn, pixels, executor=executor, workers=workers,
+                                          address=address, description="minimal ε")
+        steps = Table("point", "label", "minimal pixel steps", "ε", "proven", "time (s)")
+        for i, r in results:
+            steps.add_row(str(i), str(int(labels[i])), "-" if r.steps is None else str(r.steps),
+                          "-" if r.eps is None else f"{r.eps:.4f}", "yes" if r.proven else
+                          f"no (>= {r.lower})", f"{r.seconds:.2f}")
+        out.print(steps)
+        report["minimal_eps"] = [{"index": i, "steps": r.steps, "eps": r.eps, "lower": r.lower,
+                                  "proven": r.proven, "seconds": r.seconds} for i, r in results]
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=1))
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def _target(value: str) -> int | str:
+    if value in ("second", "untargeted"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise BnnRobustError(f"--target must be second, untargeted or a class index, got "
+                             f"{value!r}.") from None
+
+
 MULTI_VALUE_OPTIONS = ("--eps",)
 
 

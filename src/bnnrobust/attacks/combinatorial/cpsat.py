@@ -71,6 +71,17 @@ class ExactResult:
         """Whether the returned perturbation makes the target beat the prediction."""
         return self.objective > 0
 
+    def as_dict(self) -> dict:
+        """Plain data for JSON (the perturbation as a list; pixel steps on the grid)."""
+        pert = self.perturbation
+        return {"status": self.status, "objective": self.objective,
+                "bound": None if math.isinf(self.bound) else self.bound,
+                "flipped": self.flipped, "prediction": self.prediction, "target": self.target,
+                "seconds": self.seconds, "eps_steps": self.eps_steps,
+                "iterations": self.iterations, "trace": [list(t) for t in self.trace],
+                "linf": float(np.abs(pert).max()) if pert.size else 0.0,
+                "l0": int(np.count_nonzero(pert)), "perturbation": pert.tolist()}
+
 
 def eps_steps(eps: float) -> int:
     """Whole pixel steps allowed by an L∞ budget ε on [0, 1] images: floor(255·ε)."""

@@ -1,0 +1,172 @@
+"""Executors: run independent tasks (e.g. one exact attack per test point) in parallel.
+
+``LocalExecutor(workers=N)`` runs them in the current process (N = 1) or in N worker processes
+(spawned, one PyTorch thread each); ``RayExecutor(address=...)`` sends them to a Ray cluster, or
+to a local Ray instance when no address is given. Both take a picklable callable and a list of
+items, show a progress bar, and return the results by item index. The result of an item does
+not depend on the executor (each task is seeded by its own arguments), so the same seeds give
+the same results whichever runs them. Ctrl-C stops cleanly: pending tasks are cancelled and
+the finished results are returned with ``interrupted=True``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bnnrobust.errors import BnnRobustError
+
+EXECUTORS = ("local", "ray")
+
+
+class ExecutorError(BnnRobustError):
+    """An executor that cannot be set up (bad worker count, Ray missing or unreachable)."""
+
+
+@dataclass
+class Outcome:
+    """Results by item index (only finished items) and whether the run was interrupted."""
+
+    results: dict[int, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def ordered(self) -> list[Any]:
+        """The finished results in item order."""
+        return [self.results[i] for i in sorted(self.results)]
+
+
+class Executor(Protocol):
+    """Runs ``fn(item)`` for every item; yields ``(index, result)`` as tasks finish."""
+
+    def submit_all(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        ...  # pragma: no cover
+
+    def cancel(self) -> None:
+        ...  # pragma: no cover
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class LocalExecutor:
+    """In-process (``workers=1``) or a pool of ``workers`` spawned processes."""
+
+    def __init__(self, *, workers: int = 1) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ExecutorError(f"workers must be an integer >= 1, got {workers!r}.")
+        self.workers = workers
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def submit_all(self, fn, items):  # noqa: D102
+        if self.workers == 1:
+            for i, item in enumerate(items):
+                yield i, fn(item)
+            return
+        context = multiprocessing.get_context("spawn")
+        self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                            initializer=_init_worker)
+        try:
+            futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+            for future in cf.as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:  # noqa: D102
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """Tasks on Ray: an existing cluster at ``address`` or a local instance (``workers`` CPUs)."""
+
+    def __init__(self, *, address: str | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("the ray executor needs Ray: pip install 'bnnrobust[ray]'.") from None
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ExecutorError(f"workers must be an integer >= 1, got {workers!r}.")
+        self.ray = ray
+        self.address, self.workers = address, workers
+        self._pending: list = []
+
+    def _connect(self) -> None:
+        if self.ray.is_initialized():
+            return
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                   "configure_logging": False}
+        if self.address is None:
+            options["num_cpus"] = self.workers
+        try:
+            self.ray.init(address=self.address, **options)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+            where = self.address or "a local instance"
+            raise ExecutorError(f"could not start Ray on {where}: {exc}") from None
+
+    def submit_all(self, fn, items):  # noqa: D102
+        self._connect()
+        task = self.ray.remote(num_cpus=1)(_ray_call)
+        refs = {task.remote(fn, item): i for i, item in enumerate(items)}
+        self._pending = list(refs)
+        try:
+            while self._pending:
+                done, self._pending = self.ray.wait(self._pending, num_returns=1)
+                for ref in done:
+                    yield refs[ref], self.ray.get(ref)
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:  # noqa: D102
+        for ref in self._pending:
+            self.ray.cancel(ref, force=True)
+        self._pending = []
+
+
+def _ray_call(fn: Callable[[Any], Any], item: Any) -> Any:
+    _init_worker()
+    return fn(item)
+
+
+def make_executor(kind: str = "local", *, workers: int = 1, address: str | None = None) -> Executor:
+    """``local`` (``workers`` processes) or ``ray`` (``address``, or a local instance)."""
+    if kind == "local":
+        if address is not None:
+            raise ExecutorError("--address applies to the ray executor only.")
+        return LocalExecutor(workers=workers)
+    if kind == "ray":
+        return RayExecutor(address=address, workers=workers)
+    raise ExecutorError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}.")
+
+
+def run(executor: Executor, fn: Callable[[Any], Any], items: Sequence[Any], *,
+        description: str = "points", progress: bool = True,
+        on_result: Callable[[int, Any], None] | None = None) -> Outcome:
+    """Run ``fn`` over ``items`` with a progress bar; Ctrl-C keeps the finished results.
+
+    ``on_result(index, result)`` is called as each task finishes (e.g. to save it at once).
+    """
+    outcome = Outcome()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=len(items))
+        try:
+            for index, result in executor.submit_all(fn, items):
+                outcome.results[index] = result
+                if on_result is not None:
+                    on_result(index, result)
+                bar.advance(task)
+        except KeyboardInterrupt:
+            executor.cancel()
+            outcome.interrupted = True
+    return outcome

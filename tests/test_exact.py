@@ -1,0 +1,286 @@
+"""Exact and combinatorial attacks against brute-force enumeration on tiny random BNNs."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ortools")
+
+from bnnrobust.attacks import AttackError  # noqa: E402
+from bnnrobust.attacks.combinatorial import (  # noqa: E402
+    IntegerBNN,
+    IntegerLayer,
+    IProp,
+    MILPAttack,
+    certify,
+    cpsat_attack,
+    eps_steps,
+    export,
+    iterated_fgsm,
+    minimal_eps,
+    objective_of,
+)
+
+
+def random_bnn(rng: np.random.Generator, n_in: int = 6, width: int = 8, depth: int = 2,
+               classes: int = 4) -> IntegerBNN:
+    layers = []
+    fan_in = n_in
+    for li in range(depth):
+        w = rng.choice([-1, 1], size=(width, fan_in)).astype(np.int8)
+        if li == 0:  # thresholds on the pixel grid near the typical pre-activation
+            thr = rng.integers(-40, 40, size=width) + (w.sum(1) * 128)
+        else:
+            thr = rng.integers(-3, 4, size=width)
+        layers.append(IntegerLayer(weight=w, threshold=thr / (255.0 if li == 0 else 1.0),
+                                   int_threshold=thr.astype(np.int64)))
+        fan_in = width
+    return IntegerBNN(layers=tuple(layers), out_weight=rng.normal(size=(classes, width)),
+                      out_bias=rng.normal(size=classes))
+
+
+def brute_force(ib: IntegerBNN, x: np.ndarray, k: int, target: int, prediction: int) -> float:
+    steps = [range(max(-k, -v), min(k, 255 - v) + 1) for v in x]
+    best = -np.inf
+    grid = np.array(list(itertools.product(*steps)), dtype=np.int64)
+    logits = ib.logits_pixels(x[None] + grid)
+    best = (logits[:, target] - logits[:, prediction]).max()
+    return float(best)
+
+
+def test_cpsat_equals_brute_force_on_50_tiny_bnns():
+    rng = np.random.default_rng(0)
+    checked = flips = 0
+    for _ in range(50):
+        ib = random_bnn(rng)
+        x = rng.integers(100, 156, size=6)
+        k = int(rng.integers(1, 4))
+        result = cpsat_attack(ib, x, eps=k / 255 + 1e-6, time_limit=10)
+        assert result.eps_steps == k
+        assert result.status == "optimal"
+        optimum = brute_force(ib, x, k, result.target, result.prediction)
+        assert result.objective == pytest.approx(optimum, abs=1e-9)
+        assert result.bound >= optimum - 1e-4
+        assert np.abs(result.perturbation).max() <= k
+        assert result.objective == objective_of(ib, x + result.perturbation, result.target,
+                                                result.prediction)
+        checked += 1
+        flips += result.flipped
+    assert checked == 50 and 0 < flips < 50  # the set mixes flippable and robust points
+
+
+def test_trace_records_incumbents_with_a_hint():
+    rng = np.random.default_rng(1)
+    ib = random_bnn(rng, n_in=6, width=8)
+    x = rng.integers(100, 156, size=6)
+    result = cpsat_attack(ib, x, eps=3 / 255, hint=np.full(6, 2), time_limit=10)
+    assert result.trace and result.trace[-1][1] == pytest.approx(result.objective, abs=1e-4)
+
+
+def test_eps_steps_and_errors():
+    assert eps_steps(0.01) == 2 and eps_steps(1 / 255) == 1 and eps_steps(0.1) == 25
+    rng = np.random.default_rng(2)
+    ib = random_bnn(rng)
+    x = rng.integers(0, 256, size=6)
+    with pytest.raises(AttackError, match="eps must be a finite number > 0"):
+        cpsat_attack(ib, x, eps=0)
+    with pytest.raises(AttackError, match="time_limit must be > 0"):
+        cpsat_attack(ib, x, eps=0.01, time_limit=0)
+    with pytest.raises(AttackError, match="threads must be an integer >= 1"):
+        cpsat_attack(ib, x, eps=0.01, threads=0)
+    with pytest.raises(AttackError, match="integers in 0..255"):
+        cpsat_attack(ib, x + 300, eps=0.01)
+    pred = int(np.argmax(ib.logits_pixels(x[None])[0]))
+    with pytest.raises(AttackError, match="other than the prediction"):
+        cpsat_attack(ib, x, eps=0.01, target=pred)
+
+
+# --------------------------------------------------------------------------- shared helpers
+def best_over_classes(ib: IntegerBNN, x: np.ndarray, k: int) -> tuple[int, float]:
+    """(prediction, max over every other class and every perturbation of f_c − f_pred)."""
+    steps = [range(max(-k, -v), min(k, 255 - v) + 1) for v in x]
+    grid = np.array(list(itertools.product(*steps)), dtype=np.int64)
+    logits = ib.logits_pixels(x[None] + grid)
+    pred = int(np.argmax(ib.logits_pixels(x[None])[0]))
+    others = np.delete(logits, pred, axis=1)
+    return pred, float((others - logits[:, [pred]]).max())
+
+
+def torch_bnn(seed: int, n_in: int = 6, width: int = 8, classes: int = 4):
+    """A tiny PyTorch fc-bnn whose first-layer thresholds sit near its input (0.5, ..., 0.5)."""
+    import torch
+
+    from bnnrobust.models import build
+
+    torch.manual_seed(seed)
+    model = build("fc-bnn", depth=2, width=width, in_features=n_in, num_classes=classes)
+    linear, act = model.body[1], model.body[2]
+    with torch.no_grad():
+        pre = torch.where(linear.weight >= 0, 1.0, -1.0) @ torch.full((n_in,), 0.5)
+        act.bn.running_mean.copy_(pre + torch.empty(width).uniform_(-0.05, 0.05))
+        act.bn.running_var.fill_(0.01)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- the MILP
+def test_cpsat_depth_three_and_floor_mode():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        ib = random_bnn(rng, depth=3)
+        x = rng.integers(100, 156, size=6)
+        k = int(rng.integers(1, 3))
+        result = cpsat_attack(ib, x, eps=k / 255 + 1e-6, time_limit=10)
+        optimum = brute_force(ib, x, k, result.target, result.prediction)
+        assert result.status == "optimal" and result.objective == pytest.approx(optimum, abs=1e-9)
+        floored = cpsat_attack(ib, x, eps=k / 255 + 1e-6, time_limit=10, floor=0.0)
+        assert floored.status == "optimal"
+        assert (floored.objective >= 0) == (optimum >= 0)  # found iff one exists
+
+
+def test_highs_continuous_attack_is_exact_and_at_least_the_grid_optimum():
+    from bnnrobust.attacks.combinatorial.highs import highs_attack
+
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        ib = random_bnn(rng)
+        x = rng.integers(100, 156, size=6)
+        k = int(rng.integers(1, 4))
+        grid = cpsat_attack(ib, x, eps=k / 255, time_limit=10)
+        cont = highs_attack(ib, x, eps=k / 255, time_limit=10)
+        assert cont.status == "optimal"
+        assert np.abs(cont.perturbation).max() <= k / 255 + 1e-12
+        exact = ib.logits((x / 255 + cont.perturbation)[None])[0]
+        assert cont.objective == pytest.approx(exact[cont.target] - exact[cont.prediction], abs=1e-12)
+        assert cont.objective >= grid.objective - 1e-9  # the continuous box contains the grid
+
+
+def test_milp_attack_untargeted_equals_brute_force_over_classes():
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        ib = random_bnn(rng)
+        x = rng.integers(100, 156, size=6)
+        k = int(rng.integers(1, 4))
+        result = MILPAttack(ib, eps=k / 255 + 1e-6, target="untargeted", hint="none",
+                            time_limit=20).attack(x)
+        _, optimum = best_over_classes(ib, x, k)
+        assert result.status == "optimal" and result.objective == pytest.approx(optimum, abs=1e-9)
+
+
+def test_milp_attack_with_fgsm_hint_on_a_pytorch_bnn():
+    for seed in range(5):
+        model = torch_bnn(seed)
+        ib = export(model)
+        x = np.full(6, 128)
+        result = MILPAttack(model, eps=3 / 255, hint="fgsm", time_limit=20).attack(x)
+        assert result.status == "optimal"
+        assert result.objective == pytest.approx(
+            brute_force(ib, x, 3, result.target, result.prediction), abs=1e-9)
+
+
+def test_milp_attack_errors():
+    rng = np.random.default_rng(6)
+    ib = random_bnn(rng)
+    with pytest.raises(AttackError, match="unknown backend 'gurobi'"):
+        MILPAttack(ib, eps=0.01, backend="gurobi", hint="none")
+    with pytest.raises(AttackError, match="needs the PyTorch model"):
+        MILPAttack(ib, eps=0.01)
+    with pytest.raises(AttackError, match="time_limit must be > 0"):
+        MILPAttack(ib, eps=0.01, hint="none", time_limit=float("nan"))
+    with pytest.raises(AttackError, match="unknown target 'first'"):
+        MILPAttack(ib, eps=0.01, hint="none", target="first")
+    with pytest.raises(AttackError, match="eps must be a finite number > 0"):
+        MILPAttack(ib, eps=-0.1, hint="none")
+    with pytest.raises(AttackError, match="pixels has 5 values"):
+        MILPAttack(ib, eps=0.01, hint="none").attack(np.zeros(5))
+
+
+# --------------------------------------------------------------------------- certification
+def test_certify_and_minimal_eps_agree_with_brute_force():
+    rng = np.random.default_rng(7)
+    robust = attacked = 0
+    for _ in range(15):
+        ib = random_bnn(rng)
+        x = rng.integers(100, 156, size=6)
+        k = int(rng.integers(1, 3))
+        cert = certify(ib, x, eps=k / 255 + 1e-6, time_limit=20)
+        pred, worst = best_over_classes(ib, x, k)
+        assert cert.prediction == pred
+        if worst >= 0:
+            assert cert.status == "attacked"
+            logits = ib.logits_pixels((x + cert.perturbation)[None])[0]
+            assert logits[cert.target] >= logits[pred]
+            attacked += 1
+        else:
+            assert cert.status == "robust"
+            robust += 1
+        smallest = next((s for s in range(1, 4) if best_over_classes(ib, x, s)[1] >= 0), None)
+        found = minimal_eps(ib, x, max_eps=3 / 255 + 1e-6, time_limit=30)
+        assert found.proven and found.steps == smallest
+    assert robust and attacked
+
+
+# --------------------------------------------------------------------------- IProp, baseline
+def test_iprop_never_beats_the_optimum_on_50_tiny_bnns():
+    rng = np.random.default_rng(0)
+    reached = 0
+    for _ in range(50):
+        ib = random_bnn(rng)
+        x = rng.integers(100, 156, size=6)
+        k = int(rng.integers(1, 4))
+        result = IProp(ib, eps=k / 255 + 1e-6, time_limit=5, sub_time_limit=1).attack(x)
+        optimum = brute_force(ib, x, k, result.target, result.prediction)
+        assert result.objective <= optimum + 1e-9
+        assert result.objective == objective_of(ib, x + result.perturbation, result.target,
+                                                result.prediction)
+        assert [t[1] for t in result.trace] == sorted(t[1] for t in result.trace)
+        reached += result.objective == pytest.approx(optimum, abs=1e-9)
+    assert reached >= 25  # a local search, but a good one on tiny networks
+
+
+def test_iprop_constant_step_warm_start_and_errors():
+    model = torch_bnn(0)
+    x = np.full(6, 128)
+    result = IProp(model, eps=3 / 255, step=2, warm_start="fgsm", warm_start_time=0.2,
+                   time_limit=5, sub_time_limit=1).attack(x)
+    assert result.objective <= brute_force(export(model), x, 3, result.target,
+                                           result.prediction) + 1e-9
+    ib = export(model)
+    with pytest.raises(AttackError, match="step must be an integer >= 1"):
+        IProp(ib, eps=0.01, step=0)
+    with pytest.raises(AttackError, match="unknown warm_start 'pgd'"):
+        IProp(ib, eps=0.01, warm_start="pgd")
+    with pytest.raises(AttackError, match="needs the PyTorch model"):
+        IProp(ib, eps=0.01, warm_start="fgsm")
+    with pytest.raises(AttackError, match="sub_time_limit must be a finite number > 0"):
+        IProp(ib, eps=0.01, sub_time_limit=0)
+
+
+def test_margin_pgd_is_closed_form_on_a_linear_model():
+    import torch
+
+    from bnnrobust.attacks.combinatorial.baseline import MarginPGD
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(5, 3)
+    x = torch.rand(4, 5) * 0.5 + 0.25
+    y, target = torch.zeros(4, dtype=torch.long), torch.full((4,), 2)
+    x_adv = MarginPGD(linear, eps=0.05, alpha=0.01, steps=10, random_start=False)(
+        x, y, target=target)
+    direction = (linear.weight[2] - linear.weight[0]).sign()
+    assert torch.allclose(x_adv, (x + 0.05 * direction).clamp(0, 1), atol=1e-6)
+
+
+def test_iterated_fgsm_is_exact_and_below_the_optimum():
+    for seed in range(5):
+        model = torch_bnn(seed)
+        ib = export(model)
+        x = np.full(6, 128)
+        result = iterated_fgsm(model, ib, x, eps=3 / 255, time_limit=0.5)
+        assert np.abs(result.perturbation).max() <= 3
+        assert result.objective == objective_of(ib, x + result.perturbation, result.target,
+                                                result.prediction)
+        assert result.objective <= brute_force(ib, x, 3, result.target, result.prediction) + 1e-9
+        assert result.iterations >= 1 and result.status == "feasible"
