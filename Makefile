@@ -17,7 +17,7 @@ export BNNROBUST_DATA
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,milp]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,milp,ray]"
 	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
 	touch $@
 
@@ -39,3 +39,4 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/attack_speed.py
+	$(BIN)/python benchmarks/milp_speed.py

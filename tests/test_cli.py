@@ -34,6 +34,13 @@ COMMANDS = {
     "blackbox": ["--dataset", "--attack", "--eps", "--substitute", "--param", "--rounds",
                  "--lambda", "--epochs", "--holdout", "--tau", "--reservoir", "--white-box",
                  "--seed", "--limit", "--device", "--root", "--json"],
+    "milp": ["--dataset", "--eps", "--points", "--time-limit", "--backend", "--target", "--hint",
+             "--threads", "--workers", "--executor", "--address", "--seed", "--root", "--json"],
+    "iprop": ["--dataset", "--eps", "--points", "--time-limit", "--sub-time-limit", "--step",
+              "--warm-start", "--warm-start-time", "--target", "--workers", "--executor",
+              "--address", "--seed", "--root", "--json"],
+    "certify": ["--dataset", "--eps", "--points", "--time-limit", "--min-eps", "--workers",
+                "--executor", "--address", "--root", "--json"],
 }
 
 
@@ -160,3 +167,60 @@ def test_attack_and_eval_count_options(monkeypatch, capsys, fake_mnist, tmp_path
     ):
         code, _, err = run(monkeypatch, capsys, *args)
         assert code == 2 and message in " ".join(err.split()), (args, err)
+
+
+def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
+    pytest.importorskip("ortools")
+    import json
+
+    code, out, err = run(monkeypatch, capsys, "train", "fc-bnn", "--param", "width=8",
+                         "--epochs", "1", "--out", str(tmp_path / "fc.pt"))
+    assert code == 0, err
+    ckpt = str(tmp_path / "fc.pt")
+    code, out, err = run(monkeypatch, capsys, "milp", ckpt, "--points", "3", "--eps", "0.01",
+                         "--time-limit", "20", "--json", str(tmp_path / "m.json"))
+    assert code == 0, err
+    assert "milp cpsat ε=0.01: 3 points, proven optimal 3" in " ".join(out.split())
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert len(data["points"]) == 3 and data["settings"]["backend"] == "cpsat"
+    assert all(p["status"] == "optimal" and p["eps_steps"] == 2 and p["linf"] <= 2
+               for p in data["points"])
+    code, out, err = run(monkeypatch, capsys, "milp", ckpt, "--points", "2", "--backend", "highs",
+                         "--time-limit", "20", "--target", "untargeted")
+    assert code == 0, err and "milp highs" in out
+    code, out, err = run(monkeypatch, capsys, "iprop", ckpt, "--points", "2", "--time-limit", "2",
+                         "--sub-time-limit", "1", "--step", "1")
+    assert code == 0, err and "iprop ε=0.01: 2 points" in " ".join(out.split())
+    code, out, err = run(monkeypatch, capsys, "certify", ckpt, "--points", "3", "--eps", "0.004",
+                         "0.01", "--time-limit", "20", "--min-eps", "--json",
+                         str(tmp_path / "c.json"))
+    assert code == 0, err
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert set(data["eps"]) == {"0.004", "0.01"} and len(data["minimal_eps"]) == 3
+    for args, message in [
+        (["milp", ckpt, "--eps", "0"], "eps must be a finite number > 0"),
+        (["milp", ckpt, "--time-limit", "0"], "time_limit must be > 0"),
+        (["milp", ckpt, "--backend", "gurobi"], "unknown backend 'gurobi'"),
+        (["milp", ckpt, "--executor", "spark"], "unknown executor 'spark'"),
+        (["milp", ckpt, "--workers", "0"], "workers must be an integer >= 1"),
+        (["milp", ckpt, "--target", "first"], "--target must be second, untargeted or a class"),
+        (["milp", ckpt, "--points", "0"], "--points must be >= 1"),
+        (["iprop", ckpt, "--step", "fast"], "--step must be 'adaptive' or a whole number"),
+        (["certify", ckpt, "--eps", "-1"], "eps must be a finite number > 0"),
+    ]:
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and message in " ".join(err.split()), (args, err)
+    code, _, err = run(monkeypatch, capsys, "train", "galloway-cnn", "--param", "width=4",
+                       "--epochs", "1", "--limit", "100", "--out", str(tmp_path / "cnn.pt"))
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "cnn.pt"))
+    assert code == 2 and "cannot export layer" in err
+
+
+def test_exact_commands_without_ortools(monkeypatch, capsys, fake_mnist, tmp_path):
+    import bnnrobust.attacks
+
+    monkeypatch.delattr(bnnrobust.attacks, "combinatorial", raising=False)
+    monkeypatch.setitem(sys.modules, "bnnrobust.attacks.combinatorial", None)  # import fails
+    code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "none.pt"))
+    assert code == 2 and "exact attacks need OR-Tools: pip install 'bnnrobust[cpsat]'" in err

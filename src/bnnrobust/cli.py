@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bnnrobust.attacks import (
@@ -584,7 +585,7 @@ def main() -> None:
     try:
         app(args=_expand_multi_value(sys.argv[1:]), standalone_mode=False)
     except BnnRobustError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
