@@ -107,13 +107,20 @@ class MILPAttack:
                               time_limit=max(budget, 1e-3), max_rounds=1, seed=self.seed)
         return found.perturbation if self.backend == "cpsat" else found.perturbation / 255.0
 
-    def attack(self, pixels: np.ndarray, *, floor: float | None = None) -> ExactResult:
-        """Attack one 8-bit input (integers 0..255, any shape with the model's input size)."""
+    def attack(self, pixels: np.ndarray, *, floor: float | None = None,
+               start_from: np.ndarray | None = None) -> ExactResult:
+        """Attack one 8-bit input (integers 0..255, any shape with the model's input size).
+
+        ``start_from``: a starting perturbation that replaces the hint (pixel steps for cpsat,
+        the [0, 1] scale for highs), e.g. the result of a longer gradient attack.
+        ``floor``: see :func:`.cpsat.cpsat_attack` (used by :func:`certify`).
+        """
         x = check_pixels(pixels)
         start = time.perf_counter()
         solve = _solver(self.backend)
         if self.target != "untargeted":
-            hint = self._hint(x, self.target, self.time_limit)
+            hint = start_from if start_from is not None else \
+                self._hint(x, self.target, self.time_limit)
             left = self.time_limit - (time.perf_counter() - start)
             result = solve(self.ib, x, eps=self.eps, target=self.target,
                            time_limit=max(left, 1e-3), threads=self.threads, hint=hint,
@@ -126,7 +133,7 @@ class MILPAttack:
         for i, cls in enumerate(order):  # the time left is shared among the classes left
             t0 = time.perf_counter()
             share = (self.time_limit - (t0 - start)) / (len(order) - i)
-            hint = self._hint(x, cls, share)
+            hint = start_from if start_from is not None else self._hint(x, cls, share)
             left = share - (time.perf_counter() - t0)
             results.append(solve(self.ib, x, eps=self.eps, target=cls, threads=self.threads,
                                  time_limit=max(left, 1e-3), hint=hint, floor=floor,
