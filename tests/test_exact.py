@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -284,3 +285,27 @@ def test_iterated_fgsm_is_exact_and_below_the_optimum():
                                                 result.prediction)
         assert result.objective <= brute_force(ib, x, 3, result.target, result.prediction) + 1e-9
         assert result.iterations >= 1 and result.status == "feasible"
+
+
+def test_cores_are_minimal_infeasible_subsets():
+    from bnnrobust.attacks.combinatorial import FirstLayer
+
+    rng = np.random.default_rng(8)
+    checked = 0
+    for _ in range(200):
+        ib = random_bnn(rng, n_in=8, width=12)
+        x = rng.integers(100, 156, size=8)
+        first = FirstLayer(ib, x, 3)
+        u = len(first.undecided)
+        if u < 3:
+            continue
+        pattern = rng.integers(0, 2, size=u)
+        if not isinstance(first.reach(pattern, range(u), 10), str):
+            continue  # reachable: no core
+        core = first.core(pattern, time.perf_counter() + 30)
+        assert first.reach(pattern, core, 10) == "infeasible"
+        for q in core:  # minimal: dropping any member makes it reachable
+            rest = [r for r in core if r != q]
+            assert not rest or not isinstance(first.reach(pattern, rest, 10), str)
+        checked += 1
+    assert checked >= 10

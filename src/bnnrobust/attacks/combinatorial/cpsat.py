@@ -224,17 +224,32 @@ class FirstLayer:
 
     def core(self, pattern: np.ndarray, deadline: float) -> list[int]:
         """A small subset of the undecided neurons whose values in ``pattern`` cannot all be
-        reached (deletion filter; a check that runs out of time keeps its neuron)."""
-        active = list(range(len(self.undecided)))
-        for q in list(active):
-            trial = [r for r in active if r != q]
+        reached (QuickXplain, Junker 2004: about ``c·log(u/c)`` checks for a core of size c).
+
+        A check that runs out of time counts as feasible; the core is verified at the end and
+        the whole pattern (always infeasible when called) is returned if it does not hold."""
+
+        def infeasible(subset: list[int]) -> bool:
             left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            if trial and isinstance(reached := self.reach(pattern, trial, left), str) \
-                    and reached == "infeasible":
-                active = trial
-        return active
+            if left <= 0 or not subset:
+                return False
+            reached = self.reach(pattern, subset, left)
+            return isinstance(reached, str) and reached == "infeasible"
+
+        def explain(background: list[int], delta: bool, rest: list[int]) -> list[int]:
+            if delta and infeasible(background):
+                return []
+            if len(rest) == 1:
+                return rest
+            half = len(rest) // 2
+            first, second = rest[:half], rest[half:]
+            d2 = explain(background + first, True, second)
+            d1 = explain(background + d2, bool(d2), first)
+            return d1 + d2
+
+        everything = list(range(len(self.undecided)))
+        found = sorted(explain([], False, everything))
+        return found if len(found) < len(everything) and infeasible(found) else everything
 
 
 @dataclass
