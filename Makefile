@@ -39,4 +39,4 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/attack_speed.py
-	$(BIN)/python benchmarks/milp_speed.py
+	$(BIN)/python benchmarks/milp_speed.py --widths 100 --backends cpsat --points 20
