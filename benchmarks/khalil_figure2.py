@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from bnnrobust.attacks.combinatorial import IProp, MILPAttack, iterated_fgsm
+from bnnrobust.attacks.combinatorial import IProp, MILPAttack, export, iterated_fgsm
 from bnnrobust.data import load_arrays
 from bnnrobust.experiments import make_executor, run
 from bnnrobust.train import TrainRequest, train_cached
@@ -38,8 +38,7 @@ def attack_point(models: dict, time_limit: float, sub_time_limit: float, item: t
     """The three attacks on one (architecture, ε, point)."""
     arch, eps, index, pixels = item
     model = models[arch]
-    fgsm = iterated_fgsm(model, MILPAttack(model, eps=eps, hint="none").ib, pixels, eps=eps,
-                         time_limit=time_limit)
+    fgsm = iterated_fgsm(model, export(model), pixels, eps=eps, time_limit=time_limit)
     milp = MILPAttack(model, eps=eps, time_limit=time_limit).attack(
         pixels, start_from=fgsm.perturbation)
     iprop = IProp(model, eps=eps, time_limit=time_limit,

@@ -43,6 +43,14 @@ def random_bnn(rng: np.random.Generator, n_in: int = 6, width: int = 8, depth: i
                       out_bias=rng.normal(size=classes))
 
 
+def random_case(rng: np.random.Generator, *, depth: int = 2,
+                max_steps: int = 3) -> tuple[IntegerBNN, np.ndarray, int]:
+    """A random tiny BNN, an input near mid-grey and a budget of 1..max_steps pixel steps."""
+    ib = random_bnn(rng, depth=depth)
+    x = rng.integers(100, 156, size=6)
+    return ib, x, int(rng.integers(1, max_steps + 1))
+
+
 def brute_force(ib: IntegerBNN, x: np.ndarray, k: int, target: int, prediction: int) -> float:
     steps = [range(max(-k, -v), min(k, 255 - v) + 1) for v in x]
     best = -np.inf
@@ -56,9 +64,7 @@ def test_cpsat_equals_brute_force_on_50_tiny_bnns():
     rng = np.random.default_rng(0)
     checked = flips = 0
     for _ in range(50):
-        ib = random_bnn(rng)
-        x = rng.integers(100, 156, size=6)
-        k = int(rng.integers(1, 4))
+        ib, x, k = random_case(rng, max_steps=3)
         result = cpsat_attack(ib, x, eps=k / 255 + 1e-6, time_limit=10)
         assert result.eps_steps == k
         assert result.status == "optimal"
@@ -130,9 +136,7 @@ def torch_bnn(seed: int, n_in: int = 6, width: int = 8, classes: int = 4):
 def test_cpsat_depth_three_and_floor_mode():
     rng = np.random.default_rng(3)
     for _ in range(10):
-        ib = random_bnn(rng, depth=3)
-        x = rng.integers(100, 156, size=6)
-        k = int(rng.integers(1, 3))
+        ib, x, k = random_case(rng, depth=3, max_steps=2)
         result = cpsat_attack(ib, x, eps=k / 255 + 1e-6, time_limit=10)
         optimum = brute_force(ib, x, k, result.target, result.prediction)
         assert result.status == "optimal" and result.objective == pytest.approx(optimum, abs=1e-9)
@@ -146,9 +150,7 @@ def test_highs_continuous_attack_is_exact_and_at_least_the_grid_optimum():
 
     rng = np.random.default_rng(4)
     for _ in range(10):
-        ib = random_bnn(rng)
-        x = rng.integers(100, 156, size=6)
-        k = int(rng.integers(1, 4))
+        ib, x, k = random_case(rng, max_steps=3)
         grid = cpsat_attack(ib, x, eps=k / 255, time_limit=10)
         cont = highs_attack(ib, x, eps=k / 255, time_limit=10)
         assert cont.status == "optimal"
@@ -161,9 +163,7 @@ def test_highs_continuous_attack_is_exact_and_at_least_the_grid_optimum():
 def test_milp_attack_untargeted_equals_brute_force_over_classes():
     rng = np.random.default_rng(5)
     for _ in range(10):
-        ib = random_bnn(rng)
-        x = rng.integers(100, 156, size=6)
-        k = int(rng.integers(1, 4))
+        ib, x, k = random_case(rng, max_steps=3)
         result = MILPAttack(ib, eps=k / 255 + 1e-6, target="untargeted", hint="none",
                             time_limit=20).attack(x)
         _, optimum = best_over_classes(ib, x, k)
@@ -203,9 +203,7 @@ def test_certify_and_minimal_eps_agree_with_brute_force():
     rng = np.random.default_rng(7)
     robust = attacked = 0
     for _ in range(15):
-        ib = random_bnn(rng)
-        x = rng.integers(100, 156, size=6)
-        k = int(rng.integers(1, 3))
+        ib, x, k = random_case(rng, max_steps=2)
         cert = certify(ib, x, eps=k / 255 + 1e-6, time_limit=20)
         pred, worst = best_over_classes(ib, x, k)
         assert cert.prediction == pred
@@ -228,9 +226,7 @@ def test_iprop_never_beats_the_optimum_on_50_tiny_bnns():
     rng = np.random.default_rng(0)
     reached = 0
     for _ in range(50):
-        ib = random_bnn(rng)
-        x = rng.integers(100, 156, size=6)
-        k = int(rng.integers(1, 4))
+        ib, x, k = random_case(rng, max_steps=3)
         result = IProp(ib, eps=k / 255 + 1e-6, time_limit=5, sub_time_limit=1).attack(x)
         optimum = brute_force(ib, x, k, result.target, result.prediction)
         assert result.objective <= optimum + 1e-9

@@ -20,7 +20,7 @@ those neurons instead (logic-based Benders decomposition):
    closed form (:meth:`FirstLayer.pair_conflicts`); incompatible pairs become clauses.
 4. The master's best pattern is checked for reachability by a small CP-SAT feasibility model
    over the pixels. Reachable: the pattern's value is the optimum (it is an upper bound and is
-   attained). Unreachable: a deletion filter shrinks the pattern to a small infeasible core,
+   attained). Unreachable: QuickXplain shrinks the pattern to a small infeasible core,
    whose negation is added to the master as a clause; repeat.
 
 A starting perturbation (zero, or a gradient attack's result) is the first incumbent, and the
@@ -49,8 +49,8 @@ SCALE_BITS = 20
 class ExactResult:
     """Outcome of an exact attack on one point.
 
-    ``status``: ``optimal`` (proved) or ``timeout`` (the time limit was hit first; the
-    incumbent is returned).
+    ``status``: ``optimal`` (proved), ``timeout`` (the time limit was hit first; the incumbent
+    is returned) or, for the heuristics (IProp, iterated FGSM), ``feasible`` (no proof).
     ``objective``: f_target − f_prediction at the returned perturbation (exact forward pass);
     ``bound``: the proven upper bound; ``trace``: (seconds, incumbent objective) pairs.
     """
@@ -156,6 +156,11 @@ class FirstLayer:
     ``fixed``: every neuron's activation at ``x`` (the undecided ones' entries are placeholders);
     neuron ``undecided[q]`` fires iff ``W_q · p >= need[q]``.
     """
+
+    def decided(self) -> dict[int, int]:
+        """Neurons whose sign cannot change over the box: index -> ±1."""
+        rest = np.setdiff1d(np.arange(len(self.fixed)), self.undecided)
+        return {int(j): int(self.fixed[j]) for j in rest}
 
     def __init__(self, ib: IntegerBNN, x: np.ndarray, k: int) -> None:
         layer = ib.layers[0]

@@ -152,6 +152,7 @@ class IProp:
         k = eps_steps(self.eps)
         prediction, target = resolve_target(ib.logits_pixels(x[None])[0], self.target)
         first = FirstLayer(ib, x, k)
+        decided = first.decided()  # held fixed in problem (9) for the first layer
         rng = np.random.default_rng(self.seed)
         incumbent = np.zeros_like(x)
         if self.warm_start == "fgsm":
@@ -176,7 +177,7 @@ class IProp:
             chosen = rng.choice(wrong, size=min(step, len(wrong)), replace=False)
             keep = relevant[acts[-1][relevant] == ideal[relevant]]
             targets = {int(j): int(ideal[j]) for j in np.concatenate([keep, chosen])}
-            candidate = self._propagate(first, targets, acts, incumbent, deadline)
+            candidate = self._propagate(first, decided, targets, acts, incumbent, deadline)
             improved = False
             if candidate is not None:
                 value = objective_of(ib, x + candidate, target, prediction)
@@ -198,8 +199,9 @@ class IProp:
         return ExactResult("feasible", best, math.inf, incumbent, prediction, target,
                            time.perf_counter() - start, k, trace, iterations=iterations)
 
-    def _propagate(self, first: FirstLayer, targets: dict[int, int], acts: list[np.ndarray],
-                   incumbent: np.ndarray, deadline: float) -> np.ndarray | None:
+    def _propagate(self, first: FirstLayer, decided: dict[int, int], targets: dict[int, int],
+                   acts: list[np.ndarray], incumbent: np.ndarray,
+                   deadline: float) -> np.ndarray | None:
         """One backward pass of target propagation, then problem (10)."""
         ib = self.ib
         for li in range(len(ib.layers) - 1, 0, -1):
@@ -208,7 +210,7 @@ class IProp:
                 return None
             layer = ib.layers[li]
             h = propagate_layer(layer.weight.astype(np.int64), layer.int_threshold, targets,
-                                acts[li - 1], self._fixed(first) if li == 1 else {},
+                                acts[li - 1], decided if li == 1 else {},
                                 time_limit=left, seed=self.seed)
             if h is None:
                 return None
@@ -220,8 +222,3 @@ class IProp:
         for j, v in targets.items():
             wanted[j] = v
         return perturb_for(first, wanted, incumbent, time_limit=left, seed=self.seed)
-
-    @staticmethod
-    def _fixed(first: FirstLayer) -> dict[int, int]:
-        decided = np.setdiff1d(np.arange(len(first.fixed)), first.undecided)
-        return {int(j): int(first.fixed[j]) for j in decided}

@@ -50,6 +50,12 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def other_classes(ib: IntegerBNN, x: np.ndarray) -> tuple[int, list[int]]:
+    """``(prediction, the other classes by decreasing output)`` at the 8-bit input ``x``."""
+    order = [int(c) for c in np.argsort(-ib.logits_pixels(x[None])[0], kind="stable")]
+    return order[0], order[1:]
+
+
 def _solver(backend: str):
     if backend == "cpsat":
         from bnnrobust.attacks.combinatorial.cpsat import cpsat_attack
@@ -127,8 +133,7 @@ class MILPAttack:
                            floor=floor, seed=self.seed)
             result.seconds = time.perf_counter() - start
             return result
-        logits = self.ib.logits_pixels(x[None])[0]
-        order = [int(c) for c in np.argsort(-logits, kind="stable")[1:]]
+        _, order = other_classes(self.ib, x)
         results = []
         for i, cls in enumerate(order):  # the time left is shared among the classes left
             t0 = time.perf_counter()
@@ -184,9 +189,7 @@ def certify(model: nn.Module | IntegerBNN, pixels: np.ndarray, *, eps: float,
                         threads=threads, hint="none", seed=seed)
     start = time.perf_counter()
     x = check_pixels(pixels)
-    logits = attack.ib.logits_pixels(x[None])[0]
-    prediction = int(np.argmax(logits))
-    order = [int(c) for c in np.argsort(-logits, kind="stable")[1:]]
+    prediction, order = other_classes(attack.ib, x)
     per_class: dict[int, str] = {}
     for cls in order:
         left = time_limit - (time.perf_counter() - start)
