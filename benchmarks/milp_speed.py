@@ -10,6 +10,8 @@ output and prints how many were proven optimal and the median and mean solve tim
 
 The defaults are the acceptance run of the exact-attack issue (both widths, both backends, 100
 points, 180 s): hours on 2 cores. ``--workers N`` attacks N points at once (one thread each).
+``--journal PATH`` keeps every finished point; run the same command again after a kill and it
+goes on from there.
 
     python benchmarks/milp_speed.py --widths 100 --backends cpsat --points 20
 """
@@ -19,6 +21,9 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+from pathlib import Path
+
+from journal import Journal
 
 from bnnrobust.attacks.combinatorial import MILPAttack
 from bnnrobust.data import load_arrays
@@ -43,7 +48,12 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point (180)")
     parser.add_argument("--hint", default="fgsm", help="starting solution: fgsm or none")
     parser.add_argument("--workers", type=int, default=1, help="points attacked at once (1)")
+    parser.add_argument("--journal", type=Path,
+                        help="JSON-lines file of finished points; a rerun skips them")
     args = parser.parse_args()
+    settings = {k: v for k, v in vars(args).items() if k not in ("journal", "workers", "points",
+                                                                  "widths", "backends")}
+    journal = Journal(args.journal, settings)
 
     pixels, _ = load_arrays(args.dataset, "test")
     pixels = pixels[: args.points].reshape(args.points, -1)
@@ -57,22 +67,35 @@ def main() -> None:
                                 time_limit=args.time_limit)
             name = f"{args.depth}x{width} {backend}"
 
-            def show(i: int, r, name: str = name) -> None:
-                print(f"{name} point {i:3d}: {r.status:8s} {r.seconds:7.2f} s  objective "
-                      f"{r.objective:+.4f}  bound {r.bound:+.4f}  flipped {r.flipped}", flush=True)
+            def show(i: int, r: dict, name: str = name) -> None:
+                bound = "inf" if r["bound"] is None else f"{r['bound']:+.4f}"
+                print(f"{name} point {i:3d}: {r['status']:8s} {r['seconds']:7.2f} s  objective "
+                      f"{r['objective']:+.4f}  bound {bound}  flipped {r['flipped']}", flush=True)
 
+            todo = [i for i in range(args.points) if f"{name} {i}" not in journal.records]
+
+            def keep(j: int, r: dict, name: str = name, todo: list = todo) -> None:
+                journal.add(f"{name} {todo[j]}", r)
+                show(todo[j], r)
+
+            for i in range(args.points):
+                if i not in todo:
+                    show(i, journal.records[f"{name} {i}"])
             outcome = run(make_executor("local", workers=args.workers),
-                          functools.partial(_attack, attack), list(pixels), progress=False,
-                          on_result=show)
-            results = outcome.ordered()
-            times = [r.seconds for r in results]
-            optimal = [r.seconds for r in results if r.status == "optimal"]
+                          functools.partial(_attack, attack), [pixels[i] for i in todo],
+                          progress=False, on_result=keep)
+            if outcome.interrupted:
+                raise SystemExit("interrupted: the finished points are in the journal")
+            results = [journal.records[f"{name} {i}"] for i in range(args.points)]
+            times = [r["seconds"] for r in results]
+            optimal = [r["seconds"] for r in results if r["status"] == "optimal"]
             summary.append(
                 f"fc-bnn {args.depth}x{width} ({args.dataset}, {acc:.2%}) {backend:5s} "
-                + (f"grid, floor(255·ε) = {results[0].eps_steps} steps" if backend == "cpsat"
+                + (f"grid, floor(255·ε) = {results[0]['eps_steps']} steps" if backend == "cpsat"
                    else f"continuous, |p| <= {args.eps:g}")
                 + f": proven optimal {len(optimal)}/{len(results)}, flipped "
-                f"{sum(r.flipped for r in results)}, time median {statistics.median(times):.2f} s, "
+                f"{sum(r['flipped'] for r in results)}, time median "
+                f"{statistics.median(times):.2f} s, "
                 f"mean {statistics.mean(times):.2f} s (paper, Gurobi: mean "
                 f"{PAPER_MEAN.get(width, float('nan')):g} s)")
             print(summary[-1], flush=True)
@@ -82,8 +105,8 @@ def main() -> None:
         print(line)
 
 
-def _attack(attack: MILPAttack, pixels):
-    return attack.attack(pixels)
+def _attack(attack: MILPAttack, pixels) -> dict:
+    return attack.attack(pixels).as_dict()
 
 
 if __name__ == "__main__":

@@ -223,4 +223,4 @@ def test_exact_commands_without_ortools(monkeypatch, capsys, fake_mnist, tmp_pat
     monkeypatch.delattr(bnnrobust.attacks, "combinatorial", raising=False)
     monkeypatch.setitem(sys.modules, "bnnrobust.attacks.combinatorial", None)  # import fails
     code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "none.pt"))
-    assert code == 2 and "exact attacks need OR-Tools: pip install 'bnnrobust[cpsat]'" in err
+    assert code == 2 and "exact attacks need OR-Tools and SciPy: pip install 'bnnrobust[cpsat]'" in err

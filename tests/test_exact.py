@@ -305,3 +305,37 @@ def test_cores_are_minimal_infeasible_subsets():
             assert not rest or not isinstance(first.reach(pattern, rest, 10), str)
         checked += 1
     assert checked >= 10
+
+
+def test_reachability_agrees_with_enumerating_the_grid(monkeypatch):
+    """Linear-relaxation path and CP-SAT path both agree with enumerating every perturbation."""
+    from bnnrobust.attacks.combinatorial import FirstLayer
+
+    rng = np.random.default_rng(9)
+    answers = {"lp": [], "cpsat": []}
+    for _ in range(100):
+        ib, x, k = random_case(rng)
+        first = FirstLayer(ib, x, k)
+        u = len(first.undecided)
+        if u < 2:
+            continue
+        grid = np.array(list(itertools.product(*[range(lo, hi + 1) for lo, hi in
+                                                  zip(first.lo, first.hi, strict=True)])))
+        fires = (grid @ first.weight.T >= first.need).astype(np.int64)
+        pattern = rng.integers(0, 2, size=u)
+        subset = sorted(rng.choice(u, size=int(rng.integers(2, u + 1)), replace=False))
+        reachable = bool(np.any(np.all(fires[:, subset] == pattern[subset], axis=1)))
+        for path in answers:
+            if path == "cpsat":
+                monkeypatch.setattr(FirstLayer, "_reach_lp", lambda self, a, b: (None, None))
+            got = first.reach(pattern, subset, 10)
+            monkeypatch.undo()
+            if reachable:
+                assert not isinstance(got, str)
+                assert np.all((first.weight[subset] @ got >= first.need[subset])
+                              == (pattern[subset] == 1))
+                assert np.all(got >= first.lo) and np.all(got <= first.hi)
+            else:
+                assert isinstance(got, str) and got == "infeasible"
+            answers[path].append(reachable)
+    assert sum(answers["lp"]) >= 10 and len(answers["lp"]) - sum(answers["lp"]) >= 10

@@ -327,11 +327,11 @@ def blackbox(
 
 
 def _combinatorial():
-    """The exact-attack package, or a clear error when OR-Tools is missing."""
+    """The exact-attack package, or a clear error when OR-Tools (or SciPy) is missing."""
     try:
         from bnnrobust.attacks import combinatorial
     except ImportError as exc:
-        raise BnnRobustError(f"exact attacks need OR-Tools: pip install 'bnnrobust[cpsat]' "
+        raise BnnRobustError(f"exact attacks need OR-Tools and SciPy: pip install 'bnnrobust[cpsat]' "
                              f"({exc}).") from None
     return combinatorial
 

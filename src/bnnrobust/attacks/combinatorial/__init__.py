@@ -1,6 +1,6 @@
 """Exact and combinatorial attacks on fully connected BNNs (Khalil et al. 2019).
 
-Needs OR-Tools (the ``cpsat`` / ``highs`` extras): importing this package without it raises
+Needs OR-Tools and SciPy (the ``cpsat`` / ``highs`` extras): importing this package without it raises
 ImportError.
 """
 

@@ -18,10 +18,12 @@ those neurons instead (logic-based Benders decomposition):
    objective. Its optimum is an upper bound on the attack's optimum.
 3. Each pair of first-layer constraints is checked for joint feasibility over the box in
    closed form (:meth:`FirstLayer.pair_conflicts`); incompatible pairs become clauses.
-4. The master's best pattern is checked for reachability by a small CP-SAT feasibility model
-   over the pixels. Reachable: the pattern's value is the optimum (it is an upper bound and is
-   attained). Unreachable: QuickXplain shrinks the pattern to a small infeasible core,
-   whose negation is added to the master as a clause; repeat.
+4. The master's best pattern is checked for reachability over the pixels (the linear
+   relaxation settles most checks in milliseconds: infeasible with a safe margin, or a rounded
+   point that satisfies the rows exactly; a small CP-SAT model decides the rest).
+   Reachable: the pattern's value is the optimum (it is an upper bound and is attained).
+   Unreachable: QuickXplain shrinks the pattern to a small infeasible core, whose negation
+   is added to the master as a clause; repeat.
 
 A starting perturbation (zero, or a gradient attack's result) is the first incumbent, and the
 master is constrained to beat it, so the attack is never weaker than its hint. The real output
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
+from scipy.optimize import linprog
 
 from bnnrobust.attacks.base import AttackError, check_steps
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
@@ -213,12 +216,23 @@ class FirstLayer:
         return out
 
     def reach(self, pattern: np.ndarray, subset, time_limit: float) -> np.ndarray | str:
-        """A perturbation giving ``pattern`` on ``subset``, or ``"infeasible"`` / ``"unknown"``."""
+        """A perturbation giving ``pattern`` on ``subset``, or ``"infeasible"`` / ``"unknown"``.
+
+        First the linear relaxation (:meth:`_reach_lp`, milliseconds), which settles most
+        checks; CP-SAT over the integer steps (hinted with the rounded LP point) decides the
+        rest. CP-SAT alone spends about a second in presolve on 80 dense constraints.
+        """
         a, b = self.rows(pattern, subset)
+        settled, hint = self._reach_lp(a, b)
+        if settled is not None:
+            return settled
         model = cp_model.CpModel()
         p = [model.NewIntVar(int(lo), int(hi), "") for lo, hi in zip(self.lo, self.hi, strict=True)]
         for row, rhs in zip(a, b, strict=True):
             model.Add(cp_model.LinearExpr.WeightedSum(p, [int(v) for v in row]) >= int(rhs))
+        if hint is not None:
+            for v, h in zip(p, hint, strict=True):
+                model.AddHint(v, int(h))
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.max_time_in_seconds = max(float(time_limit), 0.01)
@@ -226,6 +240,26 @@ class FirstLayer:
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return np.array([solver.Value(v) for v in p], dtype=np.int64)
         return "infeasible" if code == cp_model.INFEASIBLE else "unknown"
+
+    def _reach_lp(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | str | None,
+                                                                np.ndarray | None]:
+        """``A p >= b`` over the real box: maximize the smallest slack ``t`` (HiGHS's dual
+        simplex through SciPy). Every grid point has ``t >= 0``, so an optimum ``t < −1/4`` (a
+        margin far above the solver's 1e-7 tolerances) proves the grid system infeasible; a
+        rounded LP point that satisfies the rows exactly proves it feasible. Otherwise returns
+        ``(None, rounded point or None)`` for the exact check."""
+        if len(b) == 0:
+            return np.zeros_like(self.x), None
+        n = len(self.lo)
+        result = linprog(np.r_[np.zeros(n), -1.0], A_ub=np.c_[-a, np.ones(len(b))], b_ub=-b,
+                         bounds=[*zip(self.lo, self.hi, strict=True), (None, float(n))],
+                         method="highs-ds")
+        if result.status != 0:
+            return None, None
+        if result.x[-1] < -0.25:
+            return "infeasible", None
+        point = np.clip(np.round(result.x[:-1]), self.lo, self.hi).astype(np.int64)
+        return (point if np.all(a @ point >= b) else None), point
 
     def core(self, pattern: np.ndarray, deadline: float) -> list[int]:
         """A small subset of the undecided neurons whose values in ``pattern`` cannot all be

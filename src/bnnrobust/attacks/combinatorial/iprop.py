@@ -86,8 +86,14 @@ def perturb_for(first: FirstLayer, targets: np.ndarray, incumbent: np.ndarray, *
     """Problem (10): the pixel perturbation (whole steps in the box) that gives the most
     first-layer neurons their target value, or None when none is found in time.
 
-    Solved, like the MILP, over the undecided neurons' patterns (:func:`.cpsat.search`):
-    maximize the number of matches, with reachability checked and refined by cores."""
+    First solved exactly, like the MILP, over the undecided neurons' patterns
+    (:func:`.cpsat.search`: maximize the number of matches, reachability checked and refined by
+    cores) for half of ``time_limit``; that search has no answer until it has a proof, which
+    with many undecided neurons it may not reach. Then the rest of the time goes to a greedy
+    pass that keeps the targets ``incumbent`` meets and adds the others while they stay
+    reachable (anytime: it returns the last reachable perturbation).
+    """
+    deadline = time.perf_counter() + time_limit
     model = cp_model.CpModel()
     b1 = [model.NewBoolVar(f"h{j}") for j in first.undecided]
     want = targets[first.undecided] > 0
@@ -95,8 +101,32 @@ def perturb_for(first: FirstLayer, targets: np.ndarray, incumbent: np.ndarray, *
     pre = first.weight @ incumbent
     for q, b in enumerate(b1):
         model.AddHint(b, bool(pre[q] >= first.need[q]))
-    found = search(first, model, b1, deadline=time.perf_counter() + time_limit, seed=seed)
-    return found.perturbation
+    found = search(first, model, b1, deadline=deadline - time_limit / 2, seed=seed)
+    if found.perturbation is not None:
+        return found.perturbation
+    return _perturb_greedy(first, want, incumbent, deadline)
+
+
+def _perturb_greedy(first: FirstLayer, want: np.ndarray, incumbent: np.ndarray,
+                    deadline: float) -> np.ndarray:
+    """Problem (10) greedily: keep the targets ``incumbent`` already meets, add the others one at
+    a time (least violated first) while a perturbation still reaches them all; a check that
+    cannot be settled in its share of the time skips that target."""
+    pattern = want.astype(np.int64)
+    pre = first.weight @ incumbent
+    violation = np.where(want, first.need - pre, pre - first.need + 1)
+    met = [int(q) for q in np.flatnonzero(violation <= 0)]
+    best = incumbent
+    order = np.argsort(violation, kind="stable")[len(met):]
+    for n, q in enumerate(order):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            break
+        reached = first.reach(pattern, met + [int(q)], left / (len(order) - n))
+        if not isinstance(reached, str):
+            met.append(int(q))
+            best = reached
+    return best
 
 
 class IProp:
