@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,3 +73,46 @@ def test_executor_errors():
         make_executor("spark")
     with pytest.raises(ExecutorError, match="--address applies to the ray executor only"):
         make_executor("local", address="auto")
+
+
+KILLED_PARENT = """
+import functools, os, sys, time
+from bnnrobust.experiments import LocalExecutor, run
+from test_executors import report_pid_and_wait
+run(LocalExecutor(workers=2), functools.partial(report_pid_and_wait, sys.argv[1]), [0, 1],
+    progress=False)
+"""
+
+
+def report_pid_and_wait(folder: str, value: int) -> int:
+    open(f"{folder}/{os.getpid()}", "w").close()
+    time.sleep(60)
+    return value
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(tmp_path)],
+                              cwd=Path(__file__).parent)
+    deadline = time.time() + 60
+    while len(list(tmp_path.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = [int(f.name) for f in tmp_path.iterdir()]
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

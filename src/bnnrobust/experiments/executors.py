@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,6 +59,19 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _init_pool_worker(parent: int) -> None:
+    _init_worker()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (killed with SIGKILL it cannot stop its pool;
+    the orphan would otherwise go on computing points nobody will store)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 class LocalExecutor:
     """In-process (``workers=1``) or a pool of ``workers`` spawned processes."""
 
@@ -72,7 +88,8 @@ class LocalExecutor:
             return
         context = multiprocessing.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
-                                            initializer=_init_worker)
+                                            initializer=_init_pool_worker,
+                                            initargs=(os.getpid(),))
         try:
             futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
             for future in cf.as_completed(futures):
