@@ -143,13 +143,17 @@ class ResultStore:
 
     def done(self, units: Iterable[Unit]) -> set[str]:
         """The keys of ``units`` that are already stored."""
+        return set(self.fetch(units))
+
+    def fetch(self, units: Iterable[Unit]) -> dict[str, Row]:
+        """The stored rows of ``units`` (those not stored are absent), by unit key."""
         keys = [u.key for u in units]
-        found: set[str] = set()
+        found: dict[str, Row] = {}
         for start in range(0, len(keys), 500):
             batch = keys[start:start + 500]
             marks = ",".join("?" * len(batch))
-            found.update(k for (k,) in self._db.execute(
-                f"SELECT key FROM units WHERE key IN ({marks})", batch))
+            cursor = self._db.execute(f"SELECT * FROM units WHERE key IN ({marks})", batch)
+            found.update((row.unit.key, row) for row in self._read(cursor))
         return found
 
     def rows(self, *, spec: str | None = None, profile: str | None = None) -> list[Row]:
