@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -65,34 +66,85 @@ def bars(table: Table, path: Path, *, ylabel: str | None = None) -> Figure:
                         "(black ticks).")
 
 
-def lines_by_parameter(spec, table: Table, out: Path) -> Figure:
+def _plot_series(ax, series: dict[str, list]) -> None:
+    """One solid line per series (ours, mean over seeds) and dashed open markers (paper)."""
+    for name, points in series.items():
+        ours = [(x, cell.mean) for x, cell in points if cell and cell.mean is not None]
+        paper = [(x, cell.paper) for x, cell in points if cell and cell.paper is not None]
+        line = None
+        if ours:
+            (line,) = ax.plot(*zip(*ours, strict=True), marker="o", label=name)
+        if paper:
+            ax.plot(*zip(*paper, strict=True), marker="o", linestyle="--", fillstyle="none",
+                    color=line.get_color() if line else None, label=f"{name} (paper)")
+    ax.legend(fontsize=7)
+
+
+def curves(spec, title: str, series: dict[str, list], out: Path, *, xlabel: str, ylabel: str,
+           log_x: bool = False, suffix: str = "") -> Figure:
+    """One panel of ``series`` (name -> [(x, Cell)]): ours solid, the paper's dashed."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    _plot_series(ax, series)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_title(title, fontsize=9)
+    path = figure_path(out, spec.name, suffix)
+    save(fig, path)
+    return Figure(path, f"{title}: ours (solid, mean over seeds) and the paper's values "
+                        "(dashed, open markers).")
+
+
+def lines_by_parameter(spec, table: Table, out: Path, columns) -> Figure:
     """Values against the column parameter ``spec.figure['x']`` (see the module docstring)."""
     x_name = spec.figure.get("x", "eps")
     by_attack: dict[str, list] = {}
-    for column in spec.columns:
+    for column in columns:
         if x_name in column.params:
             by_attack.setdefault(column.attack, []).append(column)
     fig, axes = plt.subplots(1, max(1, len(by_attack)), figsize=(5 * max(1, len(by_attack)), 3.6),
                              squeeze=False)
     for ax, (attack, columns) in zip(axes[0], sorted(by_attack.items()), strict=False):
         columns = sorted(columns, key=lambda c: c.params[x_name])
-        for model, cells in table.rows.items():
-            points = [(c.params[x_name], cells.get(c.label)) for c in columns]
-            ours = [(x, cell.mean) for x, cell in points if cell and cell.mean is not None]
-            paper = [(x, cell.paper) for x, cell in points if cell and cell.paper is not None]
-            line = None
-            if ours:
-                (line,) = ax.plot(*zip(*ours, strict=True), marker="o", label=model)
-            if paper:
-                ax.plot(*zip(*paper, strict=True), marker="o", linestyle="--", fillstyle="none",
-                        color=line.get_color() if line else None, label=f"{model} (paper)")
+        _plot_series(ax, {model: [(c.params[x_name], cells.get(c.label)) for c in columns]
+                          for model, cells in table.rows.items()})
         ax.set_xlabel(spec.figure.get("xlabel", x_name))
         ax.set_ylabel(spec.figure.get("ylabel", table.unit))
         if spec.figure.get("log_x"):
             ax.set_xscale("log")
         ax.set_title(attack, fontsize=9)
-        ax.legend(fontsize=7)
     fig.suptitle(table.title, fontsize=9)
     path = figure_path(out, spec.name)
     save(fig, path)
     return Figure(path, f"{table.title}: ours (solid) and the paper's values (dashed, open).")
+
+
+def traces(spec, series: dict[str, list], out: Path, *, horizon: float) -> Figure:
+    """Mean incumbent objective over time (Khalil Figure 4): each series is a list of per-point
+    traces ``[(seconds, objective), ...]``; a point counts from its first incumbent on."""
+    import numpy as np
+
+    grid = np.linspace(0, horizon, 200)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, point_traces in sorted(series.items()):
+        curves = []
+        for trace in point_traces:
+            if not trace:
+                continue
+            t, v = np.array(trace, dtype=float).T
+            idx = np.searchsorted(t, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, v[np.clip(idx, 0, None)], np.nan))
+        if curves:
+            with warnings.catch_warnings():  # before any point's first incumbent: all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax.plot(grid, np.nanmean(np.array(curves), axis=0), label=name)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mean incumbent objective")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{spec.title}: objective over time", fontsize=9)
+    path = figure_path(out, spec.name, "-traces")
+    save(fig, path)
+    return Figure(path, "Mean incumbent objective over time per model and attack (objective "
+                        "> 0 flips the point).")

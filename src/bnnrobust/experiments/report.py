@@ -61,17 +61,17 @@ def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
         prof = spec.profile(profile)
         rep.tables = measure.tables(spec, prof, rows)
         rep.figures = measure.figures(spec, prof, rows, out)
-        rep.flags = [f for t in rep.tables for f in adaptive_flags(spec, t)]
+        rep.flags = [f for t in rep.tables for f in adaptive_flags(spec, t, profile)]
     rep.markdown = write_markdown(rep, out)
     return rep
 
 
-def adaptive_flags(spec: Spec, table: Table) -> list[str]:
+def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
     """Adaptive columns that beat the paper's attack (same ε, or same attack when no ε) by
     more than :data:`FLAG_POINTS` points of accuracy on the same model."""
     if table.unit != "%":
         return []
-    columns = {c.label: c for c in spec.columns}
+    columns = {c.label: c for c in spec.columns_for(profile)}
     flags = []
     for model, cells in table.rows.items():
         for label in table.adaptive:

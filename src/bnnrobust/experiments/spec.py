@@ -4,7 +4,9 @@ A spec names the dataset, the *measure* (what is computed per unit of work, see
 :mod:`bnnrobust.experiments.measures`), the models (rows), the attacks (columns), the paper's
 reported values, and two profiles: ``paper`` (the paper's settings) and ``quick`` (CPU-sized).
 Sweep variables (``[profiles.<name>.grid]``, e.g. ``K = [64, 128, 256]``) are substituted into
-model labels and parameters written as ``"{K}"``. An adversarial-training schedule's
+model and attack entries written as ``"{K}"``; each entry is repeated for every combination of
+the variables it uses (a model that uses K, an attack column that uses E). An entry with
+``only = ["paper"]`` belongs to the listed profiles only. An adversarial-training schedule's
 ``start_epoch`` is stated for the ``paper`` profile and scaled to the other profile's epochs
 (10 of 15 becomes 1 of 2, rounded).
 
@@ -67,12 +69,12 @@ TOP_KEYS = {"title": str, "paper": str, "dataset": str, "measure": str, "notes":
 PROFILE_KEYS = {"epochs": int, "train_limit": int, "test_points": int, "seeds": list,
                 "chunk": int, "grid": dict, "time_limit": float}
 MODEL_KEYS = {"label": str, "family": str, "params": dict, "adversarial": dict,
-              "training": dict, "note": str}
+              "training": dict, "note": str, "only": list}
 ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
                     "alpha": float, "label": str}
 TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool}
 ATTACK_KEYS = {"label": str, "attack": str, "params": dict, "adaptive": bool, "metric": str,
-               "note": str}
+               "note": str, "only": list}
 REFERENCE_KEYS = {"model": str, "attack": str, "value": float, "pm": float, "printed": str,
                   "note": str}
 FIGURE_KEYS = {"kind": str, "x": str, "xlabel": str, "ylabel": str, "log_x": bool}
@@ -96,9 +98,10 @@ class Profile:
     time_limit: float | None = None
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def assignments(self) -> list[dict[str, Any]]:
-        """Every combination of the sweep variables (one empty dict when there are none)."""
-        names = sorted(self.grid)
+    def assignments(self, used: set[str] | None = None) -> list[dict[str, Any]]:
+        """Every combination of the sweep variables (those in ``used``, default all; one
+        empty dict when there are none)."""
+        names = sorted(self.grid if used is None else set(self.grid) & used)
         return [dict(zip(names, values, strict=True))
                 for values in itertools.product(*(self.grid[n] for n in names))]
 
@@ -129,6 +132,7 @@ class Column:
     adaptive: bool = False
     metric: str = "accuracy"
     note: str = ""
+    source: int = 0  # index of its [[attacks]] entry
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ class Spec:
     measure: str
     profiles: dict[str, Profile]
     models: tuple[dict[str, Any], ...]
-    columns: tuple[Column, ...]
+    attacks: tuple[dict[str, Any], ...]
     reference: tuple[Reference, ...]
     figure: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
@@ -174,8 +178,10 @@ class Spec:
         prof = self.profile(profile)
         paper_epochs = self.profiles["paper"].epochs
         plans: list[ModelPlan] = []
-        for assignment in prof.assignments():
-            for i, entry in enumerate(self.models):
+        for i, entry in enumerate(self.models):
+            if profile not in entry.get("only", PROFILES):
+                continue
+            for assignment in prof.assignments(variables(entry)):
                 plans.append(_model_plan(self.path, i, substitute(entry, assignment), prof,
                                          paper_epochs))
         labels = [p.label for p in plans]
@@ -186,12 +192,30 @@ class Spec:
                             "(e.g. label = \"A{K}\").")
         return plans
 
-    def column(self, label: str) -> Column:
-        """The column ``label``."""
-        for col in self.columns:
-            if col.label == label:
-                return col
-        raise SpecError(f"{self.path}: no attack column {label!r}.")
+    def columns_for(self, profile: str) -> tuple[Column, ...]:
+        """The attack columns of ``profile``: every entry for every grid assignment of the
+        variables it uses, in the spec's order."""
+        prof = self.profile(profile)
+        columns = tuple(_column(self.path, i, substitute(entry, assignment))
+                        for i, entry in enumerate(self.attacks)
+                        if profile in entry.get("only", PROFILES)
+                        for assignment in prof.assignments(variables(entry)))
+        labels = [c.label for c in columns]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise SpecError(f"{self.path}: attack label(s) {', '.join(dup)} occur more than "
+                            f"once in profile {profile!r}; put the grid variables in the label "
+                            "(e.g. label = \"FGSM ε={E}\").")
+        return columns
+
+
+def variables(entry: Any) -> set[str]:
+    """The sweep variables an entry uses (``{NAME}`` anywhere in its strings)."""
+    if isinstance(entry, dict):
+        return set().union(*(variables(v) for v in entry.values())) if entry else set()
+    if isinstance(entry, list):
+        return set().union(*(variables(v) for v in entry)) if entry else set()
+    return set(_VARIABLE.findall(entry)) if isinstance(entry, str) else set()
 
 
 def substitute(value: Any, assignment: dict[str, Any]) -> Any:
@@ -235,30 +259,33 @@ def load(path: Path | str) -> Spec:
                    for i, m in enumerate(data["models"]))
     if not models:
         raise SpecError(f"{path}: the spec has no [[models]].")
-    columns = tuple(_column(path, i, a) for i, a in enumerate(data.get("attacks", [])))
-    labels = [c.label for c in columns]
-    if len(set(labels)) != len(labels):
-        raise SpecError(f"{path}: two [[attacks]] share a label; each column needs its own.")
+    attacks = tuple(_entry(path, "attacks", i, a, ATTACK_KEYS, ("label", "attack"))
+                    for i, a in enumerate(data.get("attacks", [])))
     reference = tuple(Reference(**_entry(path, "reference", i, r, REFERENCE_KEYS,
                                          ("model", "attack", "value")))
                       for i, r in enumerate(data.get("reference", [])))
     figure = data.get("figure", {})
     _keys(path, "figure", figure, FIGURE_KEYS, required=())
     spec = Spec(f"{path.parent.name}/{path.stem}", path, data["title"], data["paper"],
-                data["dataset"], data["measure"], profiles, models, columns, reference,
+                data["dataset"], data["measure"], profiles, models, attacks, reference,
                 figure, data.get("notes", ""))
     plans = {name: spec.model_plans(name) for name in PROFILES}  # validates every model
     try:
         measure = measure_named(data["measure"], where=f"{path}: measure")
     except BnnRobustError as exc:
         raise SpecError(str(exc)) from None
-    for i, col in enumerate(columns):
-        try:
-            measure.check_column(col)
-        except BnnRobustError as exc:
-            raise SpecError(f"{path}: attacks[{i}] ({col.label!r}): {exc}") from None
-    measure.check_spec(spec)
-    _check_references(spec, plans["paper"])
+    for name in PROFILES:
+        for col in spec.columns_for(name):
+            try:
+                measure.check_column(col)
+            except BnnRobustError as exc:
+                raise SpecError(f"{path}: attacks[{col.source}] ({col.label!r}): {exc}") \
+                    from None
+    try:
+        measure.check_spec(spec)
+    except BnnRobustError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    _check_references(spec, plans["paper"], measure.table_columns(spec))
     return spec
 
 
@@ -269,9 +296,8 @@ def _check_dataset(path: Path, name: str) -> None:
     _choice(path, "dataset", name, valid)
 
 
-def _check_references(spec: Spec, plans: list[ModelPlan]) -> None:
+def _check_references(spec: Spec, plans: list[ModelPlan], columns: list[str]) -> None:
     models = {p.label for p in plans}
-    columns = {c.label for c in spec.columns}
     for i, ref in enumerate(spec.reference):
         if ref.model not in models:
             raise SpecError(f"{spec.path}: reference[{i}].model = {ref.model!r} is not a model "
@@ -308,11 +334,10 @@ def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
     return ModelPlan(entry["label"], entry["family"], params, adversarial, dict(training))
 
 
-def _column(path: Path, index: int, data: Any) -> Column:
-    entry = _entry(path, "attacks", index, data, ATTACK_KEYS, ("label", "attack"))
+def _column(path: Path, index: int, entry: dict[str, Any]) -> Column:
     return Column(entry["label"], entry["attack"], dict(entry.get("params", {})),
                   entry.get("adaptive", False), entry.get("metric", "accuracy"),
-                  entry.get("note", ""))
+                  entry.get("note", ""), index)
 
 
 def _profile(path: Path, name: str, data: Any) -> Profile:
@@ -350,6 +375,8 @@ def _entry(path: Path, table: str, index: int, data: Any, keys: dict[str, type],
     if not isinstance(data, dict):
         raise SpecError(f"{path}: {where} must be a table ([[{table}]]).")
     _keys(path, where, data, keys, required=required)
+    for name in data.get("only", []):
+        _choice(path, f"{where}.only", name, PROFILES)
     return dict(data)
 
 

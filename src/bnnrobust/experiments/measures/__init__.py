@@ -21,6 +21,9 @@ from bnnrobust.experiments.measures.base import (
 #: measure name -> "module:class" (imported on first use)
 MEASURES = {
     "accuracy": "bnnrobust.experiments.measures.accuracy:AccuracyMeasure",
+    "cw_curve": "bnnrobust.experiments.measures.cw_curve:CWCurveMeasure",
+    "blackbox": "bnnrobust.experiments.measures.blackbox:BlackBoxMeasure",
+    "exact": "bnnrobust.experiments.measures.exact:ExactMeasure",
 }
 _INSTANCES: dict[str, Measure] = {}
 

@@ -7,7 +7,8 @@ parameters go to the attack (``eps``, ``steps``, ``loss``, ``eot_samples``, ``bp
 class, as Galloway et al. evaluate CW-L2 and JSMA) and ``passes`` (forward passes averaged for a
 model that is random at test time; default 5). The attack's seed is the model's seed unless the
 column sets one. A column's ``metric`` picks what the table shows: ``accuracy`` (default),
-``error`` (100 − accuracy), ``success_rate`` or ``top5``.
+``error`` (100 − accuracy), ``success_rate``, ``top5`` or ``mean_l2`` (mean L2 norm of the
+successful perturbations, Galloway Table 3).
 
 A stored unit holds counts (``n``, ``correct``, ``success``, ``top5``) so that chunks add up
 exactly; a seed's number is the total over its chunks. With ``[figure] kind = "lines"`` the
@@ -38,7 +39,7 @@ from bnnrobust.experiments.measures.base import (
 from bnnrobust.experiments.store import Row
 from bnnrobust.train import accuracy, predict_logits
 
-METRICS = ("accuracy", "error", "success_rate", "top5")
+METRICS = ("accuracy", "error", "success_rate", "top5", "mean_l2")
 MEASURE_OPTIONS = ("all_targets", "passes")
 
 
@@ -77,7 +78,7 @@ class AccuracyMeasure(Measure):
         all_targets = params.pop("all_targets", False)
         params.setdefault("seed", task.unit.seed)
         x, y = x.to(model_device(model)), y.to(model_device(model))
-        success = 0
+        success, l2_sum = 0, 0.0
         if task.column["attack"] == "clean":
             x_adv = x
         else:
@@ -87,7 +88,8 @@ class AccuracyMeasure(Measure):
             attack = ATTACKS[task.column["attack"]](model, **params)
             out = run_batched(attack, x, y, target=target)
             x_adv, success = out["x_adv"], int(out["success"].sum())
-        value = {"n": len(y), "success": success,
+            l2_sum = float(out["l2"][out["success"]].sum())
+        value = {"n": len(y), "success": success, "l2_sum": l2_sum,
                  "correct": accuracy(model, x_adv, y, passes=passes, device=model_device(model))
                  * len(y)}
         if task.column["metric"] == "top5":
@@ -97,19 +99,22 @@ class AccuracyMeasure(Measure):
 
     def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
         expected = [t.unit for t in self.tasks(spec, profile)]
-        metric = {c.label: c.metric for c in spec.columns}
+        metric = {c.label: c.metric for c in spec.columns_for(profile.name)}
 
         def value_of(column: str):
-            def seed_value(got: list[Row]) -> float:
+            def seed_value(got: list[Row]) -> float | None:
                 n = sum(r.value["n"] for r in got)
+                if metric[column] == "mean_l2":
+                    hits = sum(r.value["success"] for r in got)
+                    return sum(r.value["l2_sum"] for r in got) / hits if hits else None
                 key = {"accuracy": "correct", "error": "correct", "success_rate": "success",
                        "top5": "top5"}[metric[column]]
                 rate = 100.0 * sum(r.value[key] for r in got) / n
                 return 100.0 - rate if metric[column] == "error" else rate
             return seed_value
 
-        columns = [c.label for c in spec.columns]
-        table = Table(spec.title, columns, {}, adaptive={c.label for c in spec.columns
+        columns = [c.label for c in spec.columns_for(profile.name)]
+        table = Table(spec.title, columns, {}, adaptive={c.label for c in spec.columns_for(profile.name)
                                                           if c.adaptive})
         for plan in spec.model_plans(profile.name):
             table.rows[plan.label] = {}
@@ -125,7 +130,7 @@ class AccuracyMeasure(Measure):
 
         (table,) = self.tables(spec, profile, rows)
         if spec.figure.get("kind") == "lines":
-            return [lines_by_parameter(spec, table, out)]
+            return [lines_by_parameter(spec, table, out, spec.columns_for(profile.name))]
         return [bars(table, figure_path(out, spec.name))]
 
 

@@ -135,6 +135,10 @@ class Measure:
     def check_spec(self, spec: Spec) -> None:
         """Whole-spec checks beyond the columns (none by default)."""
 
+    def table_columns(self, spec: Spec, profile: str = "paper") -> list[str]:
+        """The column labels the report's tables use (what a reference may name)."""
+        return [c.label for c in spec.columns_for(profile)]
+
     # ---------------------------------------------------------------- planning
     def tasks(self, spec: Spec, profile: Profile, *, device: str = "cpu",
               data_root: str | None = None, cache_dir: str | None = None) -> list[Task]:
@@ -145,7 +149,7 @@ class Measure:
             for seed in profile.seeds:
                 request = train_request(plan, profile, spec.dataset, seed) \
                     if self.trains_models else None
-                for column in spec.columns:
+                for column in spec.columns_for(profile.name):
                     for index, points in enumerate(chunks):
                         unit = Unit(spec.name, profile.name, plan.label, seed, column.label,
                                     {"model": request_key(request, plan),
