@@ -250,3 +250,35 @@ def test_report_of_an_unrun_spec_says_nothing_is_stored(tmp_path):
     assert (rep.stored, rep.planned, rep.tables) == (0, 12, [])
     assert "0/12 units stored" in (tmp_path / "r" / "galloway2018" / "tiny.md").read_text()
 
+
+
+def chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser",
+                                                        "google-chrome")) if p), None)
+
+
+def test_index_html_renders_in_headless_chromium(tmp_path, fake_mnist):
+    import re
+    import subprocess
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        index, _ = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+         "--dump-dom", index.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "<table class=\"results\">" in dom and "<table id=\"metadata\">" in dom
+    assert "F8" in dom and "FGSM ε=0.1" in dom
+    images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
+    assert images is not None, "the page's load handler did not run"
+    assert int(images.group(1)) >= 1 and images.group(1) == images.group(2)

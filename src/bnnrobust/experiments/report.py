@@ -167,6 +167,14 @@ nav a{margin-right:1em} code{background:#f4f4f4;padding:0 3px}
 """
 
 
+#: marks the body with how many images there are and how many decoded (read by the headless
+#: browser test; harmless for readers)
+_IMAGE_CHECK = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
+                "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){ok++;}}"
+                "document.body.setAttribute('data-images',i.length);"
+                "document.body.setAttribute('data-images-ok',ok);});</script>")
+
+
 def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Path,
                 audit: list[str] | None = None) -> Path:
     """One static ``out/index.html`` with every table, figure, metadata and flag."""
@@ -209,6 +217,7 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
             parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
                          f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
         parts.append("</section>")
+    parts.append(_IMAGE_CHECK)
     parts.append("</body></html>")
     path = out / "index.html"
     out.mkdir(parents=True, exist_ok=True)
