@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# A quick reproduction of a representative slice (Galloway Table 1 K=64, Khalil Figure 2 on
+# 2x100 at two eps, Panda Table 5 with 2- and 8-bit inputs), then the report.
+DEMO_SPECS ?= galloway2018/table1 khalil2019/figure2_mnist panda2019/table5
+
 demo: $(STAMP)
-	$(BIN)/bnnrobust train galloway-cnn --param precision=binary --param width=32 \
-		--dataset mnist --epochs 1
+	$(BIN)/bnnrobust reproduce $(DEMO_SPECS) --profile quick --workers 2 --report report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

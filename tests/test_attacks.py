@@ -42,6 +42,29 @@ def test_targeted_fgsm_closed_form():
     assert torch.allclose(x_adv - x, 0.1 * torch.sign(w[1] - w[0]).expand(8, -1), atol=1e-7)
 
 
+def test_margin_loss_fgsm_closed_form_on_a_saturated_linear_model():
+    # Logits so large that the softmax saturates in float32: the CE gradient vanishes for
+    # correctly classified inputs, the logit margin's does not (Galloway et al.'s model B).
+    torch.manual_seed(3)
+    model = nn.Linear(10, 4)
+    with torch.no_grad():
+        model.weight.mul_(1e4)
+    x = inner_inputs(16, 10)
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)
+    runner_up = logits.topk(2, dim=1).indices[:, 1]
+    w = model.weight.detach()
+    x_adv = FGSM(model, eps=0.05, loss="margin")(x, y)
+    assert torch.allclose(x_adv - x, 0.05 * torch.sign(w[runner_up] - w[y]), atol=1e-7)
+    assert torch.equal(FGSM(model, eps=0.05)(x, y), x)  # CE: zero gradient, no move
+    target = (y + 1) % 4  # targeted: ascend z_t - max_{j != t} z_j
+    best_other = logits.masked_fill(torch.nn.functional.one_hot(target, 4).bool(),
+                                    -float("inf")).argmax(1)
+    x_t = FGSM(model, eps=0.05, loss="margin")(x, y, target=target)
+    assert torch.allclose(x_t - x, 0.05 * torch.sign(w[target] - w[best_other]), atol=1e-7)
+
+
 def test_cw_finds_near_minimal_l2_on_linear_model():
     model = linear2(20)
     x = inner_inputs(12, 20, margin=0.3)
@@ -193,6 +216,8 @@ BAD = [
     (lambda m: JSMA(m, gamma=1.5), "gamma is a fraction"),
     (lambda m: JSMA(m, theta=0), "theta must be a non-zero number"),
     (lambda m: FGSM("not a model"), "model must be a torch.nn.Module"),
+    (lambda m: PGD(m, loss="hinge"), "pgd does not take loss='hinge'; expected one of ce, margin"),
+    (lambda m: CWL2(m, loss="margin"), "cw does not take loss='margin'; expected one of ce"),
 ]
 
 

@@ -41,6 +41,9 @@ COMMANDS = {
               "--address", "--seed", "--root", "--json"],
     "certify": ["--dataset", "--eps", "--points", "--time-limit", "--min-eps", "--workers",
                 "--executor", "--address", "--root", "--json"],
+    "reproduce": ["--profile", "--executor", "--workers", "--address", "--device", "--store",
+                  "--list", "--report"],
+    "report": ["--profile", "--store", "--out"],
 }
 
 

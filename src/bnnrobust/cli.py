@@ -23,6 +23,7 @@ from bnnrobust.attacks import (
     Oracle,
     blackbox_attack,
 )
+from bnnrobust.cli_experiments import register as register_experiment_commands
 from bnnrobust.data import REGISTRY, load, status
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
@@ -546,6 +547,9 @@ def certify(
         json_path.write_text(json.dumps(report, indent=1))
     if interrupted:
         raise typer.Exit(130)
+
+
+register_experiment_commands(app)
 
 
 def _target(value: str) -> int | str:

@@ -20,6 +20,10 @@ Adaptive options shared by every gradient attack:
   itself ``non_differentiable`` (e.g. :class:`~bnnrobust.data.InputQuantizer`) is run as
   ``surrogate(x) + (layer(x) - surrogate(x)).detach()``: its true output forward, its declared
   surrogate's gradient backward (the identity by default).
+- ``loss="margin"`` (Carlini & Wagner's margin on the logits): ascend ``max_{j≠y} z_j − z_y``
+  (untargeted) or ``z_t − max_{j≠t} z_j`` (targeted) instead of the cross-entropy. Its gradient
+  does not vanish when the softmax saturates, which is how Galloway et al.'s model B hides
+  from FGSM: the "attack the logits" adaptive evaluation.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from bnnrobust.nn import seeded
 from bnnrobust.train import check_input_shape, eval_mode
 
 TARGET_RULES = ("second", "random", "least_likely")
+LOSSES = ("ce", "margin")
 
 
 class AttackError(BnnRobustError):
@@ -157,20 +162,28 @@ class Attack:
         bpda: differentiate through non-differentiable input layers with their surrogate.
         seed: seed of the attack's random numbers (random starts, random targets, and the
             stochastic layers' samples during the attack).
+        loss: ``"ce"`` (cross-entropy, default) or ``"margin"`` (on the logits; see above).
     """
 
     name = "attack"
+    #: the losses this attack can ascend (attacks with their own objective accept "ce" only)
+    losses: tuple[str, ...] = LOSSES
 
     def __init__(self, model: nn.Module, *, target: str | torch.Tensor | None = None,
-                 eot_samples: int = 1, bpda: bool = False, seed: int = 0) -> None:
+                 eot_samples: int = 1, bpda: bool = False, seed: int = 0,
+                 loss: str = "ce") -> None:
         if not isinstance(model, nn.Module):
             raise AttackError(f"model must be a torch.nn.Module returning logits, got "
                               f"{type(model).__name__}.")
         if isinstance(target, str) and target not in TARGET_RULES:
             raise AttackError(f"unknown target rule {target!r}; expected one of "
                               f"{', '.join(TARGET_RULES)} or a tensor of labels.")
+        if loss not in self.losses:
+            raise AttackError(f"{self.name} does not take loss={loss!r}; expected one of "
+                              f"{', '.join(self.losses)}.")
         self.model = model
         self.target = target
+        self.loss_kind = loss
         self.eot_samples = check_steps("eot_samples", eot_samples)
         self.bpda = bool(bpda)
         self.seed = int(seed)
@@ -192,7 +205,7 @@ class Attack:
     def settings(self) -> dict[str, Any]:
         """The attack's name and parameters, as plain data."""
         out = {"attack": self.name, "eot_samples": self.eot_samples, "bpda": self.bpda,
-               "seed": self.seed,
+               "seed": self.seed, "loss": self.loss_kind,
                "target": self.target if isinstance(self.target, str) or self.target is None
                else "tensor"}
         out.update(self._params())
@@ -244,7 +257,15 @@ class Attack:
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor,
              target: torch.Tensor | None) -> torch.Tensor:
-        """Per-sample loss the attack ascends: CE on the label, or minus CE on the target."""
+        """Per-sample loss the attack ascends: CE on the label, or minus CE on the target; with
+        ``loss="margin"`` the logit margin of the best other class over the label (untargeted)
+        or of the target over the best other class (targeted)."""
+        if self.loss_kind == "margin":
+            goal = target if target is not None else y
+            picked = logits.gather(1, goal[:, None])[:, 0]
+            others = logits.masked_fill(F.one_hot(goal, logits.shape[1]).bool(), -math.inf)
+            margin = others.amax(1) - picked
+            return -margin if target is not None else margin
         if target is not None:
             return -F.cross_entropy(logits, target, reduction="none")
         return F.cross_entropy(logits, y, reduction="none")

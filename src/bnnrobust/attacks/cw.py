@@ -29,6 +29,7 @@ class CWL2(Attack):
     """Carlini-Wagner L2 attack (see the module docstring for the objective and defaults)."""
 
     name = "cw"
+    losses = ("ce",)  # its own objective
     #: Galloway et al.'s settings: 1 search step, 100 iterations, lr 0.1, c = 10, κ = 0
     GALLOWAY = {"c": 10.0, "confidence": 0.0, "steps": 100, "lr": 0.1, "binary_search_steps": 1}
 

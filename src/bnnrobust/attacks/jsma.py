@@ -23,6 +23,7 @@ class JSMA(Attack):
     """Targeted saliency-map attack; needs ``target`` (a rule or labels)."""
 
     name = "jsma"
+    losses = ("ce",)  # its own objective
 
     def __init__(self, model: nn.Module, *, theta: float = 1.0, gamma: float = 0.1,
                  chunk: int = 32, target: str | torch.Tensor | None = "random",

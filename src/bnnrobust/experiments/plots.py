@@ -1,0 +1,150 @@
+"""Report figures (matplotlib, Agg backend, PNG): ours beside the paper's values.
+
+- :func:`bars`: one group per attack column, one bar per model (mean over seeds, std as an
+  error bar), the paper's value as a black tick on the bar.
+- :func:`lines_by_parameter`: a table's values against a column parameter (e.g. ``eps``),
+  one line per model, one panel per attack, the paper's values as open markers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bnnrobust.experiments.measures.base import Figure, Table  # noqa: E402
+
+
+def figure_path(out: Path, spec_name: str, suffix: str = "") -> Path:
+    """``out/<paper>/<name><suffix>.png`` (folders created)."""
+    path = out / f"{spec_name}{suffix}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` atomically and close it."""
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def bars(table: Table, path: Path, *, ylabel: str | None = None) -> Figure:
+    """Grouped bars of ``table`` (see the module docstring)."""
+    models = list(table.rows)
+    columns = table.columns
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(columns) * max(1, len(models)) * 0.35),
+                                    3.6))
+    for i, model in enumerate(models):
+        xs, ys, errs, px, py = [], [], [], [], []
+        for j, column in enumerate(columns):
+            cell = table.rows[model].get(column)
+            x = j - 0.4 + width * (i + 0.5)
+            if cell is not None and cell.mean is not None:
+                xs.append(x)
+                ys.append(cell.mean)
+                errs.append(cell.std or 0.0)
+            if cell is not None and cell.paper is not None:
+                px.append(x)
+                py.append(cell.paper)
+        ax.bar(xs, ys, width=width * 0.95, yerr=errs, label=model, capsize=2)
+        if px:
+            ax.scatter(px, py, marker="_", s=120, color="black", zorder=3,
+                       label="paper" if i == 0 else None)
+    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel or table.unit)
+    ax.set_title(table.title, fontsize=9)
+    ax.legend(fontsize=7, ncol=min(4, len(models) + 1))
+    save(fig, path)
+    return Figure(path, f"{table.title}: ours (bars, ± std over seeds) and the paper's values "
+                        "(black ticks).")
+
+
+def _plot_series(ax, series: dict[str, list]) -> None:
+    """One solid line per series (ours, mean over seeds) and dashed open markers (paper)."""
+    for name, points in series.items():
+        ours = [(x, cell.mean) for x, cell in points if cell and cell.mean is not None]
+        paper = [(x, cell.paper) for x, cell in points if cell and cell.paper is not None]
+        line = None
+        if ours:
+            (line,) = ax.plot(*zip(*ours, strict=True), marker="o", label=name)
+        if paper:
+            ax.plot(*zip(*paper, strict=True), marker="o", linestyle="--", fillstyle="none",
+                    color=line.get_color() if line else None, label=f"{name} (paper)")
+    ax.legend(fontsize=7)
+
+
+def curves(spec, title: str, series: dict[str, list], out: Path, *, xlabel: str, ylabel: str,
+           log_x: bool = False, suffix: str = "") -> Figure:
+    """One panel of ``series`` (name -> [(x, Cell)]): ours solid, the paper's dashed."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    _plot_series(ax, series)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_title(title, fontsize=9)
+    path = figure_path(out, spec.name, suffix)
+    save(fig, path)
+    return Figure(path, f"{title}: ours (solid, mean over seeds) and the paper's values "
+                        "(dashed, open markers).")
+
+
+def lines_by_parameter(spec, table: Table, out: Path, columns) -> Figure:
+    """Values against the column parameter ``spec.figure['x']`` (see the module docstring)."""
+    x_name = spec.figure.get("x", "eps")
+    by_attack: dict[str, list] = {}
+    for column in columns:
+        if x_name in column.params:
+            by_attack.setdefault(column.attack, []).append(column)
+    fig, axes = plt.subplots(1, max(1, len(by_attack)), figsize=(5 * max(1, len(by_attack)), 3.6),
+                             squeeze=False)
+    for ax, (attack, columns) in zip(axes[0], sorted(by_attack.items()), strict=False):
+        columns = sorted(columns, key=lambda c: c.params[x_name])
+        _plot_series(ax, {model: [(c.params[x_name], cells.get(c.label)) for c in columns]
+                          for model, cells in table.rows.items()})
+        ax.set_xlabel(spec.figure.get("xlabel", x_name))
+        ax.set_ylabel(spec.figure.get("ylabel", table.unit))
+        if spec.figure.get("log_x"):
+            ax.set_xscale("log")
+        ax.set_title(attack, fontsize=9)
+    fig.suptitle(table.title, fontsize=9)
+    path = figure_path(out, spec.name)
+    save(fig, path)
+    return Figure(path, f"{table.title}: ours (solid) and the paper's values (dashed, open).")
+
+
+def traces(spec, series: dict[str, list], out: Path, *, horizon: float) -> Figure:
+    """Mean incumbent objective over time (Khalil Figure 4): each series is a list of per-point
+    traces ``[(seconds, objective), ...]``; a point counts from its first incumbent on."""
+    import numpy as np
+
+    grid = np.linspace(0, horizon, 200)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, point_traces in sorted(series.items()):
+        curves = []
+        for trace in point_traces:
+            if not trace:
+                continue
+            t, v = np.array(trace, dtype=float).T
+            idx = np.searchsorted(t, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, v[np.clip(idx, 0, None)], np.nan))
+        if curves:
+            with warnings.catch_warnings():  # before any point's first incumbent: all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax.plot(grid, np.nanmean(np.array(curves), axis=0), label=name)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mean incumbent objective")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{spec.title}: objective over time", fontsize=9)
+    path = figure_path(out, spec.name, "-traces")
+    save(fig, path)
+    return Figure(path, "Mean incumbent objective over time per model and attack (objective "
+                        "> 0 flips the point).")

@@ -1,0 +1,257 @@
+"""Reports: per spec a Markdown file with the paper's table and ours side by side, PNG figures,
+and one static ``index.html`` with every table and figure, the run metadata and the flags.
+
+A cell reads ``ours ± std / paper ± pm (difference)``: ours is the mean over seeds (std when
+there are two or more), the paper's value is as printed. A ⚠ marks ours outside the paper's
+printed ±; an adaptive column (PGD on the logits, EOT, BPDA — an attack that keeps a defense
+honest) is marked †. Flags: an adaptive column more than :data:`FLAG_POINTS` points below the
+paper's attack at the same ε for the same model means the paper's attack was fooled by the
+defense (gradient masking). The report reads only the units the current spec plans, so a
+changed spec never shows stale numbers; an incomplete cell says so.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bnnrobust.experiments.measures import Figure, Table, measure_named
+from bnnrobust.experiments.runner import missing_data, plan
+from bnnrobust.experiments.spec import Spec
+from bnnrobust.experiments.store import ResultStore
+
+FLAG_POINTS = 5.0
+
+
+@dataclass
+class SpecReport:
+    """Everything the report shows for one spec and profile."""
+
+    spec: Spec
+    profile: str
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    planned: int = 0
+    stored: int = 0
+    seconds: float = 0.0
+    devices: list[str] = field(default_factory=list)
+    code_versions: list[str] = field(default_factory=list)
+    missing: str | None = None
+    flags: list[str] = field(default_factory=list)
+    markdown: Path | None = None
+
+
+def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
+            data_root: str | None = None) -> SpecReport:
+    """Read the stored units of ``spec``, build its tables and figures (under ``out``)."""
+    rep = SpecReport(spec, profile)
+    rep.missing = missing_data(spec, data_root=data_root)
+    units = [t.unit for t in plan(spec, profile)]
+    rows = store.fetch(units)
+    rep.planned, rep.stored = len(units), len(rows)
+    rep.seconds = sum(r.seconds for r in rows.values())
+    rep.devices = sorted({r.device for r in rows.values()})
+    rep.code_versions = sorted({r.code_version for r in rows.values()})
+    if rows:
+        measure = measure_named(spec.measure)
+        prof = spec.profile(profile)
+        rep.tables = measure.tables(spec, prof, rows)
+        rep.figures = measure.figures(spec, prof, rows, out)
+        rep.flags = [f for t in rep.tables for f in adaptive_flags(spec, t, profile)]
+    rep.markdown = write_markdown(rep, out)
+    return rep
+
+
+def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
+    """Adaptive columns that beat the paper's attack (same ε, or same attack when no ε) by
+    more than :data:`FLAG_POINTS` points of accuracy on the same model."""
+    if table.unit != "%":
+        return []
+    columns = {c.label: c for c in spec.columns_for(profile)}
+    flags = []
+    for model, cells in table.rows.items():
+        for label in table.adaptive:
+            ada = cells.get(label)
+            if ada is None or ada.mean is None or columns[label].metric != "accuracy":
+                continue
+            eps = columns[label].params.get("eps")
+            for other in table.columns:
+                col, cell = columns[other], cells.get(other)
+                if other in table.adaptive or cell is None or cell.mean is None \
+                        or col.metric != "accuracy":
+                    continue
+                same = col.params.get("eps") == eps if eps is not None \
+                    else col.attack == columns[label].attack
+                if same and cell.mean - ada.mean > FLAG_POINTS:
+                    flags.append(f"{spec.name} {model}: {label} gives {ada.mean:.1f} % where "
+                                 f"{other} gives {cell.mean:.1f} % — the paper's attack "
+                                 "overstates robustness (gradient masking).")
+    return flags
+
+
+def cell_text(cell, *, unit: str) -> tuple[str, bool]:
+    """``ours ± std / paper ± pm (diff)`` and whether ours lies outside the paper's ±."""
+    if cell is None:
+        return "—", False
+    ours = "—" if cell.mean is None else f"{cell.mean:.1f}" + (
+        f" ± {cell.std:.1f}" if cell.std is not None else "")
+    if not cell.complete:
+        ours += " (incomplete)"
+    if cell.paper is None:
+        return ours, False
+    paper = f"{cell.paper:g}" + (f" ± {cell.pm:g}" if cell.pm is not None else "")
+    diff = f" ({cell.diff:+.1f})" if cell.diff is not None else ""
+    return f"{ours} / {paper}{diff}", cell.outside
+
+
+def _header(rep: SpecReport) -> str:
+    prof = rep.spec.profile(rep.profile)
+    return (f"profile **{rep.profile}**: {prof.epochs} epoch(s), "
+            f"{'all' if prof.train_limit is None else prof.train_limit} training examples, "
+            f"{prof.test_points} test points, seeds {', '.join(map(str, prof.seeds))}; "
+            f"{rep.stored}/{rep.planned} units stored, {rep.seconds:.0f} s of compute")
+
+
+def write_markdown(rep: SpecReport, out: Path) -> Path:
+    """``out/<paper>/<name>.md`` (atomically)."""
+    lines = [f"# {rep.spec.title}", "", f"Spec `{rep.spec.name}` ({rep.spec.path.name}); "
+             + _header(rep) + ".", ""]
+    if rep.missing:
+        lines += [f"**Not run:** {rep.missing}", ""]
+    if rep.spec.notes:
+        lines += [rep.spec.notes.strip(), ""]
+    for table in rep.tables:
+        lines += [f"## {table.title}", "",
+                  f"Cells: ours (mean ± std over seeds) / the paper's value ± as printed "
+                  f"(difference), in {table.unit}. ⚠: ours outside the paper's ±. †: adaptive "
+                  "attack (not in the paper).", ""]
+        head = ["Model"] + [c + (" †" if c in table.adaptive else "") for c in table.columns]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for model, cells in table.rows.items():
+            texts = []
+            for column in table.columns:
+                text, outside = cell_text(cells.get(column), unit=table.unit)
+                texts.append(text + (" ⚠" if outside else ""))
+            lines.append("| " + " | ".join([model, *texts]) + " |")
+        lines += [""] + [f"- {n}" for n in table.notes] + ([""] if table.notes else [])
+    if rep.flags:
+        lines += ["## Flags", ""] + [f"- {f}" for f in rep.flags] + [""]
+    for fig in rep.figures:
+        rel = fig.path.relative_to(out / rep.spec.name.split("/")[0])
+        lines += [f"![{fig.caption}]({rel.as_posix()})", "", f"*{fig.caption}*", ""]
+    path = out / f"{rep.spec.name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_text(path, "\n".join(lines))
+    return path
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+td.outside{background:#fff0e0} th.adaptive{background:#eef4ff}
+img{max-width:100%;border:1px solid #eee} .flag{color:#a00} .missing{color:#777}
+nav a{margin-right:1em} code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+#: marks the body with how many images there are and how many decoded (read by the headless
+#: browser test; harmless for readers)
+_IMAGE_CHECK = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
+                "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){ok++;}}"
+                "document.body.setAttribute('data-images',i.length);"
+                "document.body.setAttribute('data-images-ok',ok);});</script>")
+
+
+def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Path,
+                audit: list[str] | None = None) -> Path:
+    """One static ``out/index.html`` with every table, figure, metadata and flag."""
+    from bnnrobust.train import library_versions
+
+    esc = html.escape
+    versions = sorted({v for r in reports for v in r.code_versions})
+    devices = sorted({d for r in reports for d in r.devices})
+    total = sum(r.seconds for r in reports)
+    libs = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>bnnrobust report ({esc(profile)})</title><style>{_CSS}</style></head><body>",
+             f"<h1>bnnrobust reproduction report — profile {esc(profile)}</h1>",
+             "<table id='metadata'><tbody>",
+             f"<tr><th>code version</th><td>{esc(', '.join(versions) or '—')}</td></tr>",
+             f"<tr><th>libraries</th><td>{esc(libs)}</td></tr>",
+             f"<tr><th>device</th><td>{esc(', '.join(devices) or '—')}</td></tr>",
+             f"<tr><th>profile</th><td>{esc(profile)}</td></tr>",
+             f"<tr><th>compute time (sum over units)</th><td>{total:.0f} s</td></tr>",
+             f"<tr><th>results store</th><td><code>{esc(str(store))}</code></td></tr>",
+             f"<tr><th>written</th><td>{time.strftime('%Y-%m-%d %H:%M:%S')} on "
+             f"{esc(platform.node())}</td></tr>",
+             "</tbody></table>",
+             "<nav>" + "".join(f"<a href='#{esc(r.spec.name)}'>{esc(r.spec.name)}</a>"
+                               for r in reports) + "</nav>"]
+    flags = [f for r in reports for f in r.flags] + list(audit or [])
+    parts.append("<h2>Flags</h2>")
+    parts.append("<ul id='flags'>" + "".join(f"<li class='flag'>{esc(f)}</li>" for f in flags)
+                 + "</ul>" if flags else "<p id='flags'>No flag raised.</p>")
+    for rep in reports:
+        parts.append(f"<section id='{esc(rep.spec.name)}'><h2>{esc(rep.spec.title)}</h2>")
+        parts.append(f"<p>Spec <code>{esc(rep.spec.name)}</code>; {esc(_header(rep))}. "
+                     f"<a href='{esc(rep.spec.name)}.md'>Markdown</a></p>")
+        if rep.missing:
+            parts.append(f"<p class='missing'>Not run: {esc(rep.missing)}</p>")
+        for table in rep.tables:
+            parts.append(_html_table(table))
+        for fig in rep.figures:
+            rel = fig.path.relative_to(out).as_posix()
+            parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
+                         f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
+        parts.append("</section>")
+    parts.append(_IMAGE_CHECK)
+    parts.append("</body></html>")
+    path = out / "index.html"
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(path, "\n".join(parts))
+    return path
+
+
+def _html_table(table: Table) -> str:
+    esc = html.escape
+    head = "".join(f"<th class='{'adaptive' if c in table.adaptive else ''}'>{esc(c)}"
+                   f"{' †' if c in table.adaptive else ''}</th>" for c in table.columns)
+    body = []
+    for model, cells in table.rows.items():
+        tds = []
+        for column in table.columns:
+            text, outside = cell_text(cells.get(column), unit=table.unit)
+            tds.append(f"<td class='{'outside' if outside else ''}'>{esc(text)}"
+                       f"{' ⚠' if outside else ''}</td>")
+        body.append(f"<tr><td>{esc(model)}</td>{''.join(tds)}</tr>")
+    return (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference), "
+            f"{esc(table.unit)}; ⚠ outside the paper's ±; † adaptive attack</caption>"
+            f"<thead><tr><th>Model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,
+           data_root: str | None = None) -> tuple[Path, list[SpecReport]]:
+    """Write every spec's Markdown and figures and the index; returns the index path."""
+    out.mkdir(parents=True, exist_ok=True)
+    reports = [collect(s, profile=profile, store=store, out=out, data_root=data_root)
+               for s in specs]
+    index = write_index(reports, out, profile=profile, store=store.path)
+    _atomic_text(out / "report.json", json.dumps(
+        {r.spec.name: {"profile": r.profile, "planned": r.planned, "stored": r.stored,
+                       "seconds": r.seconds, "missing": r.missing, "flags": r.flags,
+                       "tables": [t.as_dict() for t in r.tables]} for r in reports},
+        indent=1))
+    return index, reports

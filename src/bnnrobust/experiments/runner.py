@@ -1,0 +1,187 @@
+"""The runner behind ``bnnrobust reproduce``: spec + profile -> units -> the results store.
+
+For each spec: check that its data is here (else say in one line which files it needs), plan
+its units, skip those the store already holds, train the models the rest need (checkpoint
+cache: never twice), then compute the units through an executor (local processes or Ray). The
+process that runs the executor writes each unit to the store as soon as it arrives, in one
+transaction, so a run killed at any moment loses only the units in flight, and a rerun
+computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import bnnrobust
+from bnnrobust.experiments.executors import Executor, run
+from bnnrobust.experiments.measures import Outcome, Task, execute, measure_named
+from bnnrobust.experiments.measures.base import trained_model
+from bnnrobust.experiments.spec import SYNTHETIC_DATASETS, UNSUPPORTED_DATASETS, Spec
+from bnnrobust.experiments.store import ResultStore
+
+
+@dataclass
+class RunSummary:
+    """What one spec's run did: units planned, found stored, computed; seconds; and why it did
+    not run (``missing``) when its data is absent."""
+
+    spec: str
+    profile: str
+    planned: int = 0
+    stored_before: int = 0
+    computed: int = 0
+    models_trained: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    missing: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version, with the git commit when run from a checkout (``+dirty`` when the
+    working tree has changes)."""
+    version = bnnrobust.__version__
+    here = Path(bnnrobust.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if commit.returncode != 0:
+        return version
+    return f"{version}+g{commit.stdout.strip()}{'.dirty' if dirty.stdout.strip() else ''}"
+
+
+def missing_data(spec: Spec, *, data_root: str | Path | None = None) -> str | None:
+    """One line naming what the spec needs when its dataset is not here, else None."""
+    from bnnrobust.data import data_root as resolve_root
+    from bnnrobust.data import get_spec, status
+
+    if spec.dataset in SYNTHETIC_DATASETS:
+        return None
+    if spec.dataset in UNSUPPORTED_DATASETS:
+        return f"{spec.name}: needs {UNSUPPORTED_DATASETS[spec.dataset]}."
+    state = status(spec.dataset, root=data_root, verify=False)
+    if state.state != "missing":
+        return None
+    files = ", ".join(f.name for f in get_spec(spec.dataset).files())
+    return (f"{spec.name}: needs {spec.dataset} in {resolve_root(data_root) / spec.dataset} "
+            f"({state.detail}; the files: {files}). Set BNNROBUST_DATA to the folder that "
+            "holds it.")
+
+
+def plan(spec: Spec, profile: str, *, device: str = "cpu", data_root: str | None = None,
+         cache_dir: str | None = None) -> list[Task]:
+    """Every unit of ``spec`` under ``profile``, as tasks."""
+    measure = measure_named(spec.measure)
+    return measure.tasks(spec, spec.profile(profile), device=device, data_root=data_root,
+                         cache_dir=cache_dir)
+
+
+def _train(item: tuple[str, str, str | None, str | None]) -> str:
+    request, device, data_root, cache_dir = item
+    cached = trained_model(json.loads(request), device=device, data_root=data_root,
+                           cache_dir=cache_dir)
+    return str(cached.path)
+
+
+def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executor,
+              device: str = "cpu", data_root: str | None = None, cache_dir: str | None = None,
+              progress: bool = True, console: Console | None = None) -> RunSummary:
+    """Run whatever units of ``spec`` the store lacks; see the module docstring."""
+    console = console or Console(stderr=True)
+    summary = RunSummary(spec.name, profile)
+    missing = missing_data(spec, data_root=data_root)
+    if missing is not None:
+        summary.missing = missing
+        return summary
+    start = time.perf_counter()
+    tasks = plan(spec, profile, device=device, data_root=data_root, cache_dir=cache_dir)
+    done = store.done(t.unit for t in tasks)
+    todo = [t for t in tasks if t.unit.key not in done]
+    summary.planned, summary.stored_before = len(tasks), len(done)
+    requests = sorted({json.dumps(t.model, sort_keys=True) for t in todo if t.model is not None})
+    if requests:
+        items = [(r, device, data_root, cache_dir) for r in requests]
+        trained = run(executor, _train, items, description=f"{spec.name}: models",
+                      progress=progress)
+        summary.models_trained = len(trained.results)
+        if trained.interrupted:
+            summary.interrupted = True
+            summary.seconds = time.perf_counter() - start
+            return summary
+    version = code_version()
+
+    def save(index: int, outcome: Outcome) -> None:
+        store.put(todo[index].unit, outcome.value, seconds=outcome.seconds,
+                  device=outcome.device, code_version=version)
+        summary.computed += 1
+
+    outcome = run(executor, execute, todo, description=f"{spec.name}: units",
+                  progress=progress, on_result=save)
+    summary.interrupted = outcome.interrupted
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def spec_files(root: Path) -> list[Path]:
+    """Every spec file under ``root`` (``<paper>/<name>.toml``), sorted."""
+    return sorted(root.glob("*/*.toml"))
+
+
+def resolve_specs(names: Sequence[str], root: Path) -> list[Path]:
+    """Spec files from names (``galloway2018/table1``), paths, or paper folders
+    (``galloway2018`` = all its specs); an unknown name lists the valid ones."""
+    from bnnrobust.experiments.spec import SpecError
+
+    known = {p.relative_to(root).with_suffix("").as_posix(): p for p in spec_files(root)}
+    out: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".toml" and path.exists():
+            out.append(path)
+        elif name.rstrip("/") in known:
+            out.append(known[name.rstrip("/")])
+        elif any(k.startswith(name.rstrip("/") + "/") for k in known):
+            out.extend(p for k, p in known.items() if k.startswith(name.rstrip("/") + "/"))
+        else:
+            raise SpecError(f"no spec {name!r}; valid specs: {', '.join(known)} (or a paper "
+                            f"folder: {', '.join(sorted({k.split('/')[0] for k in known}))}).")
+    return out
+
+
+def default_specs_root() -> Path:
+    """The ``experiments/`` folder of the checkout (``$BNNROBUST_EXPERIMENTS`` overrides)."""
+    import os
+
+    env = os.environ.get("BNNROBUST_EXPERIMENTS")
+    if env:
+        return Path(env)
+    return Path(bnnrobust.__file__).resolve().parents[2] / "experiments"
+
+
+def summary_line(summary: RunSummary) -> str:
+    """One line for the console."""
+    if summary.missing:
+        return f"{summary.spec} [{summary.profile}]: not run — {summary.missing}"
+    state = "interrupted" if summary.interrupted else "done"
+    return (f"{summary.spec} [{summary.profile}]: {state}; {summary.planned} units, "
+            f"{summary.stored_before} already stored, {summary.computed} computed, "
+            f"{summary.models_trained} model(s) prepared, {summary.seconds:.1f} s")
+
+
+def as_dict(summary: RunSummary) -> dict[str, Any]:
+    """Plain data."""
+    return dict(summary.__dict__)

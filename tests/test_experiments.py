@@ -1,0 +1,284 @@
+"""Reproduction: spec validation errors, the runner's resume logic against the results store,
+and reports (Markdown, PNG, index.html) generated from a tiny stored run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bnnrobust.experiments import LocalExecutor
+from bnnrobust.experiments.report import report
+from bnnrobust.experiments.runner import plan, reproduce, resolve_specs, spec_files
+from bnnrobust.experiments.spec import SpecError, load
+from bnnrobust.experiments.store import ResultStore
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+TINY = """
+title = "tiny"
+paper = "galloway2018"
+dataset = "mnist"
+measure = "accuracy"
+
+[profiles.paper]
+epochs = 1
+test_points = 40
+seeds = [1, 2]
+chunk = 20
+grid = { W = [8, 16] }
+
+[profiles.quick]
+epochs = 1
+train_limit = 200
+test_points = 40
+seeds = [1, 2]
+chunk = 20
+grid = { W = [8] }
+
+[[models]]
+label = "F{W}"
+family = "fc-bnn"
+params = { width = "{W}", depth = 1 }
+
+[[attacks]]
+label = "clean"
+attack = "clean"
+
+[[attacks]]
+label = "FGSM ε=0.1"
+attack = "fgsm"
+params = { eps = 0.1 }
+
+[[attacks]]
+label = "PGD-logits ε=0.1"
+attack = "pgd"
+params = { eps = 0.1, steps = 5, loss = "margin" }
+adaptive = true
+
+[[reference]]
+model = "F8"
+attack = "FGSM ε=0.1"
+value = 50
+pm = 5
+printed = "50±5%"
+"""
+
+
+def write_spec(folder: Path, text: str = TINY, name: str = "tiny") -> Path:
+    path = folder / "galloway2018" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- spec validation
+BAD_SPECS = [
+    ('title = "tiny"', 'title = "tiny"\ncolour = "red"', r"unknown key colour; valid keys: title"),
+    ('family = "fc-bnn"', 'family = "fc-bnm"',
+     r"models\[0\]\.family = 'fc-bnm' is unknown; valid choices: .*fc-bnn"),
+    ('params = { width = "{W}", depth = 1 }', 'params = { width = "{W}", dept = 1 }',
+     r"models\[0\]\.params: model 'fc-bnn' has no parameter\(s\) 'dept'; valid parameters: "),
+    ('attack = "fgsm"', 'attack = "fgsn"',
+     r"attacks\[1\] \('FGSM ε=0.1'\): attack 'fgsn' is not one the 'accuracy' measure runs; "
+     r"valid attacks: clean, fgsm"),
+    ('params = { eps = 0.1 }', 'params = { epsilon = 0.1 }',
+     r"attacks\[1\] .*unexpected keyword argument 'epsilon'.*valid parameters: .*eps"),
+    ('params = { eps = 0.1 }', 'params = { eps = -0.1 }', r"attacks\[1\] .*eps must be"),
+    ('model = "F8"', 'model = "F9"',
+     r"reference\[0\]\.model = 'F9' is not a model of the paper profile; valid models: F16, F8"),
+    ('attack = "FGSM ε=0.1"\nvalue', 'attack = "FGSM ε=0.2"\nvalue',
+     r"reference\[0\]\.attack = 'FGSM ε=0.2' is not an attack column"),
+    ('measure = "accuracy"', 'measure = "acuracy"',
+     r"measure = 'acuracy' is unknown; valid measures: accuracy"),
+    ('paper = "galloway2018"', 'paper = "smith2020"', r"paper = 'smith2020' is unknown"),
+    ('dataset = "mnist"', 'dataset = "svhn"', r"dataset = 'svhn' is unknown; valid choices: mnist"),
+    ('[profiles.quick]', '[profiles.fast]', r"unknown profile 'fast' under \[profiles\]"),
+    ('chunk = 20\ngrid = { W = [8, 16] }', 'chunk = 0\ngrid = { W = [8, 16] }',
+     r"profiles\.paper\.chunk = 0 must be >= 1"),
+    ('seeds = [1, 2]\nchunk = 20\ngrid = { W = [8, 16] }',
+     'seeds = ["a"]\nchunk = 20\ngrid = { W = [8, 16] }', r"seeds must be a non-empty list"),
+    ('label = "F{W}"', 'label = "F"', r"model label\(s\) F occur more than once"),
+    ('label = "clean"\nattack = "clean"', 'label = "clean"\nattack = "clean"\nmetric = "auc"',
+     r"metric 'auc' is unknown; valid metrics: accuracy, error"),
+    ('epochs = 1\ntest_points', 'epochs = "one"\ntest_points', r"profiles\.paper\.epochs must be int"),
+    ('title = "tiny"', 'title = "tiny', r"not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), BAD_SPECS)
+def test_spec_errors_name_the_file_the_key_and_the_choices(tmp_path, old, new, message):
+    assert old in TINY
+    path = write_spec(tmp_path, TINY.replace(old, new, 1))
+    with pytest.raises(SpecError, match=message) as info:
+        load(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_spec_file_and_unknown_spec_name(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load(tmp_path / "nope.toml")
+    write_spec(tmp_path)
+    with pytest.raises(SpecError, match=r"no spec 'galloway2018/tabel1'; valid specs: "
+                                        r"galloway2018/tiny"):
+        resolve_specs(["galloway2018/tabel1"], tmp_path)
+    assert resolve_specs(["galloway2018"], tmp_path) == [tmp_path / "galloway2018" / "tiny.toml"]
+
+
+def test_grid_substitution_and_adversarial_schedule_scaling(tmp_path):
+    text = TINY.replace('params = { width = "{W}", depth = 1 }',
+                        'params = { width = "{W}", depth = 1 }\n'
+                        'adversarial = { kind = "fgsm", eps = 0.1, start_epoch = 10 }'
+                        ).replace("epochs = 1\ntest_points = 40\nseeds = [1, 2]\nchunk = 20\ngrid",
+                                  "epochs = 15\ntest_points = 40\nseeds = [1, 2]\nchunk = 20\ngrid")
+    text = text.replace("[profiles.quick]\nepochs = 1", "[profiles.quick]\nepochs = 3")
+    spec = load(write_spec(tmp_path, text))
+    paper = spec.model_plans("paper")
+    assert [(p.label, p.params["width"]) for p in paper] == [("F8", 8), ("F16", 16)]
+    assert paper[0].adversarial["start_epoch"] == 10
+    assert spec.model_plans("quick")[0].adversarial["start_epoch"] == 2  # 10 of 15 -> 2 of 3
+
+
+def test_every_shipped_spec_loads_and_plans():
+    paths = spec_files(EXPERIMENTS)
+    assert paths, "no specs shipped"
+    for path in paths:
+        spec = load(path)
+        for profile in ("quick", "paper"):
+            tasks = plan(spec, profile)
+            assert tasks, f"{spec.name} plans no units in {profile}"
+            assert len({t.unit.key for t in tasks}) == len(tasks)
+
+
+# ---------------------------------------------------------------- runner and store
+class StopAfter(LocalExecutor):
+    """An in-process executor that is 'killed' (KeyboardInterrupt) after ``n`` results."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(workers=1)
+        self.n = n
+
+    def submit_all(self, fn, items):
+        for count, pair in enumerate(super().submit_all(fn, items)):
+            if count == self.n:
+                raise KeyboardInterrupt
+            yield pair
+
+
+def table_values(index_dir: Path) -> dict:
+    data = json.loads((index_dir / "report.json").read_text())
+    return {name: [t["rows"] for t in spec["tables"]] for name, spec in data.items()}
+
+
+def test_interrupted_run_resumes_without_recomputing_and_ends_with_the_same_tables(
+        tmp_path, fake_mnist):
+    spec = load(write_spec(tmp_path))
+    planned = len(plan(spec, "quick"))
+    assert planned == 1 * 2 * 3 * 2  # models x seeds x columns x chunks
+    with ResultStore(tmp_path / "a.sqlite") as store:
+        first = reproduce(spec, profile="quick", store=store, executor=StopAfter(5),
+                          progress=False)
+        assert first.interrupted and first.computed == 5 and store.count() == 5
+        second = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                           progress=False)
+        assert (second.stored_before, second.computed) == (5, planned - 5)
+        third = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                          progress=False)
+        assert (third.stored_before, third.computed, third.models_trained) == (planned, 0, 0)
+        report([spec], profile="quick", store=store, out=tmp_path / "ra")
+    with ResultStore(tmp_path / "b.sqlite") as store:
+        whole = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                          progress=False)
+        assert whole.computed == planned
+        report([spec], profile="quick", store=store, out=tmp_path / "rb")
+    assert table_values(tmp_path / "ra") == table_values(tmp_path / "rb")
+
+
+def test_a_changed_spec_does_not_reuse_stored_units(tmp_path, fake_mnist):
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        changed = load(write_spec(tmp_path, TINY.replace("eps = 0.1 }", "eps = 0.2 }", 1)))
+        again = reproduce(changed, profile="quick", store=store, executor=LocalExecutor(),
+                          progress=False)
+    assert again.computed == 4  # the FGSM column's 2 seeds x 2 chunks; the rest reused
+
+
+def test_missing_data_is_one_line_naming_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNNROBUST_DATA", str(tmp_path / "empty"))
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        summary = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                            progress=False)
+    assert summary.computed == 0
+    assert "needs mnist in" in summary.missing and "t10k-images-idx3-ubyte.gz" in summary.missing
+    assert "\n" not in summary.missing
+
+
+# ---------------------------------------------------------------- reports
+def test_report_puts_ours_beside_the_papers_values(tmp_path, fake_mnist):
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        index, (rep,) = report([spec], profile="quick", store=store, out=tmp_path / "r")
+        rows = {r.unit.key: r for r in store.rows(spec=spec.name)}
+    table = rep.tables[0]
+    assert list(table.rows) == ["F8"] and table.columns == ["clean", "FGSM ε=0.1",
+                                                            "PGD-logits ε=0.1"]
+    cell = table.rows["F8"]["FGSM ε=0.1"]
+    assert (cell.paper, cell.pm) == (50, 5) and len(cell.values) == 2 and cell.complete
+    # each seed's value is the exact total over its chunks
+    for seed, value in zip((1, 2), cell.values, strict=True):
+        got = [r.value for r in rows.values() if r.unit.seed == seed
+               and r.unit.attack == "FGSM ε=0.1"]
+        assert len(got) == 2
+        assert value == pytest.approx(100 * sum(g["correct"] for g in got) / 40)
+    assert table.adaptive == {"PGD-logits ε=0.1"}
+    md = (tmp_path / "r" / "galloway2018" / "tiny.md").read_text()
+    assert "| F8 |" in md and "/ 50 ± 5 (" in md and "PGD-logits ε=0.1 †" in md
+    assert (tmp_path / "r" / "galloway2018" / "tiny.png").stat().st_size > 1000
+    page = index.read_text()
+    assert "<table class='results'>" in page and "galloway2018/tiny.png" in page
+    assert "code version" in page and "torch" in page
+
+
+def test_report_of_an_unrun_spec_says_nothing_is_stored(tmp_path):
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        _, (rep,) = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    assert (rep.stored, rep.planned, rep.tables) == (0, 12, [])
+    assert "0/12 units stored" in (tmp_path / "r" / "galloway2018" / "tiny.md").read_text()
+
+
+
+def chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser",
+                                                        "google-chrome")) if p), None)
+
+
+def test_index_html_renders_in_headless_chromium(tmp_path, fake_mnist):
+    import re
+    import subprocess
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        index, _ = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+         "--dump-dom", index.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "<table class=\"results\">" in dom and "<table id=\"metadata\">" in dom
+    assert "F8" in dom and "FGSM ε=0.1" in dom
+    images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
+    assert images is not None, "the page's load handler did not run"
+    assert int(images.group(1)) >= 1 and images.group(1) == images.group(2)
