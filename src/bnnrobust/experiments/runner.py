@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -181,7 +180,3 @@ def summary_line(summary: RunSummary) -> str:
             f"{summary.stored_before} already stored, {summary.computed} computed, "
             f"{summary.models_trained} model(s) prepared, {summary.seconds:.1f} s")
 
-
-def as_dict(summary: RunSummary) -> dict[str, Any]:
-    """Plain data."""
-    return dict(summary.__dict__)

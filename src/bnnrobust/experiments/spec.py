@@ -184,12 +184,8 @@ class Spec:
             for assignment in prof.assignments(variables(entry)):
                 plans.append(_model_plan(self.path, i, substitute(entry, assignment), prof,
                                          paper_epochs))
-        labels = [p.label for p in plans]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise SpecError(f"{self.path}: model label(s) {', '.join(dup)} occur more than once "
-                            f"in profile {profile!r}; put the grid variables in the label "
-                            "(e.g. label = \"A{K}\").")
+        _unique(self.path, [p.label for p in plans], kind="model", profile=profile,
+                example="A{K}")
         return plans
 
     def columns_for(self, profile: str) -> tuple[Column, ...]:
@@ -200,13 +196,18 @@ class Spec:
                         for i, entry in enumerate(self.attacks)
                         if profile in entry.get("only", PROFILES)
                         for assignment in prof.assignments(variables(entry)))
-        labels = [c.label for c in columns]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise SpecError(f"{self.path}: attack label(s) {', '.join(dup)} occur more than "
-                            f"once in profile {profile!r}; put the grid variables in the label "
-                            "(e.g. label = \"FGSM ε={E}\").")
+        _unique(self.path, [c.label for c in columns], kind="attack", profile=profile,
+                example="FGSM ε={E}")
         return columns
+
+
+def _unique(path: Path, labels: list[str], *, kind: str, profile: str, example: str) -> None:
+    """Refuse labels that occur twice in one profile (grid variables missing from a label)."""
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise SpecError(f"{path}: {kind} label(s) {', '.join(dup)} occur more than once in "
+                        f"profile {profile!r}; put the grid variables in the label (e.g. "
+                        f"label = \"{example}\").")
 
 
 def variables(entry: Any) -> set[str]:

@@ -35,6 +35,7 @@ from bnnrobust.experiments.measures.base import (
     Task,
     attach_references,
     cells_by_seed,
+    model_rows,
 )
 from bnnrobust.experiments.store import Row
 from bnnrobust.train import accuracy, predict_logits
@@ -114,10 +115,8 @@ class AccuracyMeasure(Measure):
             return seed_value
 
         columns = [c.label for c in spec.columns_for(profile.name)]
-        table = Table(spec.title, columns, {}, adaptive={c.label for c in spec.columns_for(profile.name)
-                                                          if c.adaptive})
-        for plan in spec.model_plans(profile.name):
-            table.rows[plan.label] = {}
+        adaptive = {c.label for c in spec.columns_for(profile.name) if c.adaptive}
+        table = Table(spec.title, columns, model_rows(spec, profile), adaptive=adaptive)
         for column in columns:
             units = [u for u in expected if u.attack == column]
             for (model, col), cell in cells_by_seed(rows, value_of(column),

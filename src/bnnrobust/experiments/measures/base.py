@@ -283,6 +283,11 @@ def cells_by_seed(rows: dict[str, Row], value_of, *, expected: Sequence[Unit]
     return cells
 
 
+def model_rows(spec: Spec, profile: Profile) -> dict[str, dict[str, Cell]]:
+    """An empty row per model of the profile, in the spec's order (a table's starting rows)."""
+    return {p.label: {} for p in spec.model_plans(profile.name)}
+
+
 def attach_references(spec: Spec, table: Table) -> Table:
     """Put the paper's values (and ±) into the cells they belong to (adding empty cells for
     rows the profile did not run only when the row exists)."""

@@ -28,6 +28,7 @@ from bnnrobust.experiments.measures.base import (
     Task,
     attach_references,
     cells_by_seed,
+    model_rows,
 )
 from bnnrobust.experiments.store import Row
 
@@ -68,9 +69,8 @@ class BlackBoxMeasure(Measure):
 
     def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
         expected = [t.unit for t in self.tasks(spec, profile)]
-        table = Table(spec.title, [c.label for c in spec.columns_for(profile.name)], {})
-        for plan in spec.model_plans(profile.name):
-            table.rows[plan.label] = {}
+        table = Table(spec.title, [c.label for c in spec.columns_for(profile.name)],
+                      model_rows(spec, profile))
         for column in spec.columns_for(profile.name):
             key = METRICS[column.metric]
             units = [u for u in expected if u.attack == column.label]

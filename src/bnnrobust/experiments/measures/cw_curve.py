@@ -27,6 +27,7 @@ from bnnrobust.experiments.measures.base import (
     Task,
     attach_references,
     cells_by_seed,
+    model_rows,
 )
 from bnnrobust.experiments.store import Row
 
@@ -77,9 +78,7 @@ class CWCurveMeasure(Measure):
 
     def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
         expected = [t.unit for t in self.tasks(spec, profile)]
-        table = Table(spec.title, self.table_columns(spec, profile.name), {})
-        for plan in spec.model_plans(profile.name):
-            table.rows[plan.label] = {}
+        table = Table(spec.title, self.table_columns(spec, profile.name), model_rows(spec, profile))
         for column in spec.columns_for(profile.name):
             units = [u for u in expected if u.attack == column.label]
             for it in sorted(set(column.params["iterations"])):

@@ -39,6 +39,7 @@ from bnnrobust.experiments.measures.base import (
     Task,
     attach_references,
     cells_by_seed,
+    model_rows,
 )
 from bnnrobust.experiments.store import Row
 
@@ -125,16 +126,15 @@ class ExactMeasure(Measure):
             [p for r in got for p in r.value["points"]]), expected=units)
 
     def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
-        models = [p.label for p in spec.model_plans(profile.name)]
         columns = spec.columns_for(profile.name)
         flips = Table(f"{spec.title}: flip rate", [c.label for c in columns],
-                      {m: {} for m in models})
+                      model_rows(spec, profile))
         objective = Table(f"{spec.title}: mean objective f_target − f_prediction",
                           [f"{c.label} objective" for c in columns],
-                          {m: {} for m in models}, unit="objective")
+                          model_rows(spec, profile), unit="objective")
         milp = [c for c in columns if c.attack == "milp"]
         stats = Table(f"{spec.title}: MILP solve statistics",
-                      [f"{c.label} {s}" for c in milp for s in STATS], {m: {} for m in models},
+                      [f"{c.label} {s}" for c in milp for s in STATS], model_rows(spec, profile),
                       unit="% proven / seconds")
         for column in columns:
             for (model, _), cell in self._cells(
