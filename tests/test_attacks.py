@@ -65,6 +65,34 @@ def test_margin_loss_fgsm_closed_form_on_a_saturated_linear_model():
     assert torch.allclose(x_t - x, 0.05 * torch.sign(w[target] - w[best_other]), atol=1e-7)
 
 
+def test_temperature_divides_the_logits_before_the_loss():
+    # Closed form: the CE gradient w.r.t. x of CE(z / T, y) on a linear model is
+    # (softmax(z / T) - onehot(y)) @ W / T; a tiny T on a saturated model still sees the
+    # direction the softmax at T = 1 hides (Galloway et al. 2018, Figure 5).
+    torch.manual_seed(3)
+    model = nn.Linear(6, 3)
+    x = inner_inputs(5, 6)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    w = model.weight.detach()
+    for t in (0.5, 1.0, 4.0):
+        with torch.no_grad():
+            p = torch.softmax(model(x) / t, dim=1)
+        expected = (p - nn.functional.one_hot(y, 3).float()) @ w / t / len(x)
+        got = FGSM(model, eps=0.1, temperature=t).input_gradient(x, y)
+        assert torch.allclose(got, expected, atol=1e-6)
+    assert FGSM(model, temperature=2.0).settings()["temperature"] == 2.0
+
+
+def test_input_gradient_is_the_attack_direction_and_restores_the_model():
+    model = build("galloway-cnn", width=4, precision="stochastic")
+    model.train()
+    x, y = torch.rand(3, 1, 28, 28) * 0.5 + 0.25, torch.tensor([0, 1, 2])
+    atk = FGSM(model, eps=0.1, seed=7)
+    direction = atk.input_gradient(x, y).sign()
+    assert torch.allclose(atk(x, y), (x + 0.1 * direction).clamp(0, 1), atol=1e-7)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
 def test_cw_finds_near_minimal_l2_on_linear_model():
     model = linear2(20)
     x = inner_inputs(12, 20, margin=0.3)
@@ -218,6 +246,8 @@ BAD = [
     (lambda m: FGSM("not a model"), "model must be a torch.nn.Module"),
     (lambda m: PGD(m, loss="hinge"), "pgd does not take loss='hinge'; expected one of ce, margin"),
     (lambda m: CWL2(m, loss="margin"), "cw does not take loss='margin'; expected one of ce"),
+    (lambda m: FGSM(m, temperature=0), "temperature must be a finite number > 0"),
+    (lambda m: CWL2(m, temperature=0.5), "cw optimizes its own objective and takes no temp"),
 ]
 
 

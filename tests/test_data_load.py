@@ -230,3 +230,13 @@ def test_real_mnist(data_root):
 def test_real_fashion_mnist(data_root):
     x, y = load("fashion-mnist", "test", root=data_root)
     assert x.shape == (10000, 1, 28, 28) and y.bincount().tolist() == [1000] * 10
+
+
+def test_generated_and_dataset_is_the_truth_table():
+    from bnnrobust.data import load as load_data
+
+    x, y = load_data("and", "train")
+    assert x.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]] and y.tolist() == [0, 0, 0, 1]
+    assert load_data("and", "test", limit=2)[1].tolist() == [0, 0]
+    with pytest.raises(DatasetError, match="unknown split 'val' for 'and'"):
+        load_data("and", "val")

@@ -24,6 +24,9 @@ Adaptive options shared by every gradient attack:
   (untargeted) or ``z_t − max_{j≠t} z_j`` (targeted) instead of the cross-entropy. Its gradient
   does not vanish when the softmax saturates, which is how Galloway et al.'s model B hides
   from FGSM: the "attack the logits" adaptive evaluation.
+- ``temperature=T``: the loss sees ``logits / T`` (the attacker's guess of a softmax
+  temperature, as in defensive distillation; Galloway et al. 2018, Figure 5). T < 1 sharpens
+  a saturated softmax back into a useful gradient direction.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ class Attack:
         seed: seed of the attack's random numbers (random starts, random targets, and the
             stochastic layers' samples during the attack).
         loss: ``"ce"`` (cross-entropy, default) or ``"margin"`` (on the logits; see above).
+        temperature: divide the logits by this before the loss (default 1: no change).
     """
 
     name = "attack"
@@ -171,7 +175,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, *, target: str | torch.Tensor | None = None,
                  eot_samples: int = 1, bpda: bool = False, seed: int = 0,
-                 loss: str = "ce") -> None:
+                 loss: str = "ce", temperature: float = 1.0) -> None:
         if not isinstance(model, nn.Module):
             raise AttackError(f"model must be a torch.nn.Module returning logits, got "
                               f"{type(model).__name__}.")
@@ -184,6 +188,10 @@ class Attack:
         self.model = model
         self.target = target
         self.loss_kind = loss
+        self.temperature = check_positive("temperature", temperature)
+        if self.temperature != 1.0 and self.losses != LOSSES:
+            raise AttackError(f"{self.name} optimizes its own objective and takes no "
+                              f"temperature (got {temperature!r}); leave it at 1.")
         self.eot_samples = check_steps("eot_samples", eot_samples)
         self.bpda = bool(bpda)
         self.seed = int(seed)
@@ -205,7 +213,7 @@ class Attack:
     def settings(self) -> dict[str, Any]:
         """The attack's name and parameters, as plain data."""
         out = {"attack": self.name, "eot_samples": self.eot_samples, "bpda": self.bpda,
-               "seed": self.seed, "loss": self.loss_kind,
+               "seed": self.seed, "loss": self.loss_kind, "temperature": self.temperature,
                "target": self.target if isinstance(self.target, str) or self.target is None
                else "tensor"}
         out.update(self._params())
@@ -229,16 +237,8 @@ class Attack:
     def _attack(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *,
                 measure: bool) -> _Outcome:
         """Validate, set the model up (eval, frozen, seeded, BPDA) and run :meth:`_perturb`."""
-        device = model_device(self.model)
-        x, y = self._validate(x, y)
-        x, y = x.to(device), y.to(device)
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        with ExitStack() as stack:
-            stack.enter_context(eval_mode(self.model))
-            stack.enter_context(frozen(self.model))
-            stack.enter_context(seeded(self.model, self.seed))
-            if self.bpda:
-                stack.enter_context(bpda_mode(self.model))
+        x, y = self._prepare_inputs(x, y)
+        with self._prepared_model():
             tgt = self._resolve_target(x, y, target if target is not None else self.target)
             x_adv, extra = self._perturb(x, y, tgt)
             x_adv = x_adv.detach().clamp(0.0, 1.0)
@@ -247,6 +247,37 @@ class Attack:
                 with torch.no_grad():
                     success = self.is_success(self.model(x_adv), y, tgt)
         return _Outcome(x, x_adv, tgt, success, extra)
+
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor, *,
+                       target: torch.Tensor | None = None) -> torch.Tensor:
+        """The input gradient the attack follows at ``x`` (its loss, temperature, EOT and
+        BPDA settings; model set up as during the attack), on ``x``'s device."""
+        out_device = x.device
+        x, y = self._prepare_inputs(x, y)
+        with self._prepared_model():
+            tgt = self._resolve_target(x, y, target if target is not None else self.target)
+            _, grad = self.gradient(x, y, tgt)
+        return grad.to(out_device)
+
+    def _prepare_inputs(self, x: torch.Tensor, y: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated inputs on the model's device; the attack's generator reseeded."""
+        device = model_device(self.model)
+        x, y = self._validate(x, y)
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return x.to(device), y.to(device)
+
+    @contextmanager
+    def _prepared_model(self) -> Iterator[None]:
+        """Eval mode, frozen parameters, seeded stochastic layers and (with ``bpda``) the
+        surrogate gradients, all undone afterwards."""
+        with ExitStack() as stack:
+            stack.enter_context(eval_mode(self.model))
+            stack.enter_context(frozen(self.model))
+            stack.enter_context(seeded(self.model, self.seed))
+            if self.bpda:
+                stack.enter_context(bpda_mode(self.model))
+            yield
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -259,7 +290,10 @@ class Attack:
              target: torch.Tensor | None) -> torch.Tensor:
         """Per-sample loss the attack ascends: CE on the label, or minus CE on the target; with
         ``loss="margin"`` the logit margin of the best other class over the label (untargeted)
-        or of the target over the best other class (targeted)."""
+        or of the target over the best other class (targeted). Logits are divided by the
+        temperature first."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         if self.loss_kind == "margin":
             goal = target if target is not None else y
             picked = logits.gather(1, goal[:, None])[:, 0]

@@ -12,8 +12,10 @@ from bnnrobust.data.loading import (
 from bnnrobust.data.quantize import InputQuantizer
 from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
 from bnnrobust.data.registry import REGISTRY, DatasetSpec, FileSpec
+from bnnrobust.data.synthetic import GENERATED
 
 __all__ = [
+    "GENERATED",
     "REGISTRY",
     "DatasetSpec",
     "DatasetStatus",

@@ -21,6 +21,7 @@ import torch
 from bnnrobust.data.download import VerifiedFiles, atomic_write_bytes, fetch
 from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
 from bnnrobust.data.registry import REGISTRY, SPLITS, DatasetSpec, FileSpec
+from bnnrobust.data.synthetic import GENERATED
 from bnnrobust.errors import DatasetError
 
 _DECODER_VERSION = "1"
@@ -194,7 +195,8 @@ def load(name: str, split: str = "train", *, root: str | Path | None = None,
     """Load a dataset split as ``(x, y)``: x float32 in [0, 1], N×C×H×W; y int64.
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or ``"cifar100"``.
+        name: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"cifar100"``, or a generated
+            dataset of :data:`~bnnrobust.data.synthetic.GENERATED` (``"and"``).
         split: ``"train"`` or ``"test"``.
         root: datasets folder (default ``$BNNROBUST_DATA`` or ``~/.cache/bnnrobust/data``).
         download: fetch missing files from the official mirrors (md5-checked, atomic).
@@ -202,6 +204,12 @@ def load(name: str, split: str = "train", *, root: str | Path | None = None,
     """
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise DatasetError(f"limit must be a positive integer or None, got {limit!r}.")
+    if name in GENERATED:
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r} for {name!r}; expected 'train' or "
+                               "'test'.")
+        x, y = GENERATED[name]()
+        return (x, y) if limit is None else (x[:limit], y[:limit])
     images, labels = load_arrays(name, split, root=root, download=download)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]

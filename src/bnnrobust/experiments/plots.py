@@ -4,6 +4,11 @@
   error bar), the paper's value as a black tick on the bar.
 - :func:`lines_by_parameter`: a table's values against a column parameter (e.g. ``eps``),
   one line per model, one panel per attack, the paper's values as open markers.
+- :func:`heatmaps`: a grid of heat maps, one row per model (Galloway's toy surfaces).
+- :func:`panels_of_lines`: a grid of line panels, one per (row, column) key (logits against
+  ε per model and temperature).
+- :func:`boxes`: box plots of per-input values per group (Panda's activation norms).
+- :func:`traces`: mean incumbent objective over time (Khalil Figure 4).
 """
 
 from __future__ import annotations
@@ -148,3 +153,65 @@ def traces(spec, series: dict[str, list], out: Path, *, horizon: float) -> Figur
     save(fig, path)
     return Figure(path, "Mean incumbent objective over time per model and attack (objective "
                         "> 0 flips the point).")
+
+
+def heatmaps(spec, rows: list, out: Path, *, xlabel: str, ylabel: str, caption: str) -> Figure:
+    """One row of heat maps per entry of ``rows``: ``(name, [low, high], [(title, 2-D values
+    with rows along the y axis)])``."""
+    ncols = max(len(panels) for _, _, panels in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(4.2 * ncols, 3.4 * len(rows)),
+                             squeeze=False)
+    for ax_row, (name, (low, high), panels) in zip(axes, rows, strict=True):
+        for ax, (title, values) in zip(ax_row, panels, strict=False):
+            image = ax.imshow(values, origin="lower", extent=(low, high, low, high),
+                              aspect="auto", cmap="viridis")
+            fig.colorbar(image, ax=ax, fraction=0.046)
+            ax.set_title(f"{name}: {title}", fontsize=8)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+    fig.suptitle(spec.title, fontsize=9)
+    fig.tight_layout()
+    path = figure_path(out, spec.name)
+    save(fig, path)
+    return Figure(path, caption)
+
+
+def panels_of_lines(spec, panels: dict[tuple[str, str], dict[str, list]], out: Path, *,
+                    xlabel: str, ylabel: str, caption: str) -> Figure:
+    """A grid of panels keyed ``(row, column)``; each panel maps a line name to its
+    ``[(x, y), ...]`` points."""
+    row_keys = list(dict.fromkeys(r for r, _ in panels))
+    col_keys = list(dict.fromkeys(c for _, c in panels))
+    fig, axes = plt.subplots(len(row_keys), len(col_keys),
+                             figsize=(3.6 * len(col_keys), 3.0 * len(row_keys)),
+                             squeeze=False, sharex=True)
+    for (r, c), lines in panels.items():
+        ax = axes[row_keys.index(r)][col_keys.index(c)]
+        for name, points in lines.items():
+            ax.plot(*zip(*points, strict=True), label=name, linewidth=1)
+        ax.set_title(f"{r}, {c}", fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    fig.suptitle(spec.title, fontsize=9)
+    fig.tight_layout()
+    path = figure_path(out, spec.name)
+    save(fig, path)
+    return Figure(path, caption)
+
+
+def boxes(spec, groups: dict[str, dict[str, list[float]]], out: Path, *, ylabel: str,
+          caption: str) -> Figure:
+    """One panel per group (e.g. model), one box per entry (e.g. ε) of per-input values."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, (group, entries) in zip(axes[0], groups.items(), strict=True):
+        ax.boxplot(list(entries.values()), whis=(0, 100))
+        ax.set_xticks(range(1, len(entries) + 1), list(entries), fontsize=7, rotation=20)
+        ax.set_title(group, fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(spec.title, fontsize=9)
+    fig.tight_layout()
+    path = figure_path(out, spec.name)
+    save(fig, path)
+    return Figure(path, caption)

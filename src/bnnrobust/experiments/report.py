@@ -97,14 +97,15 @@ def cell_text(cell, *, unit: str) -> tuple[str, bool]:
     """``ours ± std / paper ± pm (diff)`` and whether ours lies outside the paper's ±."""
     if cell is None:
         return "—", False
-    ours = "—" if cell.mean is None else f"{cell.mean:.1f}" + (
-        f" ± {cell.std:.1f}" if cell.std is not None else "")
+    form = ".1f" if unit == "%" else ".3g"
+    ours = "—" if cell.mean is None else f"{cell.mean:{form}}" + (
+        f" ± {cell.std:{form}}" if cell.std is not None else "")
     if not cell.complete:
         ours += " (incomplete)"
     if cell.paper is None:
         return ours, False
     paper = f"{cell.paper:g}" + (f" ± {cell.pm:g}" if cell.pm is not None else "")
-    diff = f" ({cell.diff:+.1f})" if cell.diff is not None else ""
+    diff = f" ({cell.diff:+{form}})" if cell.diff is not None else ""
     return f"{ours} / {paper}{diff}", cell.outside
 
 
@@ -127,8 +128,8 @@ def write_markdown(rep: SpecReport, out: Path) -> Path:
     for table in rep.tables:
         lines += [f"## {table.title}", "",
                   f"Cells: ours (mean ± std over seeds) / the paper's value ± as printed "
-                  f"(difference), in {table.unit}. ⚠: ours outside the paper's ±. †: adaptive "
-                  "attack (not in the paper).", ""]
+                  f"(difference){', in ' + table.unit if table.unit else ''}. ⚠: ours outside "
+                  "the paper's ±. †: adaptive attack (not in the paper).", ""]
         head = ["Model"] + [c + (" †" if c in table.adaptive else "") for c in table.columns]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -237,8 +238,9 @@ def _html_table(table: Table) -> str:
             tds.append(f"<td class='{'outside' if outside else ''}'>{esc(text)}"
                        f"{' ⚠' if outside else ''}</td>")
         body.append(f"<tr><td>{esc(model)}</td>{''.join(tds)}</tr>")
-    return (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference), "
-            f"{esc(table.unit)}; ⚠ outside the paper's ±; † adaptive attack</caption>"
+    return (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference)"
+            f"{', ' + esc(table.unit) if table.unit else ''}; ⚠ outside the paper's ±; "
+            "† adaptive attack</caption>"
             f"<thead><tr><th>Model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 

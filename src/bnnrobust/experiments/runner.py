@@ -24,7 +24,7 @@ import bnnrobust
 from bnnrobust.experiments.executors import Executor, run
 from bnnrobust.experiments.measures import Outcome, Task, execute, measure_named
 from bnnrobust.experiments.measures.base import trained_model
-from bnnrobust.experiments.spec import SYNTHETIC_DATASETS, UNSUPPORTED_DATASETS, Spec
+from bnnrobust.experiments.spec import UNSUPPORTED_DATASETS, Spec
 from bnnrobust.experiments.store import ResultStore
 
 
@@ -65,10 +65,10 @@ def code_version() -> str:
 
 def missing_data(spec: Spec, *, data_root: str | Path | None = None) -> str | None:
     """One line naming what the spec needs when its dataset is not here, else None."""
+    from bnnrobust.data import GENERATED, get_spec, status
     from bnnrobust.data import data_root as resolve_root
-    from bnnrobust.data import get_spec, status
 
-    if spec.dataset in SYNTHETIC_DATASETS:
+    if spec.dataset in GENERATED:
         return None
     if spec.dataset in UNSUPPORTED_DATASETS:
         return f"{spec.name}: needs {UNSUPPORTED_DATASETS[spec.dataset]}."

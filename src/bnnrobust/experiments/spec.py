@@ -57,9 +57,8 @@ else:  # pragma: no cover - Python 3.10
 
 PAPERS = ("galloway2018", "khalil2019", "panda2019")
 PROFILES = ("paper", "quick")
-#: datasets a spec may name: the readers' datasets, the toy AND problem (generated), and
-#: ImageNet (no reader: such a spec reports what it needs and does not run)
-SYNTHETIC_DATASETS = ("and",)
+#: datasets a spec may name: the readers' datasets, the generated ones (the toy AND problem),
+#: and ImageNet (no reader: such a spec reports what it needs and does not run)
 UNSUPPORTED_DATASETS = {"imagenet": "ImageNet ILSVRC2012 (ILSVRC2012_img_train.tar, "
                                     "ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz); "
                                     "bnnrobust has no ImageNet reader yet"}
@@ -291,9 +290,9 @@ def load(path: Path | str) -> Spec:
 
 
 def _check_dataset(path: Path, name: str) -> None:
-    from bnnrobust.data import REGISTRY
+    from bnnrobust.data import GENERATED, REGISTRY
 
-    valid = (*REGISTRY, *SYNTHETIC_DATASETS, *UNSUPPORTED_DATASETS)
+    valid = (*REGISTRY, *GENERATED, *UNSUPPORTED_DATASETS)
     _choice(path, "dataset", name, valid)
 
 

@@ -24,6 +24,9 @@ MEASURES = {
     "cw_curve": "bnnrobust.experiments.measures.cw_curve:CWCurveMeasure",
     "blackbox": "bnnrobust.experiments.measures.blackbox:BlackBoxMeasure",
     "exact": "bnnrobust.experiments.measures.exact:ExactMeasure",
+    "toy_surface": "bnnrobust.experiments.measures.toy_surface:ToySurfaceMeasure",
+    "logit_sweep": "bnnrobust.experiments.measures.logit_sweep:LogitSweepMeasure",
+    "activation_norm": "bnnrobust.experiments.measures.activation_norm:ActivationNormMeasure",
 }
 _INSTANCES: dict[str, Measure] = {}
 

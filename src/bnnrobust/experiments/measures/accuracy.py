@@ -74,22 +74,8 @@ class AccuracyMeasure(Measure):
 
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Counts over the task's test points (see the module docstring)."""
-        params = dict(task.column["params"])
-        passes = params.pop("passes", 5)
-        all_targets = params.pop("all_targets", False)
-        params.setdefault("seed", task.unit.seed)
-        x, y = x.to(model_device(model)), y.to(model_device(model))
-        success, l2_sum = 0, 0.0
-        if task.column["attack"] == "clean":
-            x_adv = x
-        else:
-            target = None
-            if all_targets:
-                x, y, target = expand_targets(x, y, model.num_classes)
-            attack = ATTACKS[task.column["attack"]](model, **params)
-            out = run_batched(attack, x, y, target=target)
-            x_adv, success = out["x_adv"], int(out["success"].sum())
-            l2_sum = float(out["l2"][out["success"]].sum())
+        passes = task.column["params"].get("passes", 5)
+        x, y, x_adv, success, l2_sum = attacked(task, model, x, y)
         value = {"n": len(y), "success": success, "l2_sum": l2_sum,
                  "correct": accuracy(model, x_adv, y, passes=passes, device=model_device(model))
                  * len(y)}
@@ -144,3 +130,23 @@ def attack_parameters(name: str) -> list[str]:
         names |= {p.name for p in inspect.signature(cls.__init__).parameters.values()
                   if p.kind is inspect.Parameter.KEYWORD_ONLY}
     return sorted(names | set(MEASURE_OPTIONS))
+
+
+def attacked(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, float]:
+    """Run the task's column on ``(x, y)``: ``(x, y, x_adv, successes, summed L2 of the
+    successful perturbations)`` on the model's device (``x``, ``y`` repeated once per other
+    class with ``all_targets``; ``x_adv = x`` for ``clean``)."""
+    params = dict(task.column["params"])
+    params.pop("passes", None)
+    all_targets = params.pop("all_targets", False)
+    params.setdefault("seed", task.unit.seed)
+    x, y = x.to(model_device(model)), y.to(model_device(model))
+    if task.column["attack"] == "clean":
+        return x, y, x, 0, 0.0
+    target = None
+    if all_targets:
+        x, y, target = expand_targets(x, y, model.num_classes)
+    out = run_batched(ATTACKS[task.column["attack"]](model, **params), x, y, target=target)
+    return (x, y, out["x_adv"], int(out["success"].sum()),
+            float(out["l2"][out["success"]].sum()))

@@ -1,0 +1,143 @@
+"""The ``toy_surface`` measure: decision surface and forward derivative of a two-input model
+on a grid (Galloway et al. 2018, Appendix B, Figures 3 and 4; after Papernot et al. 2016).
+
+The column's attack is ``surface`` with parameters ``grid`` (points per axis, default 101) and
+``range`` (``[low, high]`` of both inputs, default ``[0, 1]``). A unit stores, for one model and
+seed, the model's output F = sigmoid(logit) at every grid point, the forward derivative
+∂F/∂x2 computed by autograd (through the straight-through estimator of a quantized layer:
+the gradient a saliency-map attacker sees), and how many of the AND truth table's four points
+the model gets right. The table shows per model: the truth-table accuracy (%), the share of
+the grid where ∂F/∂x2 is exactly zero (%: the "destroyed" derivative of the paper's Figure 4)
+and the largest |∂F/∂x2|. The figure draws both surfaces per model as heat maps (the paper
+draws them in 3-D). The paper prints no numbers for these figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bnnrobust.attacks.base import model_device
+from bnnrobust.experiments.measures.base import (
+    Figure,
+    Measure,
+    MeasureError,
+    Table,
+    Task,
+    cells_by_seed,
+    model_rows,
+)
+from bnnrobust.experiments.store import Row
+from bnnrobust.train import eval_mode
+
+STATS = ("AND accuracy (%)", "∂F/∂x2 = 0 (% of grid)", "max of abs(∂F/∂x2)")
+
+
+def _options(params: dict[str, Any]) -> tuple[int, tuple[float, float]]:
+    grid = params.get("grid", 101)
+    low_high = params.get("range", [0.0, 1.0])
+    return grid, (float(low_high[0]), float(low_high[1]))
+
+
+def surface(model: torch.nn.Module, *, grid: int, low: float, high: float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(F, ∂F/∂x2)`` on a ``grid`` × ``grid`` mesh of [low, high]² (rows: x2, columns: x1),
+    F = sigmoid of the model's single logit; the derivative by autograd, in eval mode."""
+    axis = torch.linspace(low, high, grid)
+    x2, x1 = torch.meshgrid(axis, axis, indexing="ij")
+    points = torch.stack([x1.flatten(), x2.flatten()], dim=1).to(model_device(model))
+    points.requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
+        out = torch.sigmoid(model(points)[:, 0])
+        (grad,) = torch.autograd.grad(out.sum(), points)
+    return out.detach().view(grid, grid).cpu(), grad[:, 1].view(grid, grid).cpu()
+
+
+class ToySurfaceMeasure(Measure):
+    """See the module docstring."""
+
+    name = "toy_surface"
+    attacks = ("surface",)
+    chunked = False
+
+    def check_column(self, column) -> None:  # noqa: D102
+        super().check_column(column)
+        unknown = sorted(set(column.params) - {"grid", "range"})
+        if unknown:
+            raise MeasureError(f"surface takes grid and range, not {', '.join(unknown)}.")
+        grid, _ = _options(column.params)
+        low_high = column.params.get("range", [0.0, 1.0])
+        if not isinstance(grid, int) or isinstance(grid, bool) or not 2 <= grid <= 1001:
+            raise MeasureError(f"grid must be an integer from 2 to 1001, got {grid!r}.")
+        if not (isinstance(low_high, list) and len(low_high) == 2
+                and all(isinstance(v, (int, float)) for v in low_high)
+                and low_high[0] < low_high[1]):
+            raise MeasureError(f"range must be [low, high] with low < high, got {low_high!r}.")
+
+    def check_spec(self, spec) -> None:  # noqa: D102
+        if spec.dataset != "and":
+            raise MeasureError(f"the toy_surface measure needs dataset = \"and\" (two inputs), "
+                               f"got {spec.dataset!r}.")
+
+    def table_columns(self, spec, profile: str = "paper") -> list[str]:  # noqa: D102
+        columns = spec.columns_for(profile)
+        return [_label(c, stat, single=len(columns) == 1) for c in columns for stat in STATS]
+
+    def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """Surface, derivative and truth-table count (see the module docstring)."""
+        grid, (low, high) = _options(task.column["params"])
+        out, grad = surface(model, grid=grid, low=low, high=high)
+        with torch.no_grad(), eval_mode(model):
+            pred = (model(x.to(model_device(model)))[:, 0] > 0).long().cpu()
+        return {"grid": grid, "range": [low, high],
+                "surface": [[round(v, 6) for v in row] for row in out.tolist()],
+                "derivative": [[float(f"{v:.6g}") for v in row] for row in grad.tolist()],
+                "correct": int((pred == y).sum()), "n": len(y)}
+
+    def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
+        expected = [t.unit for t in self.tasks(spec, profile)]
+        columns = spec.columns_for(profile.name)
+        table = Table(spec.title, self.table_columns(spec, profile.name),
+                      model_rows(spec, profile), unit="")
+        readers = (lambda v: 100.0 * v["correct"] / v["n"],
+                   lambda v: 100.0 * _flat_share(v["derivative"]),
+                   lambda v: max(abs(d) for row in v["derivative"] for d in row))
+        for column in columns:
+            units = [u for u in expected if u.attack == column.label]
+            for stat, read in zip(STATS, readers, strict=True):
+                label = _label(column, stat, single=len(columns) == 1)
+                for (model, _), cell in cells_by_seed(
+                        rows, lambda got, read=read: read(got[0].value), expected=units).items():
+                    table.rows[model][label] = cell
+        return [table]
+
+    def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
+        from bnnrobust.experiments.plots import heatmaps
+
+        panels = []
+        seed = profile.seeds[0]
+        for task in self.tasks(spec, profile):
+            row = rows.get(task.unit.key)
+            if row is None or task.unit.seed != seed:
+                continue
+            v = row.value
+            name = task.unit.model if len(spec.columns_for(profile.name)) == 1 \
+                else f"{task.unit.model} ({task.unit.attack})"
+            panels.append((name, v["range"], [("F (decision surface)", v["surface"]),
+                                              ("∂F/∂x2 (forward derivative)", v["derivative"])]))
+        if not panels:
+            return []
+        return [heatmaps(spec, panels, out, xlabel="x1", ylabel="x2",
+                         caption=f"Output F and forward derivative ∂F/∂x2 per model (seed "
+                                 f"{seed}), as heat maps; the paper draws them as 3-D surfaces.")]
+
+
+def _label(column, stat: str, *, single: bool) -> str:
+    return stat if single else f"{column.label}: {stat}"
+
+
+def _flat_share(derivative: list[list[float]]) -> float:
+    values = [d for row in derivative for d in row]
+    return sum(1 for d in values if d == 0.0) / len(values)
