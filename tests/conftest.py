@@ -116,3 +116,19 @@ def cifar_batch_bytes(n: int, *, seed: int, label_key: str = "labels",
     batch = {b"batch_label": b"generated", label_key.encode(): labels.tolist(), b"data": data,
              b"filenames": [f"img{i}.png".encode() for i in range(n)]}
     return pickle.dumps(batch, protocol=2), data, labels
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``bnnrobust ARGS`` in-process: ``(exit code, stdout, stderr)``."""
+    import sys
+
+    from bnnrobust.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bnnrobust", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

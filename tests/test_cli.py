@@ -5,20 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+from conftest import run_cli as run
 
-from bnnrobust.cli import app, main
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["bnnrobust", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
+from bnnrobust.cli import app
 
 COMMANDS = {
     "datasets": ["--root", "--verify"],
@@ -44,6 +33,9 @@ COMMANDS = {
     "reproduce": ["--profile", "--executor", "--workers", "--address", "--device", "--store",
                   "--list", "--report"],
     "report": ["--profile", "--store", "--out"],
+    "audit": ["--eps", "--dataset", "--points", "--restarts", "--steps", "--eot", "--cw-steps",
+              "--transfer", "--holdout", "--exact-points", "--exact-time", "--seed", "--device",
+              "--root", "--out"],
 }
 
 

@@ -282,3 +282,42 @@ def test_index_html_renders_in_headless_chromium(tmp_path, fake_mnist):
     images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
     assert images is not None, "the page's load handler did not run"
     assert int(images.group(1)) >= 1 and images.group(1) == images.group(2)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_reproduce_and_report_commands_resume_and_explain_bad_input(monkeypatch, capsys,
+                                                                    tmp_path, fake_mnist):
+    from conftest import run_cli as run
+
+    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "specs"))
+    store = str(tmp_path / "s.sqlite")
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--store", store)
+    assert code == 0, err
+    assert "12 units, 0 already stored, 12 computed" in " ".join(out.split())
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018", "--store", store,
+                         "--report", str(tmp_path / "r"))
+    text = " ".join(out.split())
+    assert code == 0 and "12 units, 12 already stored, 0 computed" in text, err
+    assert (tmp_path / "r" / "index.html").exists()
+    code, out, _ = run(monkeypatch, capsys, "reproduce", "--list")
+    assert code == 0 and "galloway2018/tiny" in out
+    code, out, _ = run(monkeypatch, capsys, "report", "--store", store, "--out",
+                       str(tmp_path / "r2"))
+    assert code == 0 and "galloway2018/tiny: 12/12 units" in out
+    for args, message in [
+        (["reproduce", "galloway2018/tiny", "--profile", "fast"],
+         "--profile must be one of paper, quick, got 'fast'"),
+        (["report", "--profile", "full"], "--profile must be one of paper, quick"),
+        (["reproduce", "galloway2018/tabel1"], "no spec 'galloway2018/tabel1'; valid specs: "
+                                               "galloway2018/tiny"),
+        (["reproduce"], "name at least one spec"),
+        (["reproduce", "galloway2018/tiny", "--executor", "spark"], "unknown executor 'spark'"),
+        (["reproduce", "galloway2018/tiny", "--workers", "0"], "workers must be an integer >= 1"),
+    ]:
+        code, _, err = run(monkeypatch, capsys, *args, "--store", store)
+        assert code == 2 and message in " ".join(err.split()), (args, err)
+        assert "Traceback" not in err
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "nowhere"))
+    code, _, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny")
+    assert code == 2 and "BNNROBUST_EXPERIMENTS" in " ".join(err.split())

@@ -1,4 +1,5 @@
-"""The reproduction commands of the ``bnnrobust`` CLI: ``reproduce`` and ``report``."""
+"""The reproduction and audit commands of the ``bnnrobust`` CLI: ``reproduce``, ``report``
+and ``audit``."""
 
 from __future__ import annotations
 
@@ -81,8 +82,11 @@ def reproduce(
 
     _check_profile(profile)
     if list_specs:
-        table = Table("spec", "title", "dataset", "measure", "data", "units quick",
-                      "units paper")
+        table = Table()
+        table.add_column("spec", no_wrap=True)  # the name to type: never cut
+        table.add_column("title", no_wrap=True, overflow="ellipsis", max_width=40)
+        for name in ("dataset", "measure", "data", "units quick", "units paper"):
+            table.add_column(name)
         for spec in _specs(specs, default_all=True):
             missing = missing_data(spec)
             table.add_row(spec.name, spec.title[:60], spec.dataset, spec.measure,
@@ -132,7 +136,80 @@ def report_command(
     out.print(f"report: {index.resolve()}", highlight=False)
 
 
+def audit(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by 'bnnrobust train' "
+                                                    "(or found in the checkpoint cache).")],
+    eps: Annotated[list[float] | None, typer.Option(
+        help="L∞ budgets, e.g. --eps 0.1 0.2 0.3 (default: 0.1 0.2 0.3 for 28×28 data, "
+             "2/255 4/255 8/255 for CIFAR).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Test set to audit on (default: the checkpoint's training "
+                          "dataset, else mnist).")] = None,
+    points: Annotated[int, typer.Option(
+        help="Test points audited (taken after the substitute's seed inputs).")] = 500,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 5,
+    steps: Annotated[int, typer.Option(help="PGD steps (step size 2.5·ε/steps).")] = 40,
+    eot: Annotated[int, typer.Option(
+        "--eot", help="EOT passes per gradient when the model is random at test time.")] = 10,
+    cw_steps: Annotated[int, typer.Option(
+        "--cw-steps", help="CW-L2 iterations (Galloway's settings otherwise).")] = 100,
+    transfer: Annotated[bool, typer.Option(
+        help="Run the black-box transfer attack (Papernot substitute, FGSM).")] = True,
+    holdout: Annotated[int, typer.Option(
+        help="Test inputs that seed the substitute (the audited points come after them).")] = 150,
+    exact_points: Annotated[int, typer.Option(
+        "--exact-points", help="Points given to the exact attack (fully connected BNNs "
+                               "only; 0 = skip).")] = 10,
+    exact_time: Annotated[float, typer.Option(
+        "--exact-time", help="Seconds per point and ε for the exact attack.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of every attack and the substitute.")] = 0,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto (CUDA if present, else CPU), cpu or cuda.")] = "auto",
+    root: Annotated[Path | None, typer.Option(
+        "--root", help="Datasets folder (overrides $BNNROBUST_DATA).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for audit.md, audit.html, audit.json and audit.png (default: "
+                      "audit-<checkpoint name>).")] = None,
+) -> None:
+    """Audit one model: FGSM, PGD with restarts, the adaptive attacks its defenses call for
+    (PGD on the logits; EOT when it is random; BPDA when its input layer is
+    non-differentiable), the transfer attack, CW-L2, and the exact attack when it is a fully
+    connected BNN. Reports per-ε worst-case robust accuracy and the gradient-masking flags,
+    as Markdown and HTML."""
+    from bnnrobust.data import load
+    from bnnrobust.device import resolve_device
+    from bnnrobust.evaluate.audit import audit as run_audit
+    from bnnrobust.evaluate.audit import default_eps
+    from bnnrobust.experiments.audit_report import write
+    from bnnrobust.train import load as load_checkpoint
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    name = dataset or ckpt.train_config.get("dataset") or "mnist"
+    x, y = load(name, "test", root=root, limit=holdout + points)
+    budgets = eps or list(default_eps(x.shape[1:]))
+    result = run_audit(ckpt.model, x, y, eps=budgets, points=points, holdout=holdout,
+                       seed=seed, pgd_steps=steps, restarts=restarts, eot_samples=eot,
+                       cw_steps=cw_steps, transfer=transfer, exact_points=exact_points,
+                       exact_time_limit=exact_time)
+    folder = out_dir or Path(f"audit-{checkpoint.stem}")
+    files = write(result, folder, source={"checkpoint": str(checkpoint), "dataset": name})
+    table = Table("attack", *(f"ε={e:.4g}" for e in result.eps))
+    for line in result.lines:
+        table.add_row(line.label + (" †" if line.kind == "adaptive" else ""),
+                      *(f"{100 * line.accuracy[e]:.1f}" for e in result.eps))
+    table.add_row("worst case", *(f"{100 * result.worst[e]:.1f}" for e in result.eps))
+    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']} on {name}: "
+              f"{result.points} points, clean {100 * result.clean_accuracy:.1f} %")
+    out.print(table)
+    for flag in result.flags:
+        out.print(f"{'FLAG' if flag.raised else 'ok  '} {flag.name}: {flag.evidence}",
+                  highlight=False)
+    out.print(f"audit: {files['html'].resolve()}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands to ``app``."""
     app.command("reproduce")(reproduce)
     app.command("report")(report_command)
+    app.command("audit")(audit)

@@ -42,6 +42,13 @@ EXPLANATIONS = {
         "Most logits are so large that the softmax saturates in float32 and the cross-entropy "
         "gradient vanishes (Galloway et al.'s explanation for model B); attack the logits "
         "directly (CW margin loss) or rescale them.",
+    "adaptive_stronger_than_standard":
+        "An adaptive attack (PGD on the logit margin, EOT, BPDA) brought accuracy well below the "
+        "standard FGSM and PGD at the same ε: the standard attacks overstate robustness, "
+        "report the adaptive numbers.",
+    "exact_finds_what_gradients_miss":
+        "The exact attack found adversarial examples for points on which every gradient "
+        "attack failed: the gradient attacks understate this model's vulnerability.",
     "transfer_stronger_than_white_box":
         "A black-box transfer attack beat the white-box attack at the same ε, a classic sign "
         "that the white-box gradients are masked.",
@@ -140,6 +147,24 @@ def transfer_vs_white_box(*, white_box_accuracy: float, transfer_accuracy: float
     return Flag("transfer_stronger_than_white_box", raised,
                 f"ε={eps}: white-box accuracy {white_box_accuracy:.1%}, transfer accuracy "
                 f"{transfer_accuracy:.1%}")
+
+
+def adaptive_vs_standard(standard: dict[float, float], adaptive: dict[float, float], *,
+                         points: float = 0.05) -> Flag:
+    """Flag an adaptive attack more than ``points`` (accuracy fraction) below the best
+    standard attack at some ε; both map ε to accuracy."""
+    worse = [e for e in standard if standard[e] - adaptive[e] > points]
+    evidence = "; ".join(f"ε={e:g}: standard {standard[e]:.1%}, adaptive {adaptive[e]:.1%}"
+                         for e in standard)
+    return Flag("adaptive_stronger_than_standard", bool(worse), evidence)
+
+
+def exact_vs_gradient(found: dict[float, int], *, points: int) -> Flag:
+    """Flag points the exact attack broke although every gradient attack failed on them
+    (``found``: ε -> how many, out of ``points``)."""
+    evidence = "; ".join(f"ε={e:g}: {n} of {points}" for e, n in found.items())
+    return Flag("exact_finds_what_gradients_miss", any(found.values()),
+                f"points broken by the exact attack only: {evidence}")
 
 
 def diagnose(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -147,17 +147,17 @@ def write_markdown(rep: SpecReport, out: Path) -> Path:
         lines += [f"![{fig.caption}]({rel.as_posix()})", "", f"*{fig.caption}*", ""]
     path = out / f"{rep.spec.name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, "\n".join(lines))
+    atomic_text(path, "\n".join(lines))
     return path
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -170,7 +170,7 @@ nav a{margin-right:1em} code{background:#f4f4f4;padding:0 3px}
 
 #: marks the body with how many images there are and how many decoded (read by the headless
 #: browser test; harmless for readers)
-_IMAGE_CHECK = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
+IMAGE_CHECK = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
                 "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){ok++;}}"
                 "document.body.setAttribute('data-images',i.length);"
                 "document.body.setAttribute('data-images-ok',ok);});</script>")
@@ -187,7 +187,7 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
     total = sum(r.seconds for r in reports)
     libs = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>bnnrobust report ({esc(profile)})</title><style>{_CSS}</style></head><body>",
+             f"<title>bnnrobust report ({esc(profile)})</title><style>{CSS}</style></head><body>",
              f"<h1>bnnrobust reproduction report — profile {esc(profile)}</h1>",
              "<table id='metadata'><tbody>",
              f"<tr><th>code version</th><td>{esc(', '.join(versions) or '—')}</td></tr>",
@@ -218,11 +218,11 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
             parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
                          f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
         parts.append("</section>")
-    parts.append(_IMAGE_CHECK)
+    parts.append(IMAGE_CHECK)
     parts.append("</body></html>")
     path = out / "index.html"
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, "\n".join(parts))
+    atomic_text(path, "\n".join(parts))
     return path
 
 
@@ -251,7 +251,7 @@ def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,
     reports = [collect(s, profile=profile, store=store, out=out, data_root=data_root)
                for s in specs]
     index = write_index(reports, out, profile=profile, store=store.path)
-    _atomic_text(out / "report.json", json.dumps(
+    atomic_text(out / "report.json", json.dumps(
         {r.spec.name: {"profile": r.profile, "planned": r.planned, "stored": r.stored,
                        "seconds": r.seconds, "missing": r.missing, "flags": r.flags,
                        "tables": [t.as_dict() for t in r.tables]} for r in reports},

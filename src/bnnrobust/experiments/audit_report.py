@@ -1,0 +1,118 @@
+"""The audit report of ``bnnrobust audit``: ``audit.md``, ``audit.html`` (self-contained page
+with the figure), ``audit.json`` and ``audit.png`` (accuracy against ε per attack, the
+worst case in bold) in one folder. See :mod:`bnnrobust.evaluate.audit` for what is measured.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bnnrobust.evaluate.audit import AuditResult
+from bnnrobust.experiments.report import CSS, IMAGE_CHECK, atomic_text
+
+KIND_NOTES = {"standard": "", "adaptive": " †", "transfer": " (black box)", "cw": "",
+              "exact": ""}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _rows(result: AuditResult) -> list[tuple[str, list[str]]]:
+    """(label, cells per ε) for every attack, then the worst case."""
+    rows = [(line.label + KIND_NOTES[line.kind], [_pct(line.accuracy.get(e)) for e in result.eps])
+            for line in result.lines]
+    if result.exact is not None:
+        rows.append(("exact (CP-SAT): attacked / unknown of "
+                     f"{result.settings['exact_points']} points",
+                     [f"{c['attacked']} / {c['unknown']}" for c in
+                      (result.exact[e] for e in result.eps)]))
+    rows.append(("worst case (robust accuracy)", [_pct(result.worst[e]) for e in result.eps]))
+    return rows
+
+
+def _summary(result: AuditResult, source: dict[str, Any]) -> list[tuple[str, str]]:
+    model = result.model
+    return [("checkpoint", str(source.get("checkpoint", "—"))),
+            ("model", f"{model.get('name', '?')} {json.dumps(model.get('params', {}))}"),
+            ("dataset", f"{source.get('dataset', '—')}: {result.points} test points "
+                        f"(after the {result.settings['holdout']} seed inputs of the substitute)"),
+            ("clean accuracy", f"{100 * result.clean_accuracy:.1f} %"),
+            ("random at test time", "yes (EOT used)" if result.settings["random_at_test_time"]
+             else "no"),
+            ("non-differentiable input layer", "yes (BPDA used)"
+             if result.settings["non_differentiable_input"] else "no"),
+            ("CW-L2 mean L2 of successful examples",
+             "—" if result.cw_mean_l2 is None else f"{result.cw_mean_l2:.3f}"),
+            ("exact attack", result.exact_note),
+            ("device, time", f"{result.device}, {result.seconds:.0f} s"),
+            ("written", time.strftime("%Y-%m-%d %H:%M:%S"))]
+
+
+def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str, Path]:
+    """Write the four files under ``out`` (created); returns them by kind."""
+    out.mkdir(parents=True, exist_ok=True)
+    png = _figure(result, out / "audit.png")
+    heading = ["attack"] + [f"ε={e:.4g}" for e in result.eps]
+    raised = [f for f in result.flags if f.raised]
+    md = ["# Robustness audit", ""]
+    md += [f"- **{k}**: {v}" for k, v in _summary(result, source)] + [""]
+    md += ["## Accuracy under attack (%)", "",
+           "Every cell counts a point as correct only if the model classifies it correctly "
+           "before and after the attack. † adaptive attack. The worst case is per point: robust "
+           "only if every attack (and the exact attack, where it ran) failed.", "",
+           "| " + " | ".join(heading) + " |", "|" + "---|" * len(heading)]
+    md += ["| " + " | ".join([label, *cells]) + " |" for label, cells in _rows(result)]
+    md += ["", "## Gradient-masking flags", ""]
+    md += [f"- **{'FLAG' if f.raised else 'ok'}** `{f.name}`: {f.evidence}"
+           + (f" — {f.explanation}" if f.raised else "") for f in result.flags]
+    md += ["", f"![accuracy against ε]({png.name})", ""]
+    atomic_text(out / "audit.md", "\n".join(md))
+
+    esc = html.escape
+    page = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>bnnrobust "
+            f"audit</title><style>{CSS}</style></head><body><h1>Robustness audit</h1>",
+            "<table id='metadata'><tbody>"]
+    page += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _summary(result, source)]
+    page += ["</tbody></table>", "<h2>Accuracy under attack (%)</h2>",
+             "<table class='results'><thead><tr>"
+             + "".join(f"<th>{esc(h)}</th>" for h in heading) + "</tr></thead><tbody>"]
+    page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in [label, *cells]) + "</tr>"
+             for label, cells in _rows(result)]
+    page += ["</tbody></table>", "<h2>Gradient-masking flags</h2><ul id='flags'>"]
+    page += [f"<li class='{'flag' if f.raised else ''}'><b>{'FLAG' if f.raised else 'ok'}</b> "
+             f"<code>{esc(f.name)}</code>: {esc(f.evidence)}"
+             + (f" — {esc(f.explanation)}" if f.raised else "") + "</li>" for f in result.flags]
+    page += ["</ul>", f"<p>{len(raised)} flag(s) raised.</p>",
+             f"<figure><img src='{esc(png.name)}' alt='accuracy against ε'><figcaption>Accuracy "
+             "against ε per attack; the worst case in bold.</figcaption></figure>",
+             IMAGE_CHECK, "</body></html>"]
+    atomic_text(out / "audit.html", "\n".join(page))
+    atomic_text(out / "audit.json", json.dumps({**source, **result.as_dict()}, indent=1))
+    return {"markdown": out / "audit.md", "html": out / "audit.html",
+            "json": out / "audit.json", "png": png}
+
+
+def _figure(result: AuditResult, path: Path) -> Path:
+    from bnnrobust.experiments.plots import plt, save
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for line in result.lines:
+        points = [(e, 100 * v) for e, v in line.accuracy.items() if v is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", linewidth=1,
+                    linestyle="--" if line.kind == "adaptive" else "-",
+                    label=line.label + KIND_NOTES[line.kind])
+    ax.plot(result.eps, [100 * result.worst[e] for e in result.eps], color="black",
+            linewidth=3, marker="s", label="worst case")
+    ax.set_xlabel("ε (L∞)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.legend(fontsize=7)
+    ax.set_title(f"audit: {result.model.get('name', '')}", fontsize=9)
+    save(fig, path)
+    return path
