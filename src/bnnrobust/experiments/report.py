@@ -5,8 +5,8 @@ A cell reads ``ours ± std / paper ± pm (difference)``: ours is the mean over s
 there are two or more), the paper's value is as printed. A ⚠ marks ours outside the paper's
 printed ±; an adaptive column (PGD on the logits, EOT, BPDA — an attack that keeps a defense
 honest) is marked †. Flags: an adaptive column more than :data:`FLAG_POINTS` points below the
-paper's attack at the same ε for the same model means the paper's attack was fooled by the
-defense (gradient masking). The report reads only the units the current spec plans, so a
+paper's attack at the same ε for the same model means the paper's attack overstates the
+model's robustness (masked gradients, or a single step that a stronger attack beats). The report reads only the units the current spec plans, so a
 changed spec never shows stale numbers; an incomplete cell says so.
 """
 
@@ -89,7 +89,8 @@ def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
                 if same and cell.mean - ada.mean > FLAG_POINTS:
                     flags.append(f"{spec.name} {model}: {label} gives {ada.mean:.1f} % where "
                                  f"{other} gives {cell.mean:.1f} % — the paper's attack "
-                                 "overstates robustness (gradient masking).")
+                                 "overstates robustness (masked gradients or a weak single "
+                                 "step; report the adaptive number).")
     return flags
 
 
