@@ -200,6 +200,20 @@ def test_eot_gradient_is_mean_of_single_pass_gradients():
     assert not torch.allclose(grads[0], grads[1])  # the passes really differ
 
 
+def test_eot_on_a_deterministic_model_is_one_pass_with_the_same_result():
+    torch.manual_seed(0)
+    model = build("galloway-cnn", precision="binary", width=4).eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    x, y = torch.rand(3, 1, 28, 28), torch.randint(0, 10, (3,))
+    assert FGSM(model, eot_samples=10).eot_passes == 1
+    eot = FGSM(model, eot_samples=10).gradient(x, y, None)[1]
+    assert len(calls) == 1
+    assert torch.equal(eot, FGSM(model).gradient(x, y, None)[1])
+    stochastic = build("galloway-cnn", precision="stochastic", width=4)
+    assert FGSM(stochastic, eot_samples=10).eot_passes == 10
+
+
 def test_bpda_uses_the_declared_surrogate():
     torch.manual_seed(0)
     model = build("fcn", width=16, precision="full", input_bits=2).eval()

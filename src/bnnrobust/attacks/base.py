@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnnrobust.errors import BnnRobustError
-from bnnrobust.nn import seeded
+from bnnrobust.nn import is_stochastic, seeded
 from bnnrobust.train import check_input_shape, eval_mode
 
 TARGET_RULES = ("second", "random", "least_likely")
@@ -206,6 +206,12 @@ class Attack:
         return self._attack(x, y, target, measure=False).x_adv.to(out_device)
 
     @property
+    def eot_passes(self) -> int:
+        """Forward passes per gradient: ``eot_samples``, or 1 when the model has no randomness
+        at inference (its passes would all be the same)."""
+        return self.eot_samples if is_stochastic(self.model) else 1
+
+    @property
     def targeted(self) -> bool:
         """Whether the attack aims at a target class."""
         return self.target is not None
@@ -306,25 +312,27 @@ class Attack:
 
     def gradient(self, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(per-sample loss, input gradient)``, averaged over ``eot_samples`` passes.
+        """``(per-sample loss, input gradient)``, averaged over ``eot_samples`` passes (one
+        pass when the model has no randomness at inference: the passes would be identical).
 
         The gradient is that of the batch-mean loss (as torchattacks and CleverHans compute it);
         its direction per input is the same as the per-sample loss's.
         """
-        if self.eot_samples == 1:
+        passes = self.eot_passes
+        if passes == 1:
             xg = x.detach().requires_grad_(True)
             loss = self.loss(self.model(xg), y, target)
             (grad,) = torch.autograd.grad(loss.mean(), xg)
             return loss.detach(), grad
         total_grad = torch.zeros_like(x)
         total_loss = torch.zeros(len(x), device=x.device)
-        for _ in range(self.eot_samples):
+        for _ in range(passes):
             xg = x.detach().requires_grad_(True)
             loss = self.loss(self.model(xg), y, target)
             (grad,) = torch.autograd.grad(loss.mean(), xg)
             total_grad += grad
             total_loss += loss.detach()
-        return total_loss / self.eot_samples, total_grad / self.eot_samples
+        return total_loss / passes, total_grad / passes
 
     def _validate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):

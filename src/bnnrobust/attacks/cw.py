@@ -87,7 +87,7 @@ class CWL2(Attack):
                 x_adv = (torch.tanh(w) + 1) / 2
                 # EOT: the objective's expectation over eot_samples passes; logits for the
                 # success check are the passes' mean
-                passes = [self.model(x_adv) for _ in range(self.eot_samples)]
+                passes = [self.model(x_adv) for _ in range(self.eot_passes)]
                 logits = torch.stack(passes).mean(0) if len(passes) > 1 else passes[0]
                 hinge = torch.stack([self._margin(p, y, target).clamp(min=-self.confidence)
                                      for p in passes]).mean(0)

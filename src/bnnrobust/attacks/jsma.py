@@ -46,14 +46,15 @@ class JSMA(Attack):
         """α (target logit) and β (sum of the other logits) input gradients, EOT-averaged."""
         alpha = torch.zeros_like(x)
         total = torch.zeros_like(x)
-        for _ in range(self.eot_samples):
+        passes = self.eot_passes
+        for _ in range(passes):
             xg = x.detach().requires_grad_(True)
             logits = self.model(xg)
             alpha += torch.autograd.grad(logits.gather(1, target[:, None]).sum(), xg,
                                          retain_graph=True)[0]
             total += torch.autograd.grad(logits.sum(), xg)[0]
-        alpha = (alpha / self.eot_samples).flatten(1)
-        return alpha, (total / self.eot_samples).flatten(1) - alpha
+        alpha = (alpha / passes).flatten(1)
+        return alpha, (total / passes).flatten(1) - alpha
 
     def _attack_chunk(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         n, d = len(x), x[0].numel()

@@ -4,9 +4,10 @@ and one static ``index.html`` with every table and figure, the run metadata and 
 A cell reads ``ours ± std / paper ± pm (difference)``: ours is the mean over seeds (std when
 there are two or more), the paper's value is as printed. A ⚠ marks ours outside the paper's
 printed ±; an adaptive column (PGD on the logits, EOT, BPDA — an attack that keeps a defense
-honest) is marked †. Flags: an adaptive column more than :data:`FLAG_POINTS` points below the
-paper's attack at the same ε for the same model means the paper's attack overstates the
-model's robustness (masked gradients, or a single step that a stronger attack beats). The report reads only the units the current spec plans, so a
+honest) is marked †. Flags: an adaptive column more than :data:`FLAG_POINTS` points below
+the paper's attack at the same ε for the same model means the paper's attack overstates the
+model's robustness (masked gradients, or a single step that a stronger attack beats). The
+report reads only the units the current spec plans, so a
 changed spec never shows stale numbers; an incomplete cell says so.
 """
 
