@@ -110,19 +110,15 @@ class ActivationNormMeasure(AccuracyMeasure):
     def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
         from bnnrobust.experiments.plots import boxes
 
-        seed = profile.seeds[0]
         groups: dict[str, dict[str, list[float]]] = {}
-        for task in self.tasks(spec, profile):
-            row = rows.get(task.unit.key)
-            if row is None or task.unit.seed != seed:
-                continue
-            groups.setdefault(task.unit.model, {}).setdefault(task.unit.attack, []).extend(
+        for row in self.first_seed_rows(spec, profile, rows):
+            groups.setdefault(row.unit.model, {}).setdefault(row.unit.attack, []).extend(
                 row.value["norms"])
         if not groups:
             return []
         return [boxes(spec, groups, out, ylabel="mean |first-layer pre-activation|",
                       caption=f"First hidden layer: L1 norm / units per input, clean and "
-                              f"attacked (seed {seed}); whiskers at min and max.")]
+                              f"attacked (seed {profile.seeds[0]}); whiskers at min and max.")]
 
 
 def _stats(column, *, has_clean: bool) -> tuple[str, ...]:

@@ -178,6 +178,13 @@ class Measure:
         """The report's tables from the stored rows (by unit key) of this spec and profile."""
         raise NotImplementedError
 
+    def first_seed_rows(self, spec: Spec, profile: Profile, rows: dict[str, Row]) -> list[Row]:
+        """The stored rows of the profile's first seed, in planning order (what a figure that
+        shows one run draws)."""
+        seed = profile.seeds[0]
+        return [rows[t.unit.key] for t in self.tasks(spec, profile)
+                if t.unit.seed == seed and t.unit.key in rows]
+
     def figures(self, spec: Spec, profile: Profile, rows: dict[str, Row],
                 out: Path) -> list[Figure]:
         """PNGs under ``out`` (none by default)."""
@@ -281,6 +288,16 @@ def cells_by_seed(rows: dict[str, Row], value_of, *, expected: Sequence[Unit]
         if number is not None and math.isfinite(number):
             cell.values.append(number)
     return cells
+
+
+def per_unit_stats(table: Table, rows: dict[str, Row], units: Sequence[Unit],
+                   stats: Sequence[tuple[str, Any]]) -> None:
+    """Fill ``table`` for measures whose seed has one unit: for each ``(label, read)``, the cell
+    of each model holds ``read(value)`` per seed."""
+    for label, read in stats:
+        for (model, _), cell in cells_by_seed(rows, lambda got, read=read: read(got[0].value),
+                                              expected=units).items():
+            table.rows[model][label] = cell
 
 
 def model_rows(spec: Spec, profile: Profile) -> dict[str, dict[str, Cell]]:

@@ -33,8 +33,8 @@ from bnnrobust.experiments.measures.base import (
     MeasureError,
     Table,
     Task,
-    cells_by_seed,
     model_rows,
+    per_unit_stats,
 )
 from bnnrobust.experiments.store import Row
 from bnnrobust.nn import seeded
@@ -108,11 +108,9 @@ class LogitSweepMeasure(Measure):
         table = Table(spec.title, self.table_columns(spec, profile.name),
                       model_rows(spec, profile), unit="")
         for column in spec.columns_for(profile.name):
-            units = [u for u in expected if u.attack == column.label]
-            for stat, read in zip(STATS, (flip_eps, label_logit_change), strict=True):
-                for (model, _), cell in cells_by_seed(
-                        rows, lambda got, read=read: read(got[0].value), expected=units).items():
-                    table.rows[model][f"{column.label}: {stat}"] = cell
+            per_unit_stats(table, rows, [u for u in expected if u.attack == column.label],
+                           [(f"{column.label}: {stat}", read) for stat, read
+                            in zip(STATS, (flip_eps, label_logit_change), strict=True)])
         table.notes.append("flip ε: the signed ε of smallest magnitude at which the prediction "
                            "leaves the label (— when it never does within ±ε_max).")
         return [table]
@@ -120,22 +118,18 @@ class LogitSweepMeasure(Measure):
     def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
         from bnnrobust.experiments.plots import panels_of_lines
 
-        seed = profile.seeds[0]
         panels = {}
-        for task in self.tasks(spec, profile):
-            row = rows.get(task.unit.key)
-            if row is None or task.unit.seed != seed:
-                continue
+        for row in self.first_seed_rows(spec, profile, rows):
             v = row.value
             logits = list(zip(*v["logits"], strict=True))
-            panels[(task.unit.model, task.unit.attack)] = {
+            panels[(row.unit.model, row.unit.attack)] = {
                 f"class {k}": list(zip(v["eps"], logits[k], strict=True))
                 for k in range(len(logits))}
         if not panels:
             return []
         return [panels_of_lines(spec, panels, out, xlabel="FGSM ε", ylabel="logit",
                                 caption=f"Logits of one test digit along the FGSM direction "
-                                        f"(seed {seed}), per model and softmax temperature.")]
+                                        f"(seed {profile.seeds[0]}), per model and softmax temperature.")]
 
 
 def flip_eps(value: dict[str, Any]) -> float | None:

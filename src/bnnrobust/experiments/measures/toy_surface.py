@@ -26,8 +26,8 @@ from bnnrobust.experiments.measures.base import (
     MeasureError,
     Table,
     Task,
-    cells_by_seed,
     model_rows,
+    per_unit_stats,
 )
 from bnnrobust.experiments.store import Row
 from bnnrobust.train import eval_mode
@@ -105,33 +105,26 @@ class ToySurfaceMeasure(Measure):
                    lambda v: 100.0 * _flat_share(v["derivative"]),
                    lambda v: max(abs(d) for row in v["derivative"] for d in row))
         for column in columns:
-            units = [u for u in expected if u.attack == column.label]
-            for stat, read in zip(STATS, readers, strict=True):
-                label = _label(column, stat, single=len(columns) == 1)
-                for (model, _), cell in cells_by_seed(
-                        rows, lambda got, read=read: read(got[0].value), expected=units).items():
-                    table.rows[model][label] = cell
+            per_unit_stats(table, rows, [u for u in expected if u.attack == column.label],
+                           [(_label(column, stat, single=len(columns) == 1), read)
+                            for stat, read in zip(STATS, readers, strict=True)])
         return [table]
 
     def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
         from bnnrobust.experiments.plots import heatmaps
 
         panels = []
-        seed = profile.seeds[0]
-        for task in self.tasks(spec, profile):
-            row = rows.get(task.unit.key)
-            if row is None or task.unit.seed != seed:
-                continue
+        for row in self.first_seed_rows(spec, profile, rows):
             v = row.value
-            name = task.unit.model if len(spec.columns_for(profile.name)) == 1 \
-                else f"{task.unit.model} ({task.unit.attack})"
+            name = row.unit.model if len(spec.columns_for(profile.name)) == 1 \
+                else f"{row.unit.model} ({row.unit.attack})"
             panels.append((name, v["range"], [("F (decision surface)", v["surface"]),
                                               ("∂F/∂x2 (forward derivative)", v["derivative"])]))
         if not panels:
             return []
         return [heatmaps(spec, panels, out, xlabel="x1", ylabel="x2",
                          caption=f"Output F and forward derivative ∂F/∂x2 per model (seed "
-                                 f"{seed}), as heat maps; the paper draws them as 3-D surfaces.")]
+                                 f"{profile.seeds[0]}), as heat maps; the paper draws them as 3-D surfaces.")]
 
 
 def _label(column, stat: str, *, single: bool) -> str:
