@@ -71,10 +71,13 @@ class ActivationNormMeasure(AccuracyMeasure):
         has_clean = any(c.attack == "clean" for c in columns)
         return [f"{c.label}: {stat}" for c in columns for stat in _stats(c, has_clean=has_clean)]
 
+    def check_column(self, column) -> None:  # noqa: D102
+        super().check_column(column)
+        if column.params.get("all_targets"):
+            raise MeasureError("activation_norm takes no all_targets (one input per point).")
+
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """The per-input norms of the chunk's (attacked) inputs."""
-        if task.column["params"].get("all_targets"):
-            raise MeasureError("activation_norm takes no all_targets (one input per point).")
         _, _, x_adv, _, _ = attacked(task, model, x, y)
         return {"norms": [round(v, 6) for v in first_layer_norms(model, x_adv)]}
 
