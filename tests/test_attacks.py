@@ -258,10 +258,12 @@ BAD = [
     (lambda m: JSMA(m, gamma=1.5), "gamma is a fraction"),
     (lambda m: JSMA(m, theta=0), "theta must be a non-zero number"),
     (lambda m: FGSM("not a model"), "model must be a torch.nn.Module"),
-    (lambda m: PGD(m, loss="hinge"), "pgd does not take loss='hinge'; expected one of ce, margin"),
-    (lambda m: CWL2(m, loss="margin"), "cw does not take loss='margin'; expected one of ce"),
+    (lambda m: PGD(m, loss="hinge"), "unknown loss 'hinge'; expected one of ce, margin"),
+    (lambda m: CWL2(m, loss="margin"), "cw has no parameter 'loss'; valid parameters: "),
     (lambda m: FGSM(m, temperature=0), "temperature must be a finite number > 0"),
-    (lambda m: CWL2(m, temperature=0.5), "cw optimizes its own objective and takes no temp"),
+    (lambda m: CWL2(m, temperature=0.5), "cw has no parameter 'temperature'"),
+    (lambda m: PGD(m, epsilon=0.3), "pgd has no parameter 'epsilon'; valid parameters: alpha, "),
+    (lambda m: FGSM(m, bpda=1), "bpda must be true or false"),
 ]
 
 

@@ -7,16 +7,19 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("ortools")
 
 from bnnrobust.attacks import AttackError  # noqa: E402
 from bnnrobust.attacks.combinatorial import (  # noqa: E402
+    Certify,
     IntegerBNN,
+    IntegerBNNModule,
     IntegerLayer,
     IProp,
     MILPAttack,
-    certify,
+    certify_point,
     cpsat_attack,
     eps_steps,
     export,
@@ -79,6 +82,31 @@ def test_cpsat_equals_brute_force_on_50_tiny_bnns():
     assert checked == 50 and 0 < flips < 50  # the set mixes flippable and robust points
 
 
+def test_exact_attacks_through_run_equal_their_per_point_solvers_on_50_tiny_bnns():
+    """The contract: run(x, y) on [0, 1] inputs gives each point the per-point solver's
+    result (objective, status, the adversarial input), for the MILP, IProp and certify."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        ib, x, k = random_case(rng, max_steps=3)
+        model = IntegerBNNModule(ib)
+        x01 = torch.tensor(x[None] / 255.0, dtype=torch.float32)
+        y = torch.zeros(1, dtype=torch.long)
+        eps = k / 255 + 1e-6
+        direct = cpsat_attack(ib, x, eps=eps, time_limit=10)
+        through = MILPAttack(model, eps=eps, hint="none", time_limit=10).run(x01, y)
+        assert through.status == (direct.status,)
+        assert through.objective.item() == direct.objective
+        assert bool(through.success) == direct.flipped
+        assert torch.equal(torch.round(through.x_adv * 255).long()[0],
+                           torch.tensor(x + direct.perturbation))
+        assert through.extra["points"][0]["target"] == direct.target
+        cert = Certify(model, eps=eps, time_limit=10).run(x01, y)
+        assert cert.status == (certify_point(ib, x, eps=eps, time_limit=10).status,)
+        ip = IProp(model, eps=eps, time_limit=5, sub_time_limit=1)
+        assert ip.run(x01, y).objective.item() == \
+            ip.attack_point(x, target="second").objective
+
+
 def test_trace_records_incumbents_with_a_hint():
     rng = np.random.default_rng(1)
     ib = random_bnn(rng, n_in=6, width=8)
@@ -94,8 +122,10 @@ def test_eps_steps_and_errors():
     x = rng.integers(0, 256, size=6)
     with pytest.raises(AttackError, match="eps must be a finite number > 0"):
         cpsat_attack(ib, x, eps=0)
-    with pytest.raises(AttackError, match="time_limit must be > 0"):
+    with pytest.raises(AttackError, match="time_limit must be a finite number > 0"):
         cpsat_attack(ib, x, eps=0.01, time_limit=0)
+    with pytest.raises(AttackError, match="eps must be at most 1"):
+        cpsat_attack(ib, x, eps=1.5)
     with pytest.raises(AttackError, match="threads must be an integer >= 1"):
         cpsat_attack(ib, x, eps=0.01, threads=0)
     with pytest.raises(AttackError, match="integers in 0..255"):
@@ -164,8 +194,8 @@ def test_milp_attack_untargeted_equals_brute_force_over_classes():
     rng = np.random.default_rng(5)
     for _ in range(10):
         ib, x, k = random_case(rng, max_steps=3)
-        result = MILPAttack(ib, eps=k / 255 + 1e-6, target="untargeted", hint="none",
-                            time_limit=20).attack(x)
+        result = MILPAttack(IntegerBNNModule(ib), eps=k / 255 + 1e-6, hint="none",
+                            time_limit=20).attack_point(x, target="untargeted")
         _, optimum = best_over_classes(ib, x, k)
         assert result.status == "optimal" and result.objective == pytest.approx(optimum, abs=1e-9)
 
@@ -175,7 +205,8 @@ def test_milp_attack_with_fgsm_hint_on_a_pytorch_bnn():
         model = torch_bnn(seed)
         ib = export(model)
         x = np.full(6, 128)
-        result = MILPAttack(model, eps=3 / 255, hint="fgsm", time_limit=20).attack(x)
+        result = MILPAttack(model, eps=3 / 255, hint="fgsm", time_limit=20).attack_point(
+            x, target="second")
         assert result.status == "optimal"
         assert result.objective == pytest.approx(
             brute_force(ib, x, 3, result.target, result.prediction), abs=1e-9)
@@ -183,19 +214,27 @@ def test_milp_attack_with_fgsm_hint_on_a_pytorch_bnn():
 
 def test_milp_attack_errors():
     rng = np.random.default_rng(6)
-    ib = random_bnn(rng)
+    ib = IntegerBNNModule(random_bnn(rng))
     with pytest.raises(AttackError, match="unknown backend 'gurobi'"):
         MILPAttack(ib, eps=0.01, backend="gurobi", hint="none")
     with pytest.raises(AttackError, match="needs the PyTorch model"):
         MILPAttack(ib, eps=0.01)
-    with pytest.raises(AttackError, match="time_limit must be > 0"):
+    with pytest.raises(AttackError, match="time_limit must be a finite number > 0"):
         MILPAttack(ib, eps=0.01, hint="none", time_limit=float("nan"))
     with pytest.raises(AttackError, match="unknown target 'first'"):
         MILPAttack(ib, eps=0.01, hint="none", target="first")
     with pytest.raises(AttackError, match="eps must be a finite number > 0"):
         MILPAttack(ib, eps=-0.1, hint="none")
     with pytest.raises(AttackError, match="pixels has 5 values"):
-        MILPAttack(ib, eps=0.01, hint="none").attack(np.zeros(5))
+        MILPAttack(ib, eps=0.01, hint="none").attack_point(np.zeros(5), target="second")
+    with pytest.raises(AttackError, match="x holds NaN"):
+        MILPAttack(ib, eps=0.01, hint="none").run(torch.full((1, 6), float("nan")),
+                                                   torch.zeros(1, dtype=torch.long))
+    with pytest.raises(AttackError, match="1/255 grid"):
+        MILPAttack(ib, eps=0.01, hint="none").run(torch.full((1, 6), 0.5001),
+                                                   torch.zeros(1, dtype=torch.long))
+    with pytest.raises(AttackError, match="cannot export"):
+        MILPAttack(torch.nn.Linear(6, 4), eps=0.01, hint="none")
 
 
 # --------------------------------------------------------------------------- certification
@@ -204,7 +243,7 @@ def test_certify_and_minimal_eps_agree_with_brute_force():
     robust = attacked = 0
     for _ in range(15):
         ib, x, k = random_case(rng, max_steps=2)
-        cert = certify(ib, x, eps=k / 255 + 1e-6, time_limit=20)
+        cert = certify_point(ib, x, eps=k / 255 + 1e-6, time_limit=20)
         pred, worst = best_over_classes(ib, x, k)
         assert cert.prediction == pred
         if worst >= 0:
@@ -227,7 +266,8 @@ def test_iprop_never_beats_the_optimum_on_50_tiny_bnns():
     reached = 0
     for _ in range(50):
         ib, x, k = random_case(rng, max_steps=3)
-        result = IProp(ib, eps=k / 255 + 1e-6, time_limit=5, sub_time_limit=1).attack(x)
+        result = IProp(IntegerBNNModule(ib), eps=k / 255 + 1e-6, time_limit=5,
+                       sub_time_limit=1).attack_point(x, target="second")
         optimum = brute_force(ib, x, k, result.target, result.prediction)
         assert result.objective <= optimum + 1e-9
         assert result.objective == objective_of(ib, x + result.perturbation, result.target,
@@ -241,13 +281,13 @@ def test_iprop_constant_step_warm_start_and_errors():
     model = torch_bnn(0)
     x = np.full(6, 128)
     result = IProp(model, eps=3 / 255, step=2, warm_start="fgsm", warm_start_time=0.2,
-                   time_limit=5, sub_time_limit=1).attack(x)
+                   time_limit=5, sub_time_limit=1).attack_point(x, target="second")
     assert result.objective <= brute_force(export(model), x, 3, result.target,
                                            result.prediction) + 1e-9
-    ib = export(model)
+    ib = IntegerBNNModule(export(model))
     with pytest.raises(AttackError, match="step must be an integer >= 1"):
         IProp(ib, eps=0.01, step=0)
-    with pytest.raises(AttackError, match="unknown warm_start 'pgd'"):
+    with pytest.raises(AttackError, match="unknown warm_start 'pgd'; expected one of none, fgsm"):
         IProp(ib, eps=0.01, warm_start="pgd")
     with pytest.raises(AttackError, match="needs the PyTorch model"):
         IProp(ib, eps=0.01, warm_start="fgsm")

@@ -24,8 +24,18 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from bnnrobust.attacks.base import AttackError, check_positive, check_steps
-from bnnrobust.attacks.registry import ATTACKS, EPS_FREE
+from bnnrobust.attacks.base import (
+    Attack,
+    AttackError,
+    AttackParams,
+    Found,
+    check_budget,
+    check_choice,
+    check_positive,
+    check_steps,
+    model_device,
+)
+from bnnrobust.attacks.catalogue import entry, names
 from bnnrobust.device import resolve_device
 from bnnrobust.models import build
 from bnnrobust.train import check_input_shape, eval_mode, fit, predict_logits
@@ -149,60 +159,162 @@ def train_substitute(oracle: Oracle | Callable[[torch.Tensor], torch.Tensor],
     return substitute, history
 
 
-def blackbox_attack(oracle: Oracle | Callable[[torch.Tensor], torch.Tensor],
-                    x_test: torch.Tensor, y_test: torch.Tensor, *, holdout: int = 150,
-                    substitute: str | nn.Module = "mlp",
-                    substitute_params: dict[str, Any] | None = None, rounds: int = 6,
-                    lmbda: float = 0.1, epochs: int = 10, batch_size: int = 128,
-                    lr: float = 1e-3, tau: int | None = None, reservoir: int | None = None,
-                    attack: str = "fgsm", attack_options: dict[str, Any] | None = None,
-                    seed: int = 0, device: str | torch.device = "auto",
-                    progress: bool = True) -> BlackBoxResult:
-    """Papernot's substitute attack: seed set = the first ``holdout`` test inputs, evaluation
-    set = the rest; returns clean and transferred accuracies and the query counts."""
-    check_steps("rounds", rounds)
-    check_positive("lmbda", lmbda)
-    oracle = oracle if isinstance(oracle, Oracle) else Oracle(oracle)
-    oracle.check(x_test[:1])
-    if not isinstance(holdout, int) or not 1 <= holdout < len(x_test):
+@dataclass(frozen=True, kw_only=True)
+class SubstituteParams(AttackParams):
+    """The substitute attack's parameters (defaults: Galloway et al.'s runs of Papernot et al.).
+
+    Args:
+        eps: L∞ budget of the attack crafted on the substitute (0.3).
+        attack: the white-box attack of the catalogue crafted on the substitute (``"fgsm"``).
+        holdout: inputs that seed the substitute: the first ``holdout`` of the first batch
+            given to ``run`` when :meth:`SubstituteAttack.fit` was not called (150).
+        substitute: zoo model of the substitute (``"mlp"``: 784-200-200-10, ReLU).
+        substitute_params: its parameters (default: the input size and the model's classes).
+        rounds: substitute training rounds (6). lmbda: Jacobian augmentation step λ (0.1).
+        epochs, batch_size, lr: training of each round (10, 128, 1e-3, Adam).
+        tau: flip the sign of λ every ``tau`` rounds (Papernot; default None: off).
+        reservoir: augment at most this many points per round (default None: all).
+        seed: substitute initialization, training and the crafting attack.
+    """
+
+    eps: float = 0.3
+    attack: str = "fgsm"
+    holdout: int = 150
+    substitute: str = "mlp"
+    substitute_params: dict[str, Any] | None = None
+    rounds: int = 6
+    lmbda: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    tau: int | None = None
+    reservoir: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("eps", check_budget("eps", self.eps))
+        check_choice("attack", self.attack, names("gradient"))
+        check_steps("holdout", self.holdout)
+        if not isinstance(self.substitute, str):
+            raise AttackError(f"substitute must be a zoo model name, got {self.substitute!r}.")
+        if self.substitute_params is not None and not isinstance(self.substitute_params, dict):
+            raise AttackError("substitute_params must be a table of model parameters.")
+        for name in ("rounds", "epochs", "batch_size"):
+            check_steps(name, getattr(self, name))
+        self._set("lmbda", check_positive("lmbda", self.lmbda))
+        self._set("lr", check_positive("lr", self.lr))
+        for name in ("tau", "reservoir"):
+            if getattr(self, name) is not None:
+                check_steps(name, getattr(self, name))
+
+
+class SubstituteAttack(Attack):
+    """Papernot et al.'s black-box transfer attack against ``model``, which is queried for
+    labels only (through an :class:`Oracle` that counts the queries).
+
+    :meth:`fit` trains the substitute on seed inputs labelled by the oracle (Jacobian
+    augmentation between rounds); :meth:`run` crafts the ``attack`` on the substitute, against
+    the substitute's own predictions, and judges success by the oracle's answer. Without a
+    :meth:`fit`, the first ``holdout`` inputs of the first batch seed the substitute (they are
+    attacked too; leave them out of an evaluation, as :func:`blackbox_attack` does).
+
+    Shape:
+        x: ``(N, ...)`` in [0, 1]; y: ``(N,)``. ``queries``: one oracle query per input (the
+        training queries are in ``extra["training_queries"]``).
+
+    Example::
+
+        atk = SubstituteAttack(model, eps=0.3)
+        atk.fit(x_test[:150])
+        result = atk.run(x_test[150:], y_test[150:])
+    """
+
+    name = "substitute"
+    Params = SubstituteParams
+
+    def __init__(self, model: nn.Module, /, **params: Any) -> None:
+        super().__init__(model, **params)
+        self.oracle = Oracle(model, device=model_device(model))
+        self.substitute: nn.Module | None = None
+        self.history: list[RoundStats] = []
+        self.training_queries = 0
+
+    def fit(self, x_seed: torch.Tensor, *, progress: bool = False) -> nn.Module:
+        """Train the substitute from ``x_seed`` and the oracle's labels; returns it."""
+        p = self.params
+        self.oracle.check(x_seed[:1])
+        device = model_device(self.model)
+        in_features = int(torch.tensor(x_seed.shape[1:]).prod())
+        params = dict(p.substitute_params or {})
+        if p.substitute == "mlp":
+            params = {"in_features": in_features,
+                      "num_classes": int(getattr(self.model, "num_classes", 10)), **params}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p.seed)
+            substitute = build(p.substitute, **params)
+        check_input_shape(substitute, x_seed[:1], what="test inputs (substitute)")
+        substitute.to(device)
+        before = self.oracle.queries
+        self.substitute, self.history = train_substitute(
+            self.oracle, x_seed, substitute, rounds=p.rounds, lmbda=p.lmbda, epochs=p.epochs,
+            batch_size=p.batch_size, lr=p.lr, tau=p.tau, reservoir=p.reservoir, seed=p.seed,
+            device=device, progress=progress)
+        self.training_queries = self.oracle.queries - before
+        return self.substitute
+
+    def craft(self, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
+        """The crafting attack's examples for ``x`` on the (fitted) substitute, against its own
+        predictions."""
+        if self.substitute is None:
+            raise AttackError("the substitute is not trained: call fit(x_seed) first.")
+        device = model_device(self.substitute)
+        labels = predict_logits(self.substitute, x, device=device).argmax(1)
+        atk = entry(self.params.attack).make(self.substitute, {"eps": self.params.eps,
+                                                               "seed": self.params.seed})
+        return torch.cat([atk(x[i:i + batch_size].to(device),
+                              labels[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+    def _execute(self, x, y, target, *, measure: bool) -> Found:
+        if target is not None:
+            raise AttackError("the substitute attack is untargeted.")
+        if self.substitute is None:
+            if len(x) <= self.params.holdout:
+                raise AttackError(f"the first batch ({len(x)} inputs) must hold more than "
+                                  f"holdout={self.params.holdout} inputs to seed the "
+                                  "substitute; call fit(x_seed) first or lower holdout.")
+            self.fit(x[:self.params.holdout].cpu())
+        x_adv = self.craft(x.cpu()).to(x.device)
+        labels = self.oracle(x_adv).to(y.device)
+        return Found(x, x_adv, success=labels != y,
+                     queries=torch.ones(len(x), dtype=torch.long, device=x.device),
+                     extra={"training_queries": self.training_queries,
+                            "rounds": [asdict(r) for r in self.history]})
+
+
+def blackbox_attack(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                    progress: bool = False, **params: Any) -> BlackBoxResult:
+    """Galloway et al.'s protocol: the first ``holdout`` test inputs seed the substitute, the
+    rest are attacked; returns clean and transferred accuracies and the query counts.
+    ``params``: those of :class:`SubstituteParams`."""
+    atk = SubstituteAttack(model, **params)
+    p = atk.params
+    if not 1 <= p.holdout < len(x_test):
         raise AttackError(f"holdout must be an integer in 1..{len(x_test) - 1} (the test set has "
-                          f"{len(x_test)} inputs), got {holdout!r}.")
-    if attack not in ATTACKS:
-        raise AttackError(f"unknown attack {attack!r}; expected one of {', '.join(ATTACKS)}.")
-    attack_options = dict(attack_options or {})
-    if attack not in EPS_FREE:
-        attack_options.setdefault("eps", 0.3)
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    if isinstance(substitute, str):
-        in_features = int(torch.tensor(x_test.shape[1:]).prod())
-        params = {"in_features": in_features, **(substitute_params or {})} \
-            if substitute == "mlp" else dict(substitute_params or {})
-        substitute = build(substitute, **params)
-    check_input_shape(substitute, x_test[:1], what="test inputs (substitute)")
-    substitute.to(dev)
-    x_seed, x_eval, y_eval = x_test[:holdout], x_test[holdout:], y_test[holdout:]
-    substitute, history = train_substitute(
-        oracle, x_seed, substitute, rounds=rounds, lmbda=lmbda, epochs=epochs,
-        batch_size=batch_size, lr=lr, tau=tau, reservoir=reservoir, seed=seed, device=dev,
-        progress=progress)
-    training_queries = oracle.queries
-    sub_pred = predict_logits(substitute, x_eval, device=dev).argmax(1)
-    atk = ATTACKS[attack](substitute, seed=seed, **attack_options)
-    x_adv = torch.cat([atk(x_eval[i:i + 500].to(dev), sub_pred[i:i + 500].to(dev)).cpu()
-                       for i in range(0, len(x_eval), 500)])
-    oracle_clean = oracle(x_eval)
-    oracle_adv = oracle(x_adv)
-    sub_adv = predict_logits(substitute, x_adv, device=dev).argmax(1)
-    settings = {"holdout": holdout, "rounds": rounds, "lmbda": lmbda, "epochs": epochs,
-                "batch_size": batch_size, "lr": lr, "tau": tau, "reservoir": reservoir,
-                "seed": seed, "substitute": getattr(substitute, "config", None),
-                "attack": atk.settings()}
+                          f"{len(x_test)} inputs), got {p.holdout!r}.")
+    atk.fit(x_test[:p.holdout], progress=progress)
+    x_eval, y_eval = x_test[p.holdout:], y_test[p.holdout:]
+    oracle_clean = atk.oracle(x_eval)
+    result = atk.run(x_eval, y_eval)
+    device = model_device(atk.substitute)
+    sub_clean = predict_logits(atk.substitute, x_eval, device=device).argmax(1)
+    sub_adv = predict_logits(atk.substitute, result.x_adv.cpu(), device=device).argmax(1)
     return BlackBoxResult(
         oracle_clean_accuracy=(oracle_clean == y_eval).float().mean().item(),
-        substitute_clean_accuracy=(sub_pred == y_eval).float().mean().item(),
-        oracle_adversarial_accuracy=(oracle_adv == y_eval).float().mean().item(),
+        substitute_clean_accuracy=(sub_clean == y_eval).float().mean().item(),
+        oracle_adversarial_accuracy=(~result.success).float().mean().item(),
         substitute_adversarial_accuracy=(sub_adv == y_eval).float().mean().item(),
-        training_queries=training_queries,
-        evaluation_queries=oracle.queries - training_queries,
-        n_eval=len(x_eval), rounds=history, settings=settings)
+        training_queries=atk.training_queries,
+        evaluation_queries=atk.oracle.queries - atk.training_queries,
+        n_eval=len(x_eval), rounds=atk.history,
+        settings={**atk.settings(), "substitute_config": getattr(atk.substitute, "config", None)})

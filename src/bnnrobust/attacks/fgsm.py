@@ -6,12 +6,12 @@ the target. ``eps`` is one number or one value per input (Kurakin et al.'s rando
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from bnnrobust.attacks.base import Attack, AttackError, check_positive
+from bnnrobust.attacks.base import AttackError, check_positive
+from bnnrobust.attacks.gradient import GradientAttack, LossParams
 
 
 def per_sample(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor | float:
@@ -32,18 +32,39 @@ def check_eps(eps: float | torch.Tensor) -> float | torch.Tensor:
     return check_positive("eps", eps, allow_zero=True)
 
 
-class FGSM(Attack):
-    """Fast gradient sign method, L∞ budget ``eps`` (Galloway et al. evaluate 0.1 to 0.3)."""
+@dataclass(frozen=True, kw_only=True)
+class FGSMParams(LossParams):
+    """FGSM's parameters.
+
+    Args:
+        eps: L∞ budget on [0, 1] inputs, one number >= 0 or a 1-D tensor with one value per
+            input (default 0.3, Galloway et al.'s largest).
+        loss, temperature, target, eot_samples, bpda, seed: see
+            :class:`~bnnrobust.attacks.gradient.LossParams`.
+    """
+
+    eps: float | torch.Tensor = 0.3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("eps", check_eps(self.eps))
+
+
+class FGSM(GradientAttack):
+    """Fast gradient sign method, L∞ budget ``eps`` (Galloway et al. evaluate 0.1 to 0.3).
+
+    Shape:
+        x: ``(N, ...)`` in [0, 1]; y: ``(N,)``; returns ``x_adv`` of ``x``'s shape.
+
+    Example::
+
+        atk = FGSM(model, eps=0.1)
+        x_adv = atk(x, y)
+    """
 
     name = "fgsm"
-
-    def __init__(self, model: nn.Module, *, eps: float | torch.Tensor = 0.3, **options: Any) -> None:
-        super().__init__(model, **options)
-        self.eps = check_eps(eps)
-
-    def _params(self) -> dict[str, Any]:
-        return {"eps": self.eps if not isinstance(self.eps, torch.Tensor) else "per-sample"}
+    Params = FGSMParams
 
     def _perturb(self, x, y, target):
         _, grad = self.gradient(x, y, target)
-        return (x + per_sample(self.eps, x) * grad.sign()).clamp(0, 1), {}
+        return (x + per_sample(self.params.eps, x) * grad.sign()).clamp(0, 1), {}

@@ -8,12 +8,12 @@ highest-loss) result is kept. Galloway et al. evaluate with step 0.01 and 40 ite
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from bnnrobust.attacks.base import Attack, AttackError, check_positive, check_steps
+from bnnrobust.attacks.base import AttackError, check_choice, check_flag, check_positive, check_steps
+from bnnrobust.attacks.gradient import GradientAttack, LossParams
 
 NORMS = ("linf", "l2")
 
@@ -22,61 +22,87 @@ def _flat_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
 
 
-class PGD(Attack):
-    """PGD with ``steps`` steps of size ``alpha`` inside an ``eps``-ball (``norm`` linf or l2)."""
+@dataclass(frozen=True, kw_only=True)
+class PGDParams(LossParams):
+    """PGD's parameters.
+
+    Args:
+        eps: radius of the ball (L∞ or L2, on [0, 1] inputs; default 0.3).
+        alpha: step size (default 0.01, Galloway et al.'s). steps: iterations (default 40).
+        random_start: start from a uniform point of the ball (default True).
+        restarts: independent runs; per input the first successful (else the highest-loss)
+            result is kept (default 1).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        loss, temperature, target, eot_samples, bpda, seed: see
+            :class:`~bnnrobust.attacks.gradient.LossParams`.
+    """
+
+    eps: float = 0.3
+    alpha: float = 0.01
+    steps: int = 40
+    random_start: bool = True
+    restarts: int = 1
+    norm: str = "linf"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("norm", self.norm, NORMS)
+        self._set("eps", check_positive("eps", self.eps, allow_zero=True))
+        self._set("alpha", check_positive("alpha", self.alpha))
+        check_steps("steps", self.steps)
+        check_steps("restarts", self.restarts)
+        check_flag("random_start", self.random_start)
+
+
+class PGD(GradientAttack):
+    """PGD with ``steps`` steps of size ``alpha`` inside an ``eps``-ball (``norm`` linf or l2).
+
+    Shape:
+        x: ``(N, ...)`` in [0, 1]; y: ``(N,)``; returns ``x_adv`` of ``x``'s shape.
+
+    Example::
+
+        atk = PGD(model, eps=0.3, alpha=0.01, steps=40, restarts=5)
+        result = atk.run(x, y)       # result.success, result.linf, ...
+    """
 
     name = "pgd"
-
-    def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float = 0.01,
-                 steps: int = 40, random_start: bool = True, restarts: int = 1,
-                 norm: str = "linf", **options: Any) -> None:
-        super().__init__(model, **options)
-        if norm not in NORMS:
-            raise AttackError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}.")
-        self.eps = check_positive("eps", eps, allow_zero=True)
-        self.alpha = check_positive("alpha", alpha)
-        self.steps = check_steps("steps", steps)
-        self.restarts = check_steps("restarts", restarts)
-        self.random_start = bool(random_start)
-        self.norm = norm
-
-    def _params(self) -> dict[str, Any]:
-        return {"eps": self.eps, "alpha": self.alpha, "steps": self.steps,
-                "random_start": self.random_start, "restarts": self.restarts, "norm": self.norm}
+    Params = PGDParams
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Back onto the ``eps``-ball around ``x`` and onto [0, 1]."""
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
+        delta, eps = x_adv - x, self.params.eps
+        if self.params.norm == "linf":
+            delta = delta.clamp(-eps, eps)
         else:
-            delta = delta * (self.eps / _flat_norm(delta)).clamp(max=1.0)
+            delta = delta * (eps / _flat_norm(delta)).clamp(max=1.0)
         return (x + delta).clamp(0, 1)
 
     def _start(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.random_start:
+        if not self.params.random_start:
             return x.clone()
-        if self.norm == "linf":
+        if self.params.norm == "linf":
             noise = torch.rand(x.shape, generator=self.generator, device=x.device) * 2 - 1
-            return self.project(x + noise * self.eps, x)
+            return self.project(x + noise * self.params.eps, x)
         direction = torch.randn(x.shape, generator=self.generator, device=x.device)
         radius = torch.rand(len(x), generator=self.generator, device=x.device) \
             .pow(1.0 / x[0].numel()).view(-1, *([1] * (x.dim() - 1)))
-        return self.project(x + direction / _flat_norm(direction) * radius * self.eps, x)
+        return self.project(x + direction / _flat_norm(direction) * radius * self.params.eps, x)
 
     def _step(self, grad: torch.Tensor) -> torch.Tensor:
-        if self.norm == "linf":
-            return self.alpha * grad.sign()
-        return self.alpha * grad / _flat_norm(grad)
+        if self.params.norm == "linf":
+            return self.params.alpha * grad.sign()
+        return self.params.alpha * grad / _flat_norm(grad)
 
     def _perturb(self, x, y, target):
         best, best_loss, best_ok = x.clone(), None, None
-        for _ in range(self.restarts):
+        restarts = self.params.restarts
+        for _ in range(restarts):
             x_adv = self._start(x)
-            for _ in range(self.steps):
+            for _ in range(self.params.steps):
                 _, grad = self.gradient(x_adv, y, target)
                 x_adv = self.project(x_adv + self._step(grad), x)
-            if self.restarts == 1:
+            if restarts == 1:
                 return x_adv, {}
             with torch.no_grad():
                 logits = self.model(x_adv)
@@ -93,15 +119,46 @@ class PGD(Attack):
         return best, {}
 
 
+@dataclass(frozen=True, kw_only=True)
+class BIMParams(LossParams):
+    """BIM's parameters: ``eps`` (L∞, default 0.3), ``alpha`` (step, 0.01), ``steps`` (40),
+    and those of :class:`~bnnrobust.attacks.gradient.LossParams`."""
+
+    eps: float = 0.3
+    alpha: float = 0.01
+    steps: int = 40
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("eps", check_positive("eps", self.eps, allow_zero=True))
+        self._set("alpha", check_positive("alpha", self.alpha))
+        check_steps("steps", self.steps)
+
+    @property
+    def random_start(self) -> bool:
+        """BIM starts from ``x`` itself."""
+        return False
+
+    @property
+    def restarts(self) -> int:
+        """One run."""
+        return 1
+
+    @property
+    def norm(self) -> str:
+        """L∞ only."""
+        return "linf"
+
+
 class BIM(PGD):
     """Basic iterative method / iterated FGSM (Kurakin et al. 2017): PGD from ``x`` itself.
 
     L∞ only, no random start, one run; Galloway et al.: step 0.01, 40 iterations.
+
+    Example::
+
+        x_adv = BIM(model, eps=0.1, alpha=0.01, steps=40)(x, y)
     """
 
     name = "bim"
-
-    def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float = 0.01,
-                 steps: int = 40, **options: Any) -> None:
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=False,
-                         restarts=1, norm="linf", **options)
+    Params = BIMParams

@@ -6,37 +6,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from bnnrobust.attacks.base import Attack, AttackError, check_positive
+from bnnrobust.attacks.base import AttackError, check_positive
 from bnnrobust.attacks.fgsm import check_eps, per_sample
+from bnnrobust.attacks.gradient import GradientAttack, LossParams
 
 
-class RFGSM(Attack):
-    """Random step then FGSM; total L∞ budget ``eps``, random step ``alpha`` (default eps/2)."""
+@dataclass(frozen=True, kw_only=True)
+class RFGSMParams(LossParams):
+    """R-FGSM's parameters.
+
+    Args:
+        eps: total L∞ budget (a number >= 0 or one value per input; default 0.3).
+        alpha: size of the random sign step, at most ``eps`` (default None: ``eps / 2``).
+        loss, temperature, target, eot_samples, bpda, seed: see
+            :class:`~bnnrobust.attacks.gradient.LossParams`.
+    """
+
+    eps: float | torch.Tensor = 0.3
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("eps", check_eps(self.eps))
+        if self.alpha is not None:
+            self._set("alpha", check_positive("alpha", self.alpha, allow_zero=True))
+            if not isinstance(self.eps, torch.Tensor) and self.alpha > self.eps:
+                raise AttackError(f"alpha ({self.alpha}) must not exceed eps ({self.eps}).")
+
+
+class RFGSM(GradientAttack):
+    """Random step then FGSM; total L∞ budget ``eps``, random step ``alpha`` (default eps/2).
+
+    Shape:
+        x: ``(N, ...)`` in [0, 1]; y: ``(N,)``; returns ``x_adv`` of ``x``'s shape.
+
+    Example::
+
+        x_adv = RFGSM(model, eps=0.3)(x, y)      # Panda et al.'s training attack
+    """
 
     name = "rfgsm"
-
-    def __init__(self, model: nn.Module, *, eps: float | torch.Tensor = 0.3,
-                 alpha: float | None = None, **options: Any) -> None:
-        super().__init__(model, **options)
-        self.eps = check_eps(eps)
-        if alpha is not None:
-            check_positive("alpha", alpha, allow_zero=True)
-            if not isinstance(self.eps, torch.Tensor) and alpha > self.eps:
-                raise AttackError(f"alpha ({alpha}) must not exceed eps ({self.eps}).")
-        self.alpha = alpha
-
-    def _params(self) -> dict[str, Any]:
-        eps = self.eps if not isinstance(self.eps, torch.Tensor) else "per-sample"
-        return {"eps": eps, "alpha": self.alpha if self.alpha is not None else "eps/2"}
+    Params = RFGSMParams
 
     def _perturb(self, x, y, target):
-        eps = per_sample(self.eps, x)
-        alpha = eps / 2 if self.alpha is None else self.alpha
+        eps = per_sample(self.params.eps, x)
+        alpha = eps / 2 if self.params.alpha is None else self.params.alpha
         noise = torch.randn(x.shape, generator=self.generator, device=x.device)
         x_prime = (x + alpha * noise.sign()).clamp(0, 1)
         _, grad = self.gradient(x_prime, y, target)

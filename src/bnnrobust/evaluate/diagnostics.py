@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnnrobust.attacks import PGD, non_differentiable_layers
-from bnnrobust.attacks.base import bpda_mode, frozen
+from bnnrobust.attacks.gradient import bpda_mode, frozen
 from bnnrobust.evaluate.robustness import Row, accuracy_under_attack
 from bnnrobust.nn import is_stochastic
 from bnnrobust.train import eval_mode

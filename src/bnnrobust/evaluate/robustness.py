@@ -15,8 +15,9 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from bnnrobust.attacks import ATTACKS, CWL2, EPS_FREE, Attack, AttackError
+from bnnrobust.attacks import CWL2, Attack, AttackError
 from bnnrobust.attacks.base import check_steps, model_device
+from bnnrobust.attacks.catalogue import entry, names
 from bnnrobust.train import accuracy, correct, predict_logits
 
 
@@ -39,11 +40,11 @@ class Row:
 
 
 def attack_class(name: str) -> type[Attack]:
-    """The attack class registered under ``name`` (fgsm, bim, pgd, rfgsm, cw, jsma)."""
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise AttackError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}.") from None
+    """The gradient attack of the catalogue named ``name`` (fgsm, bim, pgd, rfgsm, cw, jsma)."""
+    if name not in names("gradient"):
+        raise AttackError(f"unknown attack {name!r}; expected one of "
+                          f"{', '.join(names('gradient'))}.")
+    return entry(name).attack
 
 
 def expand_targets(x: torch.Tensor, y: torch.Tensor,
@@ -96,14 +97,15 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     with Progress(disable=not progress, transient=True) as bar:
         for e in eps:
             kwargs = dict(options)
-            if cls.name not in EPS_FREE:
-                kwargs["eps"] = e
+            budget = entry(cls.name).budget
+            if budget is not None:
+                kwargs[budget] = e
             atk = cls(model, **kwargs)
             out = run_batched(atk, x, y, target=target, batch_size=batch_size, progress=bar,
                               description=f"{cls.name} eps={e}")
             acc = accuracy(model, out["x_adv"], y, passes=passes, device=model_device(model))
             ok = out["success"]
-            rows.append(Row(cls.name, e if cls.name not in EPS_FREE else None, acc,
+            rows.append(Row(cls.name, e if budget is not None else None, acc,
                             ok.float().mean().item(),
                             out["l2"][ok].mean().item() if ok.any() else None,
                             len(x), out["seconds"], atk.settings()))

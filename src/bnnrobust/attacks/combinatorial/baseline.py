@@ -12,21 +12,24 @@ best one is kept, with the incumbent objective over time (the paper's Figure 4).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from bnnrobust.attacks.base import check_positive, check_steps
-from bnnrobust.attacks.combinatorial.cpsat import (
+from bnnrobust.attacks.base import AttackError, check_steps
+from bnnrobust.attacks.combinatorial.attack import ExactAttack, TargetedParams
+from bnnrobust.attacks.combinatorial.export import IntegerBNN
+from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
     check_pixels,
+    check_seconds,
     eps_steps,
     objective_of,
     resolve_target,
 )
-from bnnrobust.attacks.combinatorial.export import IntegerBNN
 from bnnrobust.attacks.pgd import PGD
 
 
@@ -58,10 +61,10 @@ def iterated_fgsm(model: nn.Module, ib: IntegerBNN, pixels: np.ndarray, *, eps: 
     The result's status is ``feasible`` (no proof); ``bound`` is +inf.
     """
     start = time.perf_counter()
-    check_positive("time_limit", time_limit)
+    check_seconds("time_limit", time_limit)
     check_steps("steps", steps)
     check_steps("restarts", restarts)
-    x = check_pixels(pixels)
+    x = check_pixels(pixels, ib)
     k = eps_steps(eps)
     prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
     best_p = np.zeros_like(x)
@@ -96,3 +99,57 @@ def iterated_fgsm(model: nn.Module, ib: IntegerBNN, pixels: np.ndarray, *, eps: 
 def _input_shape(model: nn.Module, size: int) -> tuple[int, ...]:
     shape: Any = getattr(model, "input_shape", None)
     return tuple(shape) if shape else (size,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IteratedFGSMParams(TargetedParams):
+    """The baseline's parameters.
+
+    Args:
+        steps: FGSM iterations per round (20). restarts: random starts per round after the
+            first (16). max_rounds: stop after this many rounds (default None: run to the
+            time limit).
+        eps, time_limit (paper: 180), target (``"second"`` or a class), seed: see the base
+            classes.
+    """
+
+    steps: int = 20
+    restarts: int = 16
+    max_rounds: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target == "untargeted":
+            raise AttackError("iterated FGSM is targeted: give target='second' or a class.")
+        check_steps("steps", self.steps)
+        check_steps("restarts", self.restarts)
+        if self.max_rounds is not None:
+            check_steps("max_rounds", self.max_rounds)
+
+
+class IteratedFGSM(ExactAttack):
+    """Khalil et al.'s gradient baseline on the exact problem (:func:`iterated_fgsm` per point).
+
+    Shape:
+        x: ``(N, features)`` on the 1/255 grid; y: ``(N,)``. ``status``: ``feasible``.
+
+    Example::
+
+        result = IteratedFGSM(model, eps=0.01, time_limit=10).run(x, y)
+    """
+
+    name = "iterated-fgsm"
+    Params = IteratedFGSMParams
+
+    def __init__(self, model: nn.Module, /, **params: Any) -> None:
+        super().__init__(model, **params)
+        if self.torch_model is None:
+            raise AttackError("iterated FGSM needs the PyTorch model (its surrogate gradient), "
+                              "not only its integer form.")
+
+    def attack_point(self, pixels: np.ndarray, *, target: int | str,
+                     start: np.ndarray | None = None) -> ExactResult:  # noqa: D102
+        p = self.params
+        return iterated_fgsm(self.torch_model, self.integer, pixels, eps=p.eps, target=target,
+                             time_limit=p.time_limit, steps=p.steps, restarts=p.restarts,
+                             max_rounds=p.max_rounds, seed=p.seed)

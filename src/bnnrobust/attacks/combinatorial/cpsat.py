@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -44,112 +44,35 @@ from scipy.optimize import linprog
 
 from bnnrobust.attacks.base import AttackError, check_steps
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
+from bnnrobust.attacks.combinatorial.problem import (
+    ExactResult,
+    check_pixels,
+    check_seconds,
+    deeper_layers,
+    eps_steps,
+    interval,
+    objective_of,
+    objective_terms,
+    objective_weights,
+    resolve_target,
+)
 
 SCALE_BITS = 20
 
 
-@dataclass
-class ExactResult:
-    """Outcome of an exact attack on one point.
+def reifier(model: cp_model.CpModel):
+    """The CP-SAT way to make a free neuron of :func:`.problem.deeper_layers`: a Boolean true
+    iff ``const + Σ coefs·terms >= threshold``."""
 
-    ``status``: ``optimal`` (proved), ``timeout`` (the time limit was hit first; the incumbent
-    is returned) or, for the heuristics (IProp, iterated FGSM), ``feasible`` (no proof).
-    ``objective``: f_target − f_prediction at the returned perturbation (exact forward pass);
-    ``bound``: the proven upper bound; ``trace``: (seconds, incumbent objective) pairs.
-    """
+    def make(li: int, j: int, const: int, terms: list, coefs: list, threshold: int,
+             low: int, high: int):
+        b = model.NewBoolVar(f"h{li}_{j}")
+        expr = const + cp_model.LinearExpr.WeightedSum(terms, coefs)
+        model.Add(expr >= threshold).OnlyEnforceIf(b)
+        model.Add(expr <= threshold - 1).OnlyEnforceIf(b.Not())
+        return b
 
-    status: str
-    objective: float
-    bound: float
-    perturbation: np.ndarray
-    prediction: int
-    target: int
-    seconds: float
-    eps_steps: int
-    trace: list[tuple[float, float]] = field(default_factory=list)
-    iterations: int = 0
-
-    @property
-    def flipped(self) -> bool:
-        """Whether the returned perturbation makes the target beat the prediction."""
-        return self.objective > 0
-
-    def as_dict(self) -> dict:
-        """Plain data for JSON (the perturbation as a list; pixel steps on the grid)."""
-        pert = self.perturbation
-        return {"status": self.status, "objective": self.objective,
-                "bound": None if math.isinf(self.bound) else self.bound,
-                "flipped": self.flipped, "prediction": self.prediction, "target": self.target,
-                "seconds": self.seconds, "eps_steps": self.eps_steps,
-                "iterations": self.iterations, "trace": [list(t) for t in self.trace],
-                "linf": float(np.abs(pert).max()) if pert.size else 0.0,
-                "l0": int(np.count_nonzero(pert)), "perturbation": pert.tolist()}
-
-
-def eps_steps(eps: float) -> int:
-    """Whole pixel steps allowed by an L∞ budget ε on [0, 1] images: floor(255·ε)."""
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise AttackError(f"eps must be a finite number > 0, got {eps!r}.")
-    return int(math.floor(255 * eps + 1e-9))
-
-
-def check_pixels(pixels: np.ndarray) -> np.ndarray:
-    """One 8-bit input as a flat int64 vector, or a clear error."""
-    x = np.asarray(pixels)
-    if x.size == 0 or not np.all(np.isfinite(x)) or np.any(x != np.round(x)) \
-            or x.min() < 0 or x.max() > 255:
-        raise AttackError("pixels must be integers in 0..255 (an 8-bit image).")
-    return x.astype(np.int64).ravel()
-
-
-def resolve_target(logits: np.ndarray, target: int | str) -> tuple[int, int]:
-    """``(prediction, target)`` for a class index or the rule ``"second"``."""
-    prediction = int(np.argmax(logits))
-    if isinstance(target, str):
-        if target != "second":
-            raise AttackError(f"unknown target rule {target!r}; expected a class index or "
-                              "'second'.")
-        target = int(np.argsort(logits, kind="stable")[-2])
-    if not isinstance(target, (int, np.integer)) or not 0 <= target < len(logits) \
-            or target == prediction:
-        raise AttackError(f"target must be a class other than the prediction {prediction}, "
-                          f"got {target!r}.")
-    return prediction, int(target)
-
-
-def objective_of(ib: IntegerBNN, pixels: np.ndarray, target: int, prediction: int) -> float:
-    """``f_target − f_prediction`` by the exact integer forward pass."""
-    logits = ib.logits_pixels(pixels[None])[0]
-    return float(logits[target] - logits[prediction])
-
-
-def over_neurons(weights, state) -> tuple[float, list, list]:
-    """``Σ w_i h_i`` over neurons that are fixed (±1) or Boolean (h = 2b − 1), skipping dropped
-    ones (None): ``(constant, Boolean terms, their coefficients)``."""
-    const, terms, coefs = 0, [], []
-    for wi, s in zip(weights, state, strict=True):
-        if s is None:
-            continue
-        if isinstance(s, int):
-            const += wi * s
-        else:
-            const -= wi
-            terms.append(s)
-            coefs.append(2 * wi)
-    return const, terms, coefs
-
-
-def reify_neuron(model: cp_model.CpModel, expr, threshold: int, low: int, high: int, name: str):
-    """+1 / −1 when ``expr >= threshold`` is decided over ``[low, high]``, else a reified
-    Boolean (true iff the neuron fires)."""
-    if low >= threshold:
-        return 1
-    if high < threshold:
-        return -1
-    b = model.NewBoolVar(name)
-    model.Add(expr >= threshold).OnlyEnforceIf(b)
-    model.Add(expr <= threshold - 1).OnlyEnforceIf(b.Not())
-    return b
+    return make
 
 
 class FirstLayer:
@@ -171,8 +94,7 @@ class FirstLayer:
         self.lo, self.hi = np.maximum(-k, -x), np.minimum(k, 255 - x)
         w = layer.weight.astype(np.int64)
         base = w @ x
-        low = base + np.where(w > 0, self.lo, -self.hi).sum(1)
-        high = base + np.where(w > 0, self.hi, -self.lo).sum(1)
+        low, high = interval(w, base, self.lo, self.hi)
         thr = layer.int_threshold
         self.undecided = np.flatnonzero((low < thr) & (high >= thr))
         self.fixed = np.where(low >= thr, 1, -1)
@@ -351,27 +273,6 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
     return out
 
 
-def _deeper_layers(model: cp_model.CpModel, ib: IntegerBNN, state: list, d: np.ndarray) -> list:
-    """Layers 2..D as reified Booleans over the previous layer's state; the last layer keeps
-    only neurons with a nonzero objective coefficient ``d``."""
-    last = len(ib.layers) - 1
-    for li in range(1, len(ib.layers)):
-        layer = ib.layers[li]
-        new_state: list = []
-        for j, row in enumerate(layer.weight.astype(np.int64)):
-            if li == last and d[j] == 0:
-                new_state.append(None)
-                continue
-            const, terms, coefs = over_neurons([int(v) for v in row], state)
-            low = const + sum(min(0, c) for c in coefs)
-            high = const + sum(max(0, c) for c in coefs)
-            expr = const + cp_model.LinearExpr.WeightedSum(terms, coefs)
-            new_state.append(reify_neuron(model, expr, int(layer.int_threshold[j]), low, high,
-                                          f"h{li}_{j}"))
-        state = new_state
-    return state
-
-
 def pattern_value(ib: IntegerBNN, first: FirstLayer, pattern: np.ndarray, target: int,
                   prediction: int) -> float:
     """The objective of the first-layer activation ``pattern`` on the undecided neurons, by the
@@ -401,13 +302,9 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         seed: CP-SAT's random seed.
     """
     start = time.perf_counter()
-    if not (isinstance(time_limit, (int, float)) and time_limit > 0):
-        raise AttackError(f"time_limit must be > 0 seconds, got {time_limit!r}.")
+    check_seconds("time_limit", time_limit)
     check_steps("threads", threads)
-    x = check_pixels(pixels)
-    if x.size != ib.layers[0].weight.shape[1]:
-        raise AttackError(f"pixels has {x.size} values; the model takes "
-                          f"{ib.layers[0].weight.shape[1]}.")
+    x = check_pixels(pixels, ib)
     k = eps_steps(eps)
     prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
     deadline = start + float(time_limit)
@@ -423,9 +320,9 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     state: list = [int(v) for v in first.fixed]
     for q, j in enumerate(first.undecided):
         state[j] = b1[q]
-    d = ib.out_weight[target] - ib.out_weight[prediction]
-    const, free, coefs = over_neurons([float(v) for v in d], _deeper_layers(model, ib, state, d))
-    const += float(ib.out_bias[target] - ib.out_bias[prediction])
+    last = deeper_layers(ib, state, reifier(model),
+                         keep=objective_weights(ib, target, prediction) != 0)
+    const, free, coefs = objective_terms(ib, last, target, prediction)
     scale = float(2 ** SCALE_BITS) / max((abs(c) for c in coefs), default=1.0)
     int_coefs = [int(round(c * scale)) for c in coefs]
     slack = len(free) * 0.5 / scale + 1e-9 * (1 + abs(const))  # rounding of the objective

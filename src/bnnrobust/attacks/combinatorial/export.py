@@ -84,6 +84,25 @@ class IntegerBNN:
         return self.hidden_pixels(pixels)[-1] @ self.out_weight.T + self.out_bias
 
 
+class IntegerBNNModule(nn.Module):
+    """An :class:`IntegerBNN` as a PyTorch model (its exact forward pass, no gradient), so
+    that the exact attacks of the catalogue can run on an integer BNN given directly.
+
+    Shape: ``(N, features)`` (or any shape that flattens to it) in [0, 1] → ``(N, classes)``
+    logits (float64 values returned as float32 would round them: kept float64).
+    """
+
+    def __init__(self, integer: IntegerBNN) -> None:
+        super().__init__()
+        self.integer = integer
+        self.input_shape = (integer.layers[0].weight.shape[1],)
+        self.num_classes = integer.out_weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        flat = x.detach().reshape(len(x), -1).cpu().double().numpy()
+        return torch.from_numpy(self.integer.logits(flat)).to(x.device)
+
+
 def _bn_fires(bn: nn.BatchNorm1d, j: int, values: np.ndarray) -> np.ndarray:
     """PyTorch's own eval-mode batch norm + sign for neuron ``j`` at the given pre-activations."""
     with torch.no_grad():
@@ -130,7 +149,10 @@ def _fold(linear: BinaryLinear, act: BinaryActivation, *, first: bool) -> Intege
 
 
 def export(model: nn.Module) -> IntegerBNN:
-    """The integer form of a trained ``fc-bnn`` (any depth, width and input size)."""
+    """The integer form of a trained ``fc-bnn`` (any depth, width and input size), or the
+    integer BNN an :class:`IntegerBNNModule` wraps."""
+    if isinstance(model, IntegerBNNModule):
+        return model.integer
     body = getattr(model, "body", model)
     first_layer = getattr(model, "input_layer", None)
     if first_layer is not None and not isinstance(first_layer, nn.Identity):

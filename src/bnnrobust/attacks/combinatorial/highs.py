@@ -25,15 +25,42 @@ import numpy as np
 from ortools.math_opt.python import mathopt
 
 from bnnrobust.attacks.base import AttackError, check_steps
-from bnnrobust.attacks.combinatorial.cpsat import ExactResult, check_pixels, eps_steps, resolve_target
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
+from bnnrobust.attacks.combinatorial.problem import (
+    ExactResult,
+    check_pixels,
+    check_seconds,
+    deeper_layers,
+    eps_steps,
+    interval,
+    objective_terms,
+    resolve_target,
+)
 
 MARGIN = 1e-6
 
 
 def _objective(ib: IntegerBNN, x: np.ndarray, target: int, prediction: int) -> float:
+    """``f_target − f_prediction`` at a real input in [0, 1] (exact forward pass)."""
     logits = ib.logits(x[None])[0]
     return float(logits[target] - logits[prediction])
+
+
+def big_m(model: mathopt.Model, hints: dict, acts: list[np.ndarray]):
+    """The MathOpt way to make a free neuron of :func:`.problem.deeper_layers`: a binary ``h``
+    with ``a >= low·(1 − h)`` and ``a <= (high + 1)·h − 1`` for the integer pre-activation
+    ``a = const − threshold + Σ coefs·b`` (fires iff ``a >= 0``), hinted with ``acts``."""
+
+    def make(li: int, j: int, const: int, terms: list, coefs: list, threshold: int,
+             low: int, high: int):
+        h = model.add_binary_variable(name=f"h{li}_{j}")
+        a = const - threshold + mathopt.fast_sum(c * b for c, b in zip(coefs, terms, strict=True))
+        model.add_linear_constraint(a >= (low - threshold) * (1 - h))
+        model.add_linear_constraint(a <= (high - threshold + 1) * h - 1)
+        hints[h] = float(acts[li][0, j] > 0)
+        return h
+
+    return make
 
 
 def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int | str = "second",
@@ -52,13 +79,12 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     for comparison with the grid backend.
     """
     start = time.perf_counter()
-    if not (isinstance(time_limit, (int, float)) and time_limit > 0):
-        raise AttackError(f"time_limit must be > 0 seconds, got {time_limit!r}.")
+    check_seconds("time_limit", time_limit)
     if check_steps("threads", threads) != 1:
         raise AttackError("the highs backend runs one thread per point; use --workers for "
                           "parallelism.")
     k = eps_steps(eps)
-    x = check_pixels(pixels) / 255.0
+    x = check_pixels(pixels, ib) / 255.0
     prediction, target = resolve_target(ib.logits(x[None])[0], target)
     lo, hi = np.maximum(-eps, -x), np.minimum(eps, 1.0 - x)
     incumbent = np.zeros_like(x) if hint is None else np.clip(np.asarray(hint, float).ravel(), lo, hi)
@@ -71,8 +97,7 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     layer = ib.layers[0]
     w = layer.weight.astype(np.float64)
     base = w @ x - layer.threshold
-    low = base + np.where(w > 0, lo, -hi).sum(1)
-    high = base + np.where(w > 0, hi, -lo).sum(1)
+    low, high = interval(w, base, lo, hi)
     state: list = []  # per neuron: +1 / -1 or a binary variable (1 fires)
     for j in range(len(w)):
         if low[j] >= 0:
@@ -87,31 +112,9 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
             model.add_linear_constraint(a <= float(high[j]) * h - MARGIN * (1 - h))
             hint_values[h] = float(acts[0][0, j] > 0)
             state.append(h)
-    d = ib.out_weight[target] - ib.out_weight[prediction]
-    for li in range(1, len(ib.layers)):
-        layer = ib.layers[li]
-        new_state: list = []
-        for j, row in enumerate(layer.weight.astype(np.int64)):
-            fixed = sum(int(wi) * s for wi, s in zip(row, state, strict=True) if isinstance(s, int))
-            free = [(int(wi), s) for wi, s in zip(row, state, strict=True) if not isinstance(s, int)]
-            t = int(layer.int_threshold[j])
-            low_j = fixed - sum(abs(wi) for wi, _ in free) - t
-            high_j = fixed + sum(abs(wi) for wi, _ in free) - t
-            if low_j >= 0:
-                new_state.append(1)
-            elif high_j < 0:
-                new_state.append(-1)
-            else:
-                h = model.add_binary_variable(name=f"h{li}_{j}")
-                a = fixed - t + mathopt.fast_sum(wi * (2 * s - 1) for wi, s in free)
-                model.add_linear_constraint(a >= low_j * (1 - h))
-                model.add_linear_constraint(a <= (high_j + 1) * h - 1)
-                hint_values[h] = float(acts[li][0, j] > 0)
-                new_state.append(h)
-        state = new_state
-    const = float(ib.out_bias[target] - ib.out_bias[prediction])
-    objective = const + mathopt.fast_sum(
-        float(dj) * (s if isinstance(s, int) else 2 * s - 1) for dj, s in zip(d, state, strict=True))
+    last = deeper_layers(ib, state, big_m(model, hint_values, acts))
+    const, terms, coefs = objective_terms(ib, last, target, prediction)
+    objective = const + mathopt.fast_sum(float(c) * b for c, b in zip(coefs, terms, strict=True))
     model.maximize(objective)
     if floor is not None:
         model.add_linear_constraint(objective >= float(floor))

@@ -19,23 +19,23 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ortools.sat.python import cp_model
-from torch import nn
 
-from bnnrobust.attacks.base import AttackError, check_positive, check_steps
-from bnnrobust.attacks.combinatorial.cpsat import (
+from bnnrobust.attacks.base import AttackError, check_choice, check_steps
+from bnnrobust.attacks.combinatorial.attack import ExactAttack, TargetedParams
+from bnnrobust.attacks.combinatorial.cpsat import FirstLayer, search
+from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
-    FirstLayer,
     check_pixels,
+    check_seconds,
     eps_steps,
     objective_of,
     resolve_target,
-    search,
 )
-from bnnrobust.attacks.combinatorial.export import IntegerBNN, export
 
 PATIENCE = 5
 STALL_LIMIT = 25
@@ -129,74 +129,85 @@ def _perturb_greedy(first: FirstLayer, want: np.ndarray, incumbent: np.ndarray,
     return best
 
 
-class IProp:
-    """IProp on one 8-bit point at a time (see module doc).
+@dataclass(frozen=True, kw_only=True)
+class IPropParams(TargetedParams):
+    """IProp's parameters.
 
     Args:
-        model: a trained ``fc-bnn`` or its :class:`IntegerBNN`.
-        eps: L∞ budget on [0, 1]; perturbations are whole pixel steps, at most floor(255·ε).
-        target: a class or ``"second"`` (default). step: ``"adaptive"`` (default) or a
+        step: ``"adaptive"`` (default: 5% of the width, halved after 5 failures) or a
             constant number of neurons S >= 1.
-        time_limit: seconds per point (paper: 180); sub_time_limit: seconds per CP-SAT
-            subproblem (paper: 10).
+        sub_time_limit: seconds per CP-SAT subproblem (paper: 10).
         warm_start: ``"none"`` (zero perturbation, the paper's line 1) or ``"fgsm"`` (start
             from iterated FGSM run for ``warm_start_time`` seconds; the paper's Figure 6: 5 s).
-        seed: sampling of G and CP-SAT's seed.
+        eps, time_limit (paper: 180), target (``"second"`` or a class), seed (sampling of G
+            and CP-SAT's seed): see the base classes.
     """
 
-    def __init__(self, model: nn.Module | IntegerBNN, *, eps: float,
-                 target: int | str = "second", step: int | str = "adaptive",
-                 time_limit: float = 180.0, sub_time_limit: float = 10.0,
-                 warm_start: str = "none", warm_start_time: float = 5.0, seed: int = 0) -> None:
-        self.ib = model if isinstance(model, IntegerBNN) else export(model)
-        self.model = None if isinstance(model, IntegerBNN) else model
-        eps_steps(eps)
-        if step != "adaptive":
-            check_steps("step", step)
-        for name, value in (("time_limit", time_limit), ("sub_time_limit", sub_time_limit),
-                            ("warm_start_time", warm_start_time)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise AttackError(f"{name} must be a finite number of seconds, got {value!r}.")
-            check_positive(name, value)
-        if warm_start not in ("none", "fgsm"):
-            raise AttackError(f"unknown warm_start {warm_start!r}; expected 'none' or 'fgsm'.")
-        if warm_start == "fgsm" and self.model is None:
+    step: int | str = "adaptive"
+    sub_time_limit: float = 10.0
+    warm_start: str = "none"
+    warm_start_time: float = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target == "untargeted":
+            raise AttackError("IProp is targeted: give target='second' or a class index.")
+        if self.step != "adaptive":
+            check_steps("step", self.step)
+        self._set("sub_time_limit", check_seconds("sub_time_limit", self.sub_time_limit))
+        self._set("warm_start_time", check_seconds("warm_start_time", self.warm_start_time))
+        check_choice("warm_start", self.warm_start, ("none", "fgsm"))
+
+
+class IProp(ExactAttack):
+    """IProp, point by point, on the pixel grid (see the module doc).
+
+    Shape:
+        x: ``(N, features)`` on the 1/255 grid; y: ``(N,)``. ``status``: ``feasible`` (a
+        heuristic: no proof); ``objective``: per point.
+
+    Example::
+
+        result = IProp(model, eps=0.01, time_limit=180, sub_time_limit=10).run(x, y)
+    """
+
+    name = "iprop"
+    Params = IPropParams
+
+    def __init__(self, model, /, **params: Any) -> None:
+        super().__init__(model, **params)
+        if self.params.warm_start == "fgsm" and self.torch_model is None:
             raise AttackError("warm_start='fgsm' needs the PyTorch model, not only its integer "
                               "form.")
-        self.eps, self.target, self.step = float(eps), target, step
-        self.time_limit, self.sub_time_limit = float(time_limit), float(sub_time_limit)
-        self.warm_start, self.warm_start_time, self.seed = warm_start, float(warm_start_time), seed
 
-    def settings(self) -> dict[str, Any]:
-        """The attack's parameters, as plain data."""
-        return {"attack": "iprop", "eps": self.eps, "target": self.target, "step": self.step,
-                "time_limit": self.time_limit, "sub_time_limit": self.sub_time_limit,
-                "warm_start": self.warm_start, "warm_start_time": self.warm_start_time,
-                "seed": self.seed}
-
-    def attack(self, pixels: np.ndarray) -> ExactResult:
-        """Run IProp on one 8-bit input (integers 0..255)."""
-        start = time.perf_counter()
-        deadline = start + self.time_limit
-        ib, x = self.ib, check_pixels(pixels)
-        k = eps_steps(self.eps)
-        prediction, target = resolve_target(ib.logits_pixels(x[None])[0], self.target)
+    def attack_point(self, pixels: np.ndarray, *, target: int | str,
+                     start: np.ndarray | None = None) -> ExactResult:
+        """Run IProp on one 8-bit input (integers 0..255); ``start``: a starting perturbation
+        in pixel steps (replaces ``warm_start``)."""
+        p = self.params
+        begin = time.perf_counter()
+        deadline = begin + p.time_limit
+        ib, x = self.integer, check_pixels(pixels, self.integer)
+        k = eps_steps(p.eps)
+        prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
         first = FirstLayer(ib, x, k)
         decided = first.decided()  # held fixed in problem (9) for the first layer
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(p.seed)
         incumbent = np.zeros_like(x)
-        if self.warm_start == "fgsm":
+        if start is not None:
+            incumbent = np.clip(np.asarray(start, np.int64), first.lo, first.hi)
+        elif p.warm_start == "fgsm":
             from bnnrobust.attacks.combinatorial.baseline import iterated_fgsm
-            incumbent = iterated_fgsm(self.model, ib, x, eps=self.eps, target=target,
-                                      time_limit=min(self.warm_start_time, self.time_limit),
-                                      seed=self.seed).perturbation
+            incumbent = iterated_fgsm(self.torch_model, ib, x, eps=p.eps, target=target,
+                                      time_limit=min(p.warm_start_time, p.time_limit),
+                                      seed=p.seed).perturbation
         best = objective_of(ib, x + incumbent, target, prediction)
-        trace = [(time.perf_counter() - start, best)]
+        trace = [(time.perf_counter() - begin, best)]
         d = ib.out_weight[target] - ib.out_weight[prediction]
         ideal = np.where(d > 0, 1, -1)
         relevant = np.flatnonzero(d != 0)
         width = len(d)
-        step = max(1, round(0.05 * width)) if self.step == "adaptive" else int(self.step)
+        step = max(1, round(0.05 * width)) if p.step == "adaptive" else int(p.step)
         acts = [a[0].astype(np.int64) for a in ib.hidden_pixels((x + incumbent)[None])]
         failures, stall, iterations = 0, 0, 0
         while time.perf_counter() < deadline:
@@ -214,41 +225,41 @@ class IProp:
                 if value > best:
                     best, incumbent, improved = value, candidate, True
                     acts = [a[0].astype(np.int64) for a in ib.hidden_pixels((x + incumbent)[None])]
-                    trace.append((time.perf_counter() - start, best))
+                    trace.append((time.perf_counter() - begin, best))
             if improved:
                 failures = stall = 0
                 continue
             failures += 1
             stall += 1
-            if self.step == "adaptive" and failures >= PATIENCE:
+            if p.step == "adaptive" and failures >= PATIENCE:
                 if step == 1:
                     break  # local optimum
                 step, failures = max(1, step // 2), 0
-            elif self.step != "adaptive" and stall >= STALL_LIMIT:
+            elif p.step != "adaptive" and stall >= STALL_LIMIT:
                 break
         return ExactResult("feasible", best, math.inf, incumbent, prediction, target,
-                           time.perf_counter() - start, k, trace, iterations=iterations)
+                           time.perf_counter() - begin, k, trace, iterations=iterations)
 
     def _propagate(self, first: FirstLayer, decided: dict[int, int], targets: dict[int, int],
                    acts: list[np.ndarray], incumbent: np.ndarray,
                    deadline: float) -> np.ndarray | None:
         """One backward pass of target propagation, then problem (10)."""
-        ib = self.ib
+        ib, sub, seed = self.integer, self.params.sub_time_limit, self.params.seed
         for li in range(len(ib.layers) - 1, 0, -1):
-            left = min(self.sub_time_limit, deadline - time.perf_counter())
+            left = min(sub, deadline - time.perf_counter())
             if left <= 0:
                 return None
             layer = ib.layers[li]
             h = propagate_layer(layer.weight.astype(np.int64), layer.int_threshold, targets,
                                 acts[li - 1], decided if li == 1 else {},
-                                time_limit=left, seed=self.seed)
+                                time_limit=left, seed=seed)
             if h is None:
                 return None
             targets = {int(j): int(v) for j, v in enumerate(h)}
-        left = min(self.sub_time_limit, deadline - time.perf_counter())
+        left = min(sub, deadline - time.perf_counter())
         if left <= 0:
             return None
         wanted = acts[0].copy()
         for j, v in targets.items():
             wanted[j] = v
-        return perturb_for(first, wanted, incumbent, time_limit=left, seed=self.seed)
+        return perturb_for(first, wanted, incumbent, time_limit=left, seed=seed)

@@ -11,8 +11,9 @@ a flip is an objective > 0) with one of two backends:
 Both take a starting solution: by default one round of iterated FGSM through the
 straight-through surrogate (:mod:`.baseline`), so the exact attack is never weaker than the
 gradient attack. ``target="untargeted"`` takes the best over every other class.
-:func:`certify` proves that no perturbation within ε changes the prediction, and
-:func:`minimal_eps` finds the smallest ε on the pixel grid that does.
+:class:`Certify` proves that no perturbation within ε changes the prediction (per point:
+:func:`certify_point`), and :func:`minimal_eps` finds the smallest ε on the pixel grid that
+does.
 """
 
 from __future__ import annotations
@@ -23,11 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from torch import nn
+import torch
 
-from bnnrobust.attacks.base import AttackError, check_steps
-from bnnrobust.attacks.combinatorial.cpsat import ExactResult, check_pixels, eps_steps
-from bnnrobust.attacks.combinatorial.export import IntegerBNN, export
+from bnnrobust.attacks.base import AttackError, Found, check_choice, check_steps
+from bnnrobust.attacks.combinatorial.attack import (
+    ExactAttack,
+    ExactParams,
+    TargetedParams,
+    records,
+)
+from bnnrobust.attacks.combinatorial.export import IntegerBNN
+from bnnrobust.attacks.combinatorial.problem import (
+    ExactResult,
+    check_pixels,
+    eps_steps,
+    other_classes,
+)
 
 BACKENDS = ("cpsat", "highs")
 HINTS = ("fgsm", "none")
@@ -35,8 +47,7 @@ HINTS = ("fgsm", "none")
 
 def check_backend(backend: str) -> str:
     """The backend name, after checking that its optional extra is installed."""
-    if backend not in BACKENDS:
-        raise AttackError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}.")
+    check_choice("backend", backend, BACKENDS)
     try:
         if backend == "cpsat":
             from ortools.sat.python import cp_model  # noqa: F401
@@ -50,13 +61,9 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def other_classes(ib: IntegerBNN, x: np.ndarray) -> tuple[int, list[int]]:
-    """``(prediction, the other classes by decreasing output)`` at the 8-bit input ``x``."""
-    order = [int(c) for c in np.argsort(-ib.logits_pixels(x[None])[0], kind="stable")]
-    return order[0], order[1:]
-
-
-def _solver(backend: str):
+def solver(backend: str):
+    """The per-point solver function of ``backend`` (:func:`.cpsat.cpsat_attack` or
+    :func:`.highs.highs_attack`)."""
     if backend == "cpsat":
         from bnnrobust.attacks.combinatorial.cpsat import cpsat_attack
         return cpsat_attack
@@ -64,91 +71,110 @@ def _solver(backend: str):
     return highs_attack
 
 
-class MILPAttack:
-    """The exact attack on one point at a time (see module doc).
+@dataclass(frozen=True, kw_only=True)
+class SolverParams(ExactParams):
+    """Solver options.
 
     Args:
-        model: a trained ``fc-bnn`` (exported here) or its :class:`IntegerBNN`.
-        eps: L∞ budget on [0, 1] (> 0). target: a class index, ``"second"`` (the paper's
-            default: the class with the second-highest output) or ``"untargeted"``.
-        backend: ``cpsat`` (pixel grid, default) or ``highs`` (continuous).
-        time_limit: seconds per point (the paper: 180). threads: CP-SAT workers (1).
-        hint: ``fgsm`` (one round of iterated FGSM, needs the PyTorch model) or ``none``
-            (zero perturbation).
-        seed: solver and hint seed.
+        backend: ``"cpsat"`` (pixel grid, default) or ``"highs"`` (continuous big-M MILP).
+        threads: CP-SAT workers per point (default 1: deterministic).
     """
 
-    def __init__(self, model: nn.Module | IntegerBNN, *, eps: float, target: int | str = "second",
-                 backend: str = "cpsat", time_limit: float = 180.0, threads: int = 1,
-                 hint: str = "fgsm", seed: int = 0) -> None:
-        self.ib = model if isinstance(model, IntegerBNN) else export(model)
-        self.model = None if isinstance(model, IntegerBNN) else model
-        eps_steps(eps)
-        if not (isinstance(time_limit, (int, float)) and math.isfinite(time_limit)
-                and time_limit > 0):
-            raise AttackError(f"time_limit must be > 0 seconds, got {time_limit!r}.")
-        if hint not in HINTS:
-            raise AttackError(f"unknown hint {hint!r}; expected one of {', '.join(HINTS)}.")
-        if hint == "fgsm" and self.model is None:
+    backend: str = "cpsat"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_backend(self.backend)
+        check_steps("threads", self.threads)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MILPParams(SolverParams, TargetedParams):
+    """The MILP attack's parameters.
+
+    Args:
+        hint: starting solution: ``"fgsm"`` (one round of iterated FGSM through the model's
+            straight-through surrogate, the default) or ``"none"`` (zero perturbation).
+        eps, time_limit, target, backend, threads, seed: see the base classes.
+    """
+
+    hint: str = "fgsm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("hint", self.hint, HINTS)
+
+
+class MILPAttack(ExactAttack):
+    """The exact attack, point by point (see the module doc).
+
+    Shape:
+        x: ``(N, features)`` or ``(N, 1, 28, 28)`` on the 1/255 grid; y: ``(N,)`` labels
+        (the objective is about the prediction, not the label). ``status``: optimal /
+        timeout; ``objective``, ``bound``: per point.
+
+    Example::
+
+        atk = MILPAttack(model, eps=0.01, backend="cpsat", time_limit=180)
+        result = atk.run(x, y)    # result.status, result.objective, result.success (flips)
+    """
+
+    name = "milp"
+    Params = MILPParams
+
+    def __init__(self, model, /, **params: Any) -> None:
+        super().__init__(model, **params)
+        if self.params.hint == "fgsm" and self.torch_model is None:
             raise AttackError("hint='fgsm' needs the PyTorch model, not only its integer form; "
                               "pass the model or use hint='none'.")
-        if isinstance(target, str) and target not in ("second", "untargeted"):
-            raise AttackError(f"unknown target {target!r}; expected a class index, 'second' or "
-                              "'untargeted'.")
-        self.eps, self.target, self.backend = float(eps), target, check_backend(backend)
-        self.time_limit, self.threads = float(time_limit), check_steps("threads", threads)
-        self.hint, self.seed = hint, int(seed)
 
-    def settings(self) -> dict[str, Any]:
-        """The attack's parameters, as plain data."""
-        return {"attack": "milp", "eps": self.eps, "target": self.target,
-                "backend": self.backend, "time_limit": self.time_limit,
-                "threads": self.threads, "hint": self.hint, "seed": self.seed}
+    @property
+    def continuous(self) -> bool:  # noqa: D102
+        return self.params.backend == "highs"
 
     def _hint(self, pixels: np.ndarray, target: int | str, budget: float) -> np.ndarray | None:
-        if self.hint == "none":
+        if self.params.hint == "none":
             return None
         from bnnrobust.attacks.combinatorial.baseline import iterated_fgsm
-        found = iterated_fgsm(self.model, self.ib, pixels, eps=self.eps, target=target,
-                              time_limit=max(budget, 1e-3), max_rounds=1, seed=self.seed)
-        return found.perturbation if self.backend == "cpsat" else found.perturbation / 255.0
+        found = iterated_fgsm(self.torch_model, self.integer, pixels, eps=self.params.eps,
+                              target=target, time_limit=max(budget, 1e-3), max_rounds=1,
+                              seed=self.params.seed)
+        return found.perturbation / 255.0 if self.continuous else found.perturbation
 
-    def attack(self, pixels: np.ndarray, *, floor: float | None = None,
-               start_from: np.ndarray | None = None) -> ExactResult:
-        """Attack one 8-bit input (integers 0..255, any shape with the model's input size).
-
-        ``start_from``: a starting perturbation that replaces the hint (pixel steps for cpsat,
-        the [0, 1] scale for highs), e.g. the result of a longer gradient attack.
-        ``floor``: see :func:`.cpsat.cpsat_attack` (used by :func:`certify`).
-        """
-        x = check_pixels(pixels)
-        start = time.perf_counter()
-        solve = _solver(self.backend)
-        if self.target != "untargeted":
-            hint = start_from if start_from is not None else \
-                self._hint(x, self.target, self.time_limit)
-            left = self.time_limit - (time.perf_counter() - start)
-            result = solve(self.ib, x, eps=self.eps, target=self.target,
-                           time_limit=max(left, 1e-3), threads=self.threads, hint=hint,
-                           floor=floor, seed=self.seed)
-            result.seconds = time.perf_counter() - start
+    def attack_point(self, pixels: np.ndarray, *, target: int | str,
+                     start: np.ndarray | None = None,
+                     floor: float | None = None) -> ExactResult:
+        """Attack one 8-bit input (see :class:`ExactAttack`); ``floor``: see
+        :func:`.cpsat.cpsat_attack`."""
+        p = self.params
+        x = check_pixels(pixels, self.integer)
+        begin = time.perf_counter()
+        solve = solver(p.backend)
+        if target != "untargeted":
+            hint = start if start is not None else self._hint(x, target, p.time_limit)
+            left = p.time_limit - (time.perf_counter() - begin)
+            result = solve(self.integer, x, eps=p.eps, target=target,
+                           time_limit=max(left, 1e-3), threads=p.threads, hint=hint,
+                           floor=floor, seed=p.seed)
+            result.seconds = time.perf_counter() - begin
             return result
-        _, order = other_classes(self.ib, x)
+        _, order = other_classes(self.integer, x)
         results = []
         for i, cls in enumerate(order):  # the time left is shared among the classes left
             t0 = time.perf_counter()
-            share = (self.time_limit - (t0 - start)) / (len(order) - i)
-            hint = start_from if start_from is not None else self._hint(x, cls, share)
+            share = (p.time_limit - (t0 - begin)) / (len(order) - i)
+            hint = start if start is not None else self._hint(x, cls, share)
             left = share - (time.perf_counter() - t0)
-            results.append(solve(self.ib, x, eps=self.eps, target=cls, threads=self.threads,
+            results.append(solve(self.integer, x, eps=p.eps, target=cls, threads=p.threads,
                                  time_limit=max(left, 1e-3), hint=hint, floor=floor,
-                                 seed=self.seed))
+                                 seed=p.seed))
         best = max(results, key=lambda r: r.objective)
         return ExactResult(
             status="optimal" if all(r.status == "optimal" for r in results) else "timeout",
             objective=best.objective, bound=max(r.bound for r in results),
             perturbation=best.perturbation, prediction=best.prediction, target=best.target,
-            seconds=time.perf_counter() - start, eps_steps=best.eps_steps, trace=best.trace,
+            seconds=time.perf_counter() - begin, eps_steps=best.eps_steps, trace=best.trace,
             iterations=sum(r.iterations for r in results))
 
 
@@ -175,9 +201,8 @@ class Certificate:
                 "perturbation": None if self.perturbation is None else self.perturbation.tolist()}
 
 
-def certify(model: nn.Module | IntegerBNN, pixels: np.ndarray, *, eps: float,
-            backend: str = "cpsat", time_limit: float = 180.0, threads: int = 1,
-            seed: int = 0) -> Certificate:
+def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: str = "cpsat",
+                  time_limit: float = 180.0, threads: int = 1, seed: int = 0) -> Certificate:
     """Prove (or refute) that no perturbation within ε changes the prediction of ``pixels``.
 
     For each other class c, most dangerous (highest output) first, it searches for a
@@ -185,18 +210,19 @@ def certify(model: nn.Module | IntegerBNN, pixels: np.ndarray, *, eps: float,
     every class proves the point robust. Each class may use all the time still left: most
     classes are settled in milliseconds.
     """
-    attack = MILPAttack(model, eps=eps, target=0, backend=backend, time_limit=time_limit,
-                        threads=threads, hint="none", seed=seed)
+    check_backend(backend)
+    eps_steps(eps)
     start = time.perf_counter()
-    x = check_pixels(pixels)
-    prediction, order = other_classes(attack.ib, x)
+    x = check_pixels(pixels, ib)
+    prediction, order = other_classes(ib, x)
+    solve = solver(backend)
     per_class: dict[int, str] = {}
     for cls in order:
         left = time_limit - (time.perf_counter() - start)
         if left <= 0:
             break
-        attack.target, attack.time_limit = cls, left
-        result = attack.attack(x, floor=0.0)
+        result = solve(ib, x, eps=eps, target=cls, time_limit=left, threads=threads,
+                       hint=None, floor=0.0, seed=seed)
         if result.objective >= 0:
             per_class[cls] = "attacked"
             return Certificate("attacked", prediction, time.perf_counter() - start, cls,
@@ -205,6 +231,40 @@ def certify(model: nn.Module | IntegerBNN, pixels: np.ndarray, *, eps: float,
     robust = len(per_class) == len(order) and all(v == "robust" for v in per_class.values())
     return Certificate("robust" if robust else "unknown", prediction,
                        time.perf_counter() - start, per_class=per_class)
+
+
+class Certify(ExactAttack):
+    """Certification as an attack: per point ``robust`` (proved), ``attacked`` (``x_adv`` is
+    the counter-example; ``success`` True) or ``unknown``; see :func:`certify_point`.
+
+    Example::
+
+        result = Certify(model, eps=0.01, time_limit=60).run(x, y)
+        certified = [s == "robust" for s in result.status]
+    """
+
+    name = "certify"
+    Params = SolverParams
+
+    @property
+    def continuous(self) -> bool:  # noqa: D102
+        return self.params.backend == "highs"
+
+    def attack_point(self, pixels: np.ndarray, *, target: int | str,
+                     start: np.ndarray | None = None) -> Certificate:  # noqa: D102
+        p = self.params
+        return certify_point(self.integer, pixels, eps=p.eps, backend=p.backend,
+                             time_limit=p.time_limit, threads=p.threads, seed=p.seed)
+
+    def _found(self, x: torch.Tensor, pixels: np.ndarray, results: list) -> Found:
+        device = x.device
+        return Found(
+            x, self.adversarial(x, pixels, [r.perturbation for r in results]),
+            success=torch.tensor([r.status == "attacked" for r in results], device=device),
+            status=tuple(r.status for r in results),
+            point_seconds=torch.tensor([r.seconds for r in results], dtype=torch.float64,
+                                       device=device),
+            extra={"points": records(results)})
 
 
 @dataclass
@@ -227,9 +287,10 @@ class MinimalEps:
         return None if self.steps is None else self.steps / 255.0
 
 
-def minimal_eps(model: nn.Module | IntegerBNN, pixels: np.ndarray, *, max_eps: float = 0.1,
+def minimal_eps(ib: IntegerBNN, pixels: np.ndarray, *, max_eps: float = 0.1,
                 time_limit: float = 180.0, threads: int = 1, seed: int = 0) -> MinimalEps:
-    """Bisection over whole pixel steps 1..floor(255·max_eps) with :func:`certify` (CP-SAT).
+    """Bisection over whole pixel steps 1..floor(255·max_eps) with :func:`certify_point`
+    (CP-SAT).
 
     Each probe gets the time left divided by the probes a bisection still needs; a probe that
     runs out of time leaves the answer as an interval.
@@ -243,8 +304,8 @@ def minimal_eps(model: nn.Module | IntegerBNN, pixels: np.ndarray, *, max_eps: f
             break
         mid = (lo + hi) // 2
         probes = max(1, math.ceil(math.log2(hi - lo + 2)))
-        cert = certify(model, pixels, eps=mid / 255.0 + 1e-9, time_limit=left / probes,
-                       threads=threads, seed=seed)
+        cert = certify_point(ib, pixels, eps=mid / 255.0 + 1e-9, time_limit=left / probes,
+                             threads=threads, seed=seed)
         if cert.status == "attacked":
             found, hi = (mid, cert.perturbation), mid - 1
         elif cert.status == "robust":

@@ -1,0 +1,183 @@
+"""The problem every exact attack of Khalil et al. (2019) solves, shared by the backends.
+
+On the integer form of a fully connected BNN (:mod:`.export`), maximize
+``f_target − f_prediction`` (objective (1)) over the L∞ ε-ball around one input, inside
+[0, 1]; a flip is an objective > 0. Here: the per-point result (:class:`ExactResult`), input
+and target checks, interval bounds of a linear layer over a box, the encoding of the binary
+layers above the first one (solver-agnostic: each backend says how to make a free neuron) and
+the objective's terms. The CP-SAT (:mod:`.cpsat`) and HiGHS (:mod:`.highs`) backends, IProp
+and the iterated-FGSM baseline import them; none keeps its own copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bnnrobust.attacks.base import AttackError, Status, check_budget, check_positive
+from bnnrobust.attacks.combinatorial.export import IntegerBNN
+
+
+@dataclass
+class ExactResult:
+    """Outcome of an exact attack on one point.
+
+    ``status``: ``optimal`` (proved), ``timeout`` (the time limit was hit first; the incumbent
+    is returned) or, for the heuristics (IProp, iterated FGSM), ``feasible`` (no proof).
+    ``objective``: f_target − f_prediction at the returned perturbation (exact forward pass);
+    ``bound``: the proven upper bound; ``trace``: (seconds, incumbent objective) pairs.
+    ``perturbation``: whole pixel steps on the grid, or real values on the [0, 1] scale.
+    """
+
+    status: Status
+    objective: float
+    bound: float
+    perturbation: np.ndarray
+    prediction: int
+    target: int
+    seconds: float
+    eps_steps: int
+    trace: list[tuple[float, float]] = field(default_factory=list)
+    iterations: int = 0
+
+    @property
+    def flipped(self) -> bool:
+        """Whether the returned perturbation makes the target beat the prediction."""
+        return self.objective > 0
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON (the perturbation as a list; pixel steps on the grid)."""
+        pert = self.perturbation
+        return {"status": self.status, "objective": self.objective,
+                "bound": None if math.isinf(self.bound) else self.bound,
+                "flipped": self.flipped, "prediction": self.prediction, "target": self.target,
+                "seconds": self.seconds, "eps_steps": self.eps_steps,
+                "iterations": self.iterations, "trace": [list(t) for t in self.trace],
+                "linf": float(np.abs(pert).max()) if pert.size else 0.0,
+                "l0": int(np.count_nonzero(pert)), "perturbation": pert.tolist()}
+
+
+def eps_steps(eps: float) -> int:
+    """Whole pixel steps allowed by an L∞ budget ε on [0, 1] images: floor(255·ε)."""
+    return int(math.floor(255 * check_budget("eps", eps) + 1e-9))
+
+
+def check_seconds(name: str, value: float) -> float:
+    """A time limit: a finite number of seconds > 0."""
+    return check_positive(name, value)
+
+
+def check_pixels(pixels: np.ndarray, ib: IntegerBNN | None = None) -> np.ndarray:
+    """One 8-bit input as a flat int64 vector (of the model's input size), or a clear error."""
+    x = np.asarray(pixels)
+    if x.size == 0 or not np.all(np.isfinite(x)) or np.any(x != np.round(x)) \
+            or x.min() < 0 or x.max() > 255:
+        raise AttackError("pixels must be integers in 0..255 (an 8-bit image).")
+    x = x.astype(np.int64).ravel()
+    if ib is not None and x.size != ib.layers[0].weight.shape[1]:
+        raise AttackError(f"pixels has {x.size} values; the model takes "
+                          f"{ib.layers[0].weight.shape[1]}.")
+    return x
+
+
+def resolve_target(logits: np.ndarray, target: int | str) -> tuple[int, int]:
+    """``(prediction, target)`` for a class index or the rule ``"second"``."""
+    prediction = int(np.argmax(logits))
+    if isinstance(target, str):
+        if target != "second":
+            raise AttackError(f"unknown target rule {target!r}; expected a class index or "
+                              "'second'.")
+        target = int(np.argsort(logits, kind="stable")[-2])
+    if not isinstance(target, (int, np.integer)) or not 0 <= target < len(logits) \
+            or target == prediction:
+        raise AttackError(f"target must be a class other than the prediction {prediction}, "
+                          f"got {target!r}.")
+    return prediction, int(target)
+
+
+def other_classes(ib: IntegerBNN, x: np.ndarray) -> tuple[int, list[int]]:
+    """``(prediction, the other classes by decreasing output)`` at the 8-bit input ``x``."""
+    order = [int(c) for c in np.argsort(-ib.logits_pixels(x[None])[0], kind="stable")]
+    return order[0], order[1:]
+
+
+def objective_of(ib: IntegerBNN, pixels: np.ndarray, target: int, prediction: int) -> float:
+    """``f_target − f_prediction`` by the exact integer forward pass (8-bit input)."""
+    logits = ib.logits_pixels(pixels[None])[0]
+    return float(logits[target] - logits[prediction])
+
+
+def interval(weight: np.ndarray, base: np.ndarray, lo: np.ndarray, hi: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest ``base + weight @ p`` over the box ``lo <= p <= hi``."""
+    pos, neg = np.maximum(weight, 0), np.minimum(weight, 0)
+    return base + pos @ lo + neg @ hi, base + pos @ hi + neg @ lo
+
+
+def over_neurons(weights: Sequence[Any], state: Sequence[Any]) -> tuple[Any, list, list]:
+    """``Σ w_i h_i`` over neurons that are fixed (±1 ints) or free (a backend Boolean b with
+    h = 2b − 1), skipping dropped ones (None): ``(constant, free terms, their coefficients)``."""
+    const, terms, coefs = 0, [], []
+    for wi, s in zip(weights, state, strict=True):
+        if s is None:
+            continue
+        if isinstance(s, int):
+            const += wi * s
+        else:
+            const -= wi
+            terms.append(s)
+            coefs.append(2 * wi)
+    return const, terms, coefs
+
+
+#: ``make(layer, j, const, terms, coefs, threshold, low, high)``: a backend Boolean that is true
+#: iff ``const + Σ coefs·terms >= threshold`` (its range over the free terms is [low, high])
+NeuronMaker = Callable[[int, int, int, list, list, int, int, int], Any]
+
+
+def deeper_layers(ib: IntegerBNN, state: list, make: NeuronMaker, *,
+                  keep: np.ndarray | None = None) -> list:
+    """The binary layers 2..D over the first layer's ``state`` (±1 or backend Booleans).
+
+    A neuron decided over its inputs' range is a constant ±1; the others come from ``make``.
+    ``keep``: which last-layer neurons to encode (the others become None: e.g. those with a
+    zero objective coefficient). Returns the last layer's state.
+    """
+    last = len(ib.layers) - 1
+    for li in range(1, len(ib.layers)):
+        layer = ib.layers[li]
+        new_state: list = []
+        for j, row in enumerate(layer.weight.astype(np.int64)):
+            if li == last and keep is not None and not keep[j]:
+                new_state.append(None)
+                continue
+            const, terms, coefs = over_neurons([int(v) for v in row], state)
+            low = const + sum(min(0, c) for c in coefs)
+            high = const + sum(max(0, c) for c in coefs)
+            threshold = int(layer.int_threshold[j])
+            if low >= threshold:
+                new_state.append(1)
+            elif high < threshold:
+                new_state.append(-1)
+            else:
+                new_state.append(make(li, j, const, terms, coefs, threshold, low, high))
+        state = new_state
+    return state
+
+
+def objective_terms(ib: IntegerBNN, last: list, target: int, prediction: int
+                    ) -> tuple[float, list, list[float]]:
+    """Objective (1) over the last hidden layer's state: ``(constant, free terms, their
+    coefficients)``, with ``f = const + Σ coef·b`` for the free Booleans b."""
+    d = ib.out_weight[target] - ib.out_weight[prediction]
+    const, terms, coefs = over_neurons([float(v) for v in d], last)
+    return const + float(ib.out_bias[target] - ib.out_bias[prediction]), terms, coefs
+
+
+def objective_weights(ib: IntegerBNN, target: int, prediction: int) -> np.ndarray:
+    """``w_target − w_prediction``: the objective's weight on each last-layer neuron."""
+    return ib.out_weight[target] - ib.out_weight[prediction]
