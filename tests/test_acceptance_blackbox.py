@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnnrobust.attacks import Oracle, blackbox_attack
+from bnnrobust.attacks import blackbox_attack
 from bnnrobust.data import load
 from bnnrobust.train import TrainRequest, train_cached
 
@@ -23,9 +23,8 @@ def test_table4_shape(data_root):
         request = TrainRequest("galloway-cnn", {"precision": precision, "width": 64}, "mnist",
                                epochs=5)
         oracle_model = train_cached(request, data_root=data_root, progress=False).model
-        oracle = Oracle(oracle_model)
-        r = blackbox_attack(oracle, x, y, seed=0, progress=False)
-        again = blackbox_attack(Oracle(oracle_model), x, y, seed=0, progress=False)
+        r = blackbox_attack(oracle_model, x, y, seed=0)
+        again = blackbox_attack(oracle_model, x, y, seed=0)
         assert again.as_dict() == r.as_dict()  # same seed, same substitute and results
         lines.append(f"{NAMES[precision]}64: oracle clean {r.oracle_clean_accuracy:.1%}, "
                      f"transferred FGSM ε=0.3 {r.oracle_adversarial_accuracy:.1%} (paper "

@@ -1,5 +1,6 @@
 """The Papernot substitute attack: Jacobian augmentation by hand, the label-only oracle and
-its query counter, determinism, a plain-function oracle, and the errors."""
+its query counter, determinism, substitute training against a plain function, the attack's
+contract (run, fit, fitted), and the errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 from bnnrobust.attacks import AttackError, Oracle, blackbox_attack, jacobian_augmentation
-from bnnrobust.attacks.blackbox import train_substitute
+from bnnrobust.attacks.blackbox import SubstituteAttack, train_substitute
 from bnnrobust.data import load
 from bnnrobust.evaluate import transfer_vs_white_box
 from bnnrobust.models import build
@@ -61,26 +62,32 @@ def test_blackbox_attack_end_to_end_and_deterministic(fake_mnist):
     x, y = load("mnist", "test")
     torch.manual_seed(0)
     target = build("galloway-cnn", precision="full", width=4)
-    results = [blackbox_attack(Oracle(target, device="cpu"), x, y, holdout=20, rounds=2,
-                               epochs=2, substitute_params={"hidden": 32}, seed=5,
-                               progress=False, device="cpu") for _ in range(2)]
+    results = [blackbox_attack(target, x, y, holdout=20, rounds=2, epochs=2,
+                               substitute_params={"hidden": 32}, seed=5) for _ in range(2)]
     a, b = results
     assert a.as_dict() == b.as_dict()
     assert a.n_eval == 80 and a.training_queries == 40 and a.evaluation_queries == 160
-    c = blackbox_attack(Oracle(target, device="cpu"), x, y, holdout=20, rounds=2, epochs=2,
-                        substitute_params={"hidden": 32}, seed=6, progress=False, device="cpu")
+    c = blackbox_attack(target, x, y, holdout=20, rounds=2, epochs=2,
+                        substitute_params={"hidden": 32}, seed=6)
     assert c.as_dict() != a.as_dict()
 
 
-def test_blackbox_with_function_oracle_and_stochastic_oracle(fake_mnist):
+def test_substitute_attack_contract_and_a_stochastic_oracle(fake_mnist):
     x, y = load("mnist", "test")
-    result = blackbox_attack(_function_oracle, x, y % 3, holdout=30, rounds=2, epochs=1,
-                             substitute_params={"num_classes": 3}, progress=False, device="cpu")
-    assert 0 <= result.oracle_adversarial_accuracy <= 1
+    torch.manual_seed(0)
     stochastic = build("galloway-cnn", precision="stochastic", width=4)
-    oracle = Oracle(stochastic, device="cpu")
-    blackbox_attack(oracle, x, y, holdout=10, rounds=1, epochs=1, progress=False, device="cpu")
-    assert oracle.queries == 10 + 2 * 90  # once per input, never averaged
+    atk = SubstituteAttack(stochastic, holdout=10, rounds=1, epochs=1)
+    result = atk.run(x[:50], y[:50])  # fits on the first 10, attacks all 50
+    assert atk.oracle.queries == 10 + 50  # once per input, never averaged
+    assert result.queries.tolist() == [1] * 50 and result.extra["training_queries"] == 10
+    assert result.linf.max() <= 0.3 + 1e-6
+    again = atk.fitted(eps=0.1)
+    assert again.substitute is atk.substitute and again.params.eps == 0.1
+    assert again.run(x[:20], y[:20]).linf.max() <= 0.1 + 1e-6
+    with pytest.raises(AttackError, match="changes eps and attack only"):
+        atk.fitted(rounds=3)
+    with pytest.raises(AttackError, match="must hold more than holdout=150"):
+        SubstituteAttack(stochastic).run(x[:20], y[:20])
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -89,18 +96,20 @@ def test_blackbox_with_function_oracle_and_stochastic_oracle(fake_mnist):
     ({"lmbda": 0.0, "holdout": 20}, "lmbda must be a finite number > 0"),
     ({"rounds": 0, "holdout": 20}, "rounds must be an integer >= 1"),
     ({"attack": "boundary", "holdout": 20}, "unknown attack 'boundary'"),
+    ({"attack": "cw", "holdout": 20}, "unknown attack 'cw'; expected one of fgsm, bim"),
+    ({"eps": 1.5, "holdout": 20}, "eps must be at most 1"),
 ])
 def test_bad_settings(fake_mnist, kwargs, message):
     x, y = load("mnist", "test")
     with pytest.raises(AttackError, match=message):
-        blackbox_attack(Oracle(build("fc-bnn", width=8)), x, y, progress=False, **kwargs)
+        blackbox_attack(build("fc-bnn", width=8), x, y, **kwargs)
 
 
 def test_oracle_shape_mismatch_is_named(fake_mnist):
     x, y = load("mnist", "test")
     cifar = build("galloway-cnn", channels=3, size=32, width=4)
     with pytest.raises(AttackError, match=r"takes inputs of shape \(3, 32, 32\)"):
-        blackbox_attack(Oracle(cifar), x, y, progress=False)
+        blackbox_attack(cifar, x, y)
 
 
 def test_transfer_flag():

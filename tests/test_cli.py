@@ -123,7 +123,7 @@ def test_attack_command(monkeypatch, capsys, fake_mnist, tmp_path):
                          "--target", "all", "--limit", "3", "--no-diagnostics")
     assert code == 0, err and "n" in out
     code, _, err = run(monkeypatch, capsys, "attack", str(ckpt), "--attack", "deepfool")
-    assert code == 2 and "unknown attack 'deepfool'" in err
+    assert code == 2 and "--attack 'deepfool' is unknown; valid attacks: fgsm" in err
 
 
 def test_train_with_adversarial_training(monkeypatch, capsys, fake_mnist):
@@ -156,9 +156,9 @@ def test_attack_and_eval_count_options(monkeypatch, capsys, fake_mnist, tmp_path
     assert run(monkeypatch, capsys, "train", "fc-bnn", "--param", "width=8", "--epochs", "1",
                "--out", str(ckpt))[0] == 0
     for args, message in (
-        (["eval", str(ckpt), "--passes", "0"], "passes must be an integer >= 1"),
-        (["attack", str(ckpt), "--batch-size", "0"], "batch_size must be an integer >= 1"),
-        (["attack", str(ckpt), "--passes", "0", "--limit", "4"], "passes must be an integer >= 1"),
+        (["eval", str(ckpt), "--passes", "0"], "--passes must be >= 1, got 0"),
+        (["attack", str(ckpt), "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["attack", str(ckpt), "--passes", "0", "--limit", "4"], "--passes must be >= 1"),
     ):
         code, _, err = run(monkeypatch, capsys, *args)
         assert code == 2 and message in " ".join(err.split()), (args, err)
@@ -194,14 +194,15 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
     assert set(data["eps"]) == {"0.004", "0.01"} and len(data["minimal_eps"]) == 3
     for args, message in [
         (["milp", ckpt, "--eps", "0"], "eps must be a finite number > 0"),
-        (["milp", ckpt, "--time-limit", "0"], "time_limit must be > 0"),
+        (["milp", ckpt, "--eps", "1.5"], "eps must be at most 1"),
+        (["milp", ckpt, "--time-limit", "0"], "time_limit must be a finite number > 0"),
         (["milp", ckpt, "--backend", "gurobi"], "unknown backend 'gurobi'"),
         (["milp", ckpt, "--executor", "spark"], "unknown executor 'spark'"),
         (["milp", ckpt, "--workers", "0"], "workers must be an integer >= 1"),
         (["milp", ckpt, "--target", "first"], "--target must be second, untargeted or a class"),
         (["milp", ckpt, "--points", "0"], "--points must be >= 1"),
         (["iprop", ckpt, "--step", "fast"], "--step must be 'adaptive' or a whole number"),
-        (["certify", ckpt, "--eps", "-1"], "eps must be a finite number > 0"),
+        (["certify", ckpt, "--eps", "-1"], "--eps -1 is not a budget"),
     ]:
         code, _, err = run(monkeypatch, capsys, *args)
         assert code == 2 and message in " ".join(err.split()), (args, err)
@@ -216,6 +217,8 @@ def test_exact_commands_without_ortools(monkeypatch, capsys, fake_mnist, tmp_pat
     import bnnrobust.attacks
 
     monkeypatch.delattr(bnnrobust.attacks, "combinatorial", raising=False)
-    monkeypatch.setitem(sys.modules, "bnnrobust.attacks.combinatorial", None)  # import fails
+    for name in ("bnnrobust.attacks.combinatorial", "bnnrobust.attacks.combinatorial.milp"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails
     code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "none.pt"))
-    assert code == 2 and "exact attacks need OR-Tools and SciPy: pip install 'bnnrobust[cpsat]'" in err
+    assert code == 2 and "the milp attack needs the 'cpsat' extra: pip install " \
+        "'bnnrobust[cpsat]'" in " ".join(err.split())

@@ -20,7 +20,7 @@ from bnnrobust.evaluate import (
 )
 from bnnrobust.evaluate.diagnostics import iterative_vs_single_step, softmax_saturation
 from bnnrobust.models import build
-from bnnrobust.train import TrainRequest, fit, train_cached
+from bnnrobust.train import TrainRequest, correct, fit, train_cached
 
 
 @pytest.fixture
@@ -41,12 +41,32 @@ def test_accuracy_over_eps(small_model):
     assert rows[1].settings["eps"] == 0.1 and rows[1].attack == "fgsm"
 
 
-def test_worst_case_is_intersection(small_model):
+def test_worst_case_is_the_per_point_intersection(small_model):
     model, x, y = small_model
-    attacks = [FGSM(model, eps=0.1), PGD(model, eps=0.1, steps=5)]
-    wc = worst_case(model, x, y, attacks)
+    fgsm, pgd = FGSM(model, eps=0.1), PGD(model, eps=0.1, steps=5)
+    wc = worst_case(model, x, y, [fgsm, pgd])
     assert wc.accuracy <= min(wc.per_attack_accuracy.values()) + 1e-9
-    assert wc.robust.dtype == torch.bool and len(wc.robust) == 40
+    assert len(wc.robust) == 40 and set(wc.robust.tolist()) <= {0.0, 1.0}
+    by_hand = correct(model(x), y)
+    for atk in (fgsm, pgd):
+        by_hand &= correct(model(atk(x, y)), y)
+    assert torch.equal(wc.robust.bool(), by_hand)
+    # a result computed once counts only within the budget
+    shared = pgd.run(x, y)
+    assert worst_case(model, x, y, {"pgd": shared}, budget=0.05).accuracy == \
+        pytest.approx(wc.clean.mean().item())
+
+
+def test_worst_case_of_a_random_model_is_the_fraction_of_passes_correct():
+    from bnnrobust.models import build
+    from bnnrobust.train import accuracy
+
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=4, precision="stochastic")
+    x, y = torch.rand(12, 1, 28, 28), torch.randint(0, 10, (12,))
+    wc = worst_case(model, x, y, {}, passes=4)
+    assert wc.accuracy == pytest.approx(accuracy(model, x, y, passes=4))
+    assert ((wc.robust * 4) == (wc.robust * 4).round()).all()
 
 
 def test_expand_targets():

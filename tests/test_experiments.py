@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 
 from bnnrobust.experiments import LocalExecutor
-from bnnrobust.experiments.report import report
-from bnnrobust.experiments.runner import plan, reproduce, resolve_specs, spec_files
-from bnnrobust.experiments.spec import SpecError, load
+from bnnrobust.report import report
+from bnnrobust.experiments.runner import (
+    plan,
+    reproduce,
+    resolve_specs,
+    spec_files,
+    summary_line,
+)
+from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.spec import SpecError
 from bnnrobust.experiments.store import ResultStore
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -81,11 +88,20 @@ BAD_SPECS = [
     ('params = { width = "{W}", depth = 1 }', 'params = { width = "{W}", dept = 1 }',
      r"models\[0\]\.params: model 'fc-bnn' has no parameter\(s\) 'dept'; valid parameters: "),
     ('attack = "fgsm"', 'attack = "fgsn"',
-     r"attacks\[1\] \('FGSM ε=0.1'\): attack 'fgsn' is not one the 'accuracy' measure runs; "
-     r"valid attacks: clean, fgsm"),
+     r"attacks\[1\]\.attack = 'fgsn' is unknown \(an attack the 'accuracy' measure runs\); "
+     r"valid choices: clean, fgsm"),
     ('params = { eps = 0.1 }', 'params = { epsilon = 0.1 }',
-     r"attacks\[1\] .*unexpected keyword argument 'epsilon'.*valid parameters: .*eps"),
+     r"attacks\[1\] \('FGSM ε=0.1'\): fgsm has no parameter 'epsilon'; valid parameters: "
+     r"bpda, eot_samples, eps"),
     ('params = { eps = 0.1 }', 'params = { eps = -0.1 }', r"attacks\[1\] .*eps must be"),
+    ('params = { eps = 0.1 }', 'params = { eps = 0.1, passes = 3 }',
+     r"fgsm has no parameter 'passes'"),
+    ('params = { eps = 0.1 }', 'params = { eps = 0.1 }\noptions = { pases = 3 }',
+     r"the accuracy measure has no option 'pases'; valid options: passes, all_targets"),
+    ('params = { eps = 0.1 }', 'params = { eps = 0.1 }\noptions = { passes = 0 }',
+     r"passes must be an integer >= 1"),
+    ('params = { eps = 0.1 }', 'params = { eps = 0.1, loss = "hinge" }',
+     r"unknown loss 'hinge'; expected one of ce, margin"),
     ('model = "F8"', 'model = "F9"',
      r"reference\[0\]\.model = 'F9' is not a model of the paper profile; valid models: F16, F8"),
     ('attack = "FGSM ε=0.1"\nvalue', 'attack = "FGSM ε=0.2"\nvalue',
@@ -101,7 +117,7 @@ BAD_SPECS = [
      'seeds = ["a"]\nchunk = 20\ngrid = { W = [8, 16] }', r"seeds must be a non-empty list"),
     ('label = "F{W}"', 'label = "F"', r"model label\(s\) F occur more than once"),
     ('label = "clean"\nattack = "clean"', 'label = "clean"\nattack = "clean"\nmetric = "auc"',
-     r"metric 'auc' is unknown; valid metrics: accuracy, error"),
+     r"attacks\[0\]\.metric = 'auc' is unknown; valid choices: accuracy, error"),
     ('epochs = 1\ntest_points', 'epochs = "one"\ntest_points', r"profiles\.paper\.epochs must be int"),
     ('title = "tiny"', 'title = "tiny', r"not valid TOML"),
 ]
@@ -205,6 +221,39 @@ def test_a_changed_spec_does_not_reuse_stored_units(tmp_path, fake_mnist):
     assert again.computed == 4  # the FGSM column's 2 seeds x 2 chunks; the rest reused
 
 
+def test_a_changed_attack_recomputes_its_units_and_no_others(tmp_path, fake_mnist,
+                                                              monkeypatch):
+    """Editing fgsm.py (its source hash changes) makes the FGSM column's stored rows stale:
+    they are recomputed and counted; the clean and PGD columns are reused, and so are the
+    trained models (training code does not import the FGSM attack)."""
+    from bnnrobust import code
+    from bnnrobust.experiments.measures import base
+
+    spec = load(write_spec(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        first = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                          progress=False)
+        assert first.computed == 12 and first.stale == 0
+        models = {t.unit.params["model"] for t in plan(spec, "quick")}
+        source_hash = code._source_hash
+        monkeypatch.setattr(code, "_source_hash", lambda name: "edited"
+                            if name == "bnnrobust.attacks.fgsm" else source_hash(name))
+        base.unit_code.cache_clear()
+        again = reproduce(load(write_spec(tmp_path)), profile="quick", store=store,
+                          executor=LocalExecutor(), progress=False)
+        assert (again.stored_before, again.computed, again.stale) == (8, 4, 4)
+        # the same checkpoint-cache key: the model is not retrained
+        assert {t.unit.params["model"] for t in plan(spec, "quick")} == models
+        monkeypatch.setattr(code, "_source_hash", lambda name: "edited"
+                            if name == "bnnrobust.attacks.pgd" else source_hash(name))
+        base.unit_code.cache_clear()
+        third = reproduce(load(write_spec(tmp_path)), profile="quick", store=store,
+                          executor=LocalExecutor(), progress=False)
+        assert (third.computed, third.stale) == (4, 4)  # now the PGD column; FGSM's new rows
+    base.unit_code.cache_clear()
+    assert "4 of them replace stale rows" in summary_line(again)
+
+
 def test_missing_data_is_one_line_naming_the_files(tmp_path, monkeypatch):
     monkeypatch.setenv("BNNROBUST_DATA", str(tmp_path / "empty"))
     spec = load(write_spec(tmp_path))
@@ -252,6 +301,13 @@ def test_report_of_an_unrun_spec_says_nothing_is_stored(tmp_path):
 
 
 
+#: marks the body with how many images the page has and how many decoded
+IMAGE_CHECK = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
+               "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){ok++;}}"
+               "document.body.setAttribute('data-images',i.length);"
+               "document.body.setAttribute('data-images-ok',ok);});</script>")
+
+
 def chromium() -> str | None:
     import shutil
 
@@ -270,10 +326,15 @@ def test_index_html_renders_in_headless_chromium(tmp_path, fake_mnist):
     with ResultStore(tmp_path / "s.sqlite") as store:
         reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
         index, _ = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    # the check below counts decoded images; it lives in the test, not in the shipped page
+    page = index.read_text(encoding="utf-8")
+    assert "<script" not in page
+    checked = index.with_name("index-checked.html")
+    checked.write_text(page.replace("</body>", IMAGE_CHECK + "</body>"), encoding="utf-8")
     done = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-         "--dump-dom", index.resolve().as_uri()],
+         "--dump-dom", checked.resolve().as_uri()],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout

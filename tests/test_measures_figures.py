@@ -4,7 +4,6 @@ models, finite differences, a shipped spec end to end, and their spec errors."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,30 @@ from bnnrobust.experiments.measures.activation_norm import first_layer_norms
 from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.measures.logit_sweep import eps_grid, flip_eps, label_logit_change
 from bnnrobust.experiments.measures.toy_surface import surface
-from bnnrobust.experiments.report import report
+from bnnrobust.report import report
 from bnnrobust.experiments.runner import reproduce
-from bnnrobust.experiments.spec import Column, SpecError, load
+from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.spec import Column, Profile, SpecError
 from bnnrobust.experiments.store import ResultStore, Unit
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
+QUICK = Profile("quick", epochs=1, test_points=10, seeds=(0,), chunk=10, time_limit=5.0)
+
+
+def column_for(measure: str, label: str, attack: str, params: dict | None = None,
+               options: dict | None = None) -> Column:
+    """A column validated by the measure, as the spec loader makes it."""
+    m = measure_named(measure)
+    opts = m.Options.create(m.name, dict(options or {}))
+    return Column(label, attack, m.column_params(attack, dict(params or {}), opts, QUICK),
+                  tuple(sorted(params or {})), opts)
+
+
 def task_for(measure: str, column: Column, seed: int = 0) -> Task:
     return Task(Unit("t/t", "quick", "m", seed, column.label, {}, 0), measure, "mnist", None,
-                asdict(column))
+                column, column.params_for(seed))
 
 
 # ---------------------------------------------------------------- toy surface
@@ -78,8 +90,8 @@ def test_logit_sweep_is_the_closed_form_on_a_linear_model():
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
     x = 0.3 + 0.4 * torch.rand(5, 6)
     y = torch.tensor([0, 2, 1, 2, 0])
-    column = Column("T=0.5", "fgsm", {"temperature": 0.5, "eps_max": 0.2, "points": 5,
-                                      "label": 2, "clamp": False})
+    column = column_for("logit_sweep", "T=0.5", "fgsm", {"temperature": 0.5},
+                        {"eps_max": 0.2, "points": 5, "label": 2, "clamp": False})
     value = measure_named("logit_sweep").compute(task_for("logit_sweep", column), model, x, y)
     assert value["index"] == 1 and value["eps"] == eps_grid(0.2, 5)
     lin = model[1]
@@ -105,7 +117,7 @@ def test_flip_eps_and_label_logit_change():
 
 
 def test_logit_sweep_without_the_label_in_the_test_points_says_so():
-    column = Column("T=1", "fgsm", {"label": 7})
+    column = column_for("logit_sweep", "T=1", "fgsm", {}, {"label": 7})
     with pytest.raises(MeasureError, match="no test point among the first 3 has label 7"):
         measure_named("logit_sweep").compute(task_for("logit_sweep", column),
                                              nn.Sequential(nn.Flatten(), nn.Linear(4, 10)),
@@ -127,7 +139,7 @@ def test_activation_norm_of_an_fgsm_column_uses_the_attacked_inputs():
     torch.manual_seed(2)
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 2))
     x, y = 0.3 + 0.4 * torch.rand(4, 6), torch.tensor([0, 1, 1, 0])
-    column = Column("FGSM", "fgsm", {"eps": 0.1})
+    column = column_for("activation_norm", "FGSM", "fgsm", {"eps": 0.1})
     value = measure_named("activation_norm").compute(task_for("activation_norm", column, 3),
                                                      model, x, y)
     w, b = model[1].weight.detach(), model[1].bias.detach()
@@ -196,24 +208,29 @@ def test_activation_norm_tables_read_the_stored_norms(tmp_path, fake_mnist):
     ("galloway2018/figure3", "grid = 101", "grid = 1", r"grid must be an integer from 2"),
     ("galloway2018/figure3", "range = [0.0, 1.0]", "range = [1.0, 0.0]",
      r"range must be \[low, high\] with low < high"),
-    ("galloway2018/figure5", "eps_max = 0.3, points = 61, label = 1 }",
-     "eps_max = 0.3, points = 61, label = 1, eps = 0.1 }", r"eps comes from eps_max"),
-    ("galloway2018/figure5", "temperature = 0.6,", "temperature = 0,",
+    ("galloway2018/figure5", "temperature = 0.6 }", "temperature = 0.6, eps = 0.1 }",
+     r"eps comes from options eps_max and points"),
+    ("galloway2018/figure5", "temperature = 0.6 }", "temperature = 0 }",
      r"temperature must be a finite number > 0"),
-    ("galloway2018/figure5", "temperature = 0.6,", "temprature = 0.6,",
-     r"unexpected keyword argument 'temprature'"),
+    ("galloway2018/figure5", "temperature = 0.6 }", "temprature = 0.6 }",
+     r"fgsm has no parameter 'temprature'; valid parameters: bpda, "),
+    ("galloway2018/figure5", "label = 1 }", "label = 1, eps_mx = 0.3 }",
+     r"the logit_sweep measure has no option 'eps_mx'; valid options: eps_max, points"),
     ("galloway2018/figure5", "points = 61, label = 1 }", "points = 2, label = 1 }",
      r"points must be an integer >= 3"),
     ("galloway2018/figure5", "points = 61, label = 1 }", "points = 61, label = -1 }",
-     r"label must be a class index >= 0"),
+     r"label must be an integer >= 0"),
     ("galloway2018/figure5", "points = 61, label = 1 }", "points = 61, label = 1, clamp = 1 }",
      r"clamp must be true or false"),
     ("galloway2018/figure5", "eps_max = 0.3, points = 61, label = 1 }",
      "eps_max = 0, points = 61, label = 1 }", r"eps_max must be a number > 0"),
-    ("panda2019/figure6", "params = { eps = 0.1 }", "params = { eps = 0.1, all_targets = true }",
+    ("panda2019/figure6", "params = { eps = 0.1 }",
+     "params = { eps = 0.1 }\noptions = { all_targets = true }",
      r"activation_norm takes no all_targets"),
     ("panda2019/figure6", 'attack = "clean"', 'attack = "surface"',
-     r"attack 'surface' is not one the 'activation_norm' measure runs"),
+     r"attack = 'surface' is unknown \(an attack the 'activation_norm' measure runs\)"),
+    ("panda2019/figure6", 'attack = "clean"', 'attack = "clean"\nparams = { eps = 0.1 }',
+     r"clean takes no attack parameters"),
 ])
 def test_figure_spec_errors(tmp_path, spec, old, new, message):
     text = (EXPERIMENTS / f"{spec}.toml").read_text(encoding="utf-8")

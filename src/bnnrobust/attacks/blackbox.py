@@ -159,6 +159,10 @@ def train_substitute(oracle: Oracle | Callable[[torch.Tensor], torch.Tensor],
     return substitute, history
 
 
+#: the catalogue attacks that can be crafted on the substitute (gradient attacks with an ε)
+CRAFTING = tuple(n for n in names("gradient") if entry(n).budget is not None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SubstituteParams(AttackParams):
     """The substitute attack's parameters (defaults: Galloway et al.'s runs of Papernot et al.).
@@ -193,7 +197,7 @@ class SubstituteParams(AttackParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._set("eps", check_budget("eps", self.eps))
-        check_choice("attack", self.attack, names("gradient"))
+        check_choice("attack", self.attack, CRAFTING)
         check_steps("holdout", self.holdout)
         if not isinstance(self.substitute, str):
             raise AttackError(f"substitute must be a zoo model name, got {self.substitute!r}.")
@@ -262,6 +266,20 @@ class SubstituteAttack(Attack):
         self.training_queries = self.oracle.queries - before
         return self.substitute
 
+    def fitted(self, **crafting: Any) -> SubstituteAttack:
+        """A copy with other crafting parameters (``eps``, ``attack``) that reuses this
+        attack's trained substitute (e.g. one substitute, FGSM at several budgets)."""
+        unknown = sorted(set(crafting) - {"eps", "attack"})
+        if unknown:
+            raise AttackError(f"fitted() changes eps and attack only, not {unknown[0]!r}.")
+        if self.substitute is None:
+            raise AttackError("the substitute is not trained: call fit(x_seed) first.")
+        params = {name: getattr(self.params, name) for name in self.params.names()}
+        other = SubstituteAttack(self.model, **{**params, **crafting})
+        other.substitute, other.history = self.substitute, self.history
+        other.training_queries = self.training_queries
+        return other
+
     def craft(self, x: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
         """The crafting attack's examples for ``x`` on the (fitted) substitute, against its own
         predictions."""
@@ -299,6 +317,7 @@ def blackbox_attack(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor
     ``params``: those of :class:`SubstituteParams`."""
     atk = SubstituteAttack(model, **params)
     p = atk.params
+    atk.oracle.check(x_test[:1])
     if not 1 <= p.holdout < len(x_test):
         raise AttackError(f"holdout must be an integer in 1..{len(x_test) - 1} (the test set has "
                           f"{len(x_test)} inputs), got {p.holdout!r}.")

@@ -38,7 +38,9 @@ class Entry:
     ``loader``: ``"module:Class"`` of the attack. ``kind``: see the module doc.
     ``requires``: what the model must be (keys of :data:`REQUIREMENTS`).
     ``budget``: the parameter holding its L∞ budget (``None`` for attacks that find minimal
-    perturbations: CW-L2, JSMA). ``extra``: the pip extra it needs, if any.
+    perturbations: CW-L2, JSMA). ``extra``: the pip extra it needs, if any. ``preset``: the
+    attack class's attribute that holds the papers' settings where they differ from its own
+    defaults (the command line starts from them; see :meth:`papers_settings`).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Entry:
     requires: tuple[str, ...] = ()
     budget: str | None = "eps"
     extra: str | None = None
+    preset: str | None = None
 
     @property
     def attack(self) -> type[Attack]:
@@ -63,6 +66,15 @@ class Entry:
     def params(self) -> type[AttackParams]:
         """The attack's parameter dataclass."""
         return self.attack.Params
+
+    def papers_settings(self) -> dict[str, Any]:
+        """The papers' settings of this attack (empty: its own defaults are the papers')."""
+        return dict(getattr(self.attack, self.preset)) if self.preset else {}
+
+    @property
+    def module(self) -> str:
+        """The module that defines the attack."""
+        return self.loader.split(":")[0]
 
     def check(self, values: dict[str, Any]) -> AttackParams:
         """Validated parameters (unknown names and bad values are an AttackError)."""
@@ -88,7 +100,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("rfgsm", "bnnrobust.attacks.rfgsm:RFGSM", "gradient",
           "random step, then FGSM (Tramèr et al. 2018)"),
     Entry("cw", "bnnrobust.attacks.cw:CWL2", "gradient",
-          "Carlini-Wagner L2 (Carlini & Wagner 2017)", budget=None),
+          "Carlini-Wagner L2 (Carlini & Wagner 2017)", budget=None, preset="GALLOWAY"),
     Entry("jsma", "bnnrobust.attacks.jsma:JSMA", "gradient",
           "Jacobian-based saliency map attack (Papernot et al. 2016)", budget=None),
     Entry("substitute", "bnnrobust.attacks.blackbox:SubstituteAttack", "transfer",

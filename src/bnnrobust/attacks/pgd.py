@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bnnrobust.attacks.base import AttackError, check_choice, check_flag, check_positive, check_steps
+from bnnrobust.attacks.base import check_choice, check_flag, check_positive, check_steps
 from bnnrobust.attacks.gradient import GradientAttack, LossParams
 
 NORMS = ("linf", "l2")

@@ -2,7 +2,6 @@
 
 from bnnrobust.data.loading import (
     DatasetStatus,
-    cache_root,
     data_root,
     get_spec,
     load,
@@ -21,7 +20,6 @@ __all__ = [
     "DatasetStatus",
     "FileSpec",
     "InputQuantizer",
-    "cache_root",
     "data_root",
     "get_spec",
     "load",

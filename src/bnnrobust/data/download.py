@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from bnnrobust.data.registry import FileSpec
+from bnnrobust.files import atomic_path, atomic_write
 
 _VERIFIED_FILE = "verified-files.json"
 
@@ -24,21 +23,6 @@ def md5sum(path: str | Path, *, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class VerifiedFiles:
@@ -72,7 +56,7 @@ class VerifiedFiles:
             return False
         self._seen[str(path.resolve())] = [*self._stamp(path), md5]
         try:
-            atomic_write_bytes(self.path, json.dumps(self._seen, indent=0).encode())
+            atomic_write(self.path, json.dumps(self._seen, indent=0))
         except OSError:
             pass  # a read-only cache only costs a re-check next time
         return True
@@ -84,11 +68,9 @@ def download(url: str, dest: Path, spec: FileSpec, *, timeout: float = 60.0) -> 
     Raises ``OSError`` (including ``urllib.error.URLError``) on a failed transfer and
     ``ValueError`` on an md5 mismatch; ``dest`` is untouched in both cases.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     digest = hashlib.md5()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or spec.size
             columns = (
                 TextColumn(f"downloading {spec.name}"),
@@ -102,13 +84,8 @@ def download(url: str, dest: Path, spec: FileSpec, *, timeout: float = 60.0) -> 
                     out.write(block)
                     digest.update(block)
                     bar.advance(task, len(block))
-            out.flush()
-            os.fsync(out.fileno())
         if digest.hexdigest() != spec.md5:
             raise ValueError(f"md5 {digest.hexdigest()} != expected {spec.md5}")
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def fetch(spec: FileSpec, dest: Path, mirrors: tuple[str, ...]) -> list[str]:

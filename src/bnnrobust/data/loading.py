@@ -18,20 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnnrobust.data.download import VerifiedFiles, atomic_write_bytes, fetch
+from bnnrobust.data.download import VerifiedFiles, fetch
 from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
 from bnnrobust.data.registry import REGISTRY, SPLITS, DatasetSpec, FileSpec
 from bnnrobust.data.synthetic import GENERATED
 from bnnrobust.errors import DatasetError
+from bnnrobust.files import atomic_write, cache_root
 
 _DECODER_VERSION = "1"
 _MEMORY: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def cache_root() -> Path:
-    """The folder for caches: ``$BNNROBUST_CACHE`` or ``~/.cache/bnnrobust``."""
-    env = os.environ.get("BNNROBUST_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "bnnrobust"
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -101,7 +96,7 @@ def _extract(archive: Path, into: Path, members: list[str]) -> None:
             if not member.isfile():
                 raise DatasetError(f"{archive}: member {name!r} is not a regular file; refused.")
             data = tar.extractfile(member).read()
-            atomic_write_bytes(into / name, data)
+            atomic_write(into / name, data)
 
 
 def _cifar_sources(spec: DatasetSpec, folder: Path, split: str, *, download: bool,
@@ -167,7 +162,7 @@ def _decoded_cache(spec: DatasetSpec, split: str, kind: str,
         try:
             buf = io.BytesIO()
             np.savez(buf, x=arrays[0], y=arrays[1])
-            atomic_write_bytes(cache, buf.getvalue())
+            atomic_write(cache, buf.getvalue())
         except OSError:
             pass
     _MEMORY[key] = arrays

@@ -28,7 +28,7 @@ otherwise (CIFAR); 500 points; PGD 40 steps × 5 restarts; EOT 10 passes.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +36,9 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from bnnrobust.attacks import CWL2, FGSM, PGD, non_differentiable_layers
-from bnnrobust.attacks.base import AttackError, model_device
-from bnnrobust.attacks.blackbox import Oracle, train_substitute
+from bnnrobust.attacks import AttackResult, non_differentiable_layers
+from bnnrobust.attacks.base import AttackError, check_positive, check_steps, model_device
+from bnnrobust.attacks.catalogue import entry
 from bnnrobust.evaluate.diagnostics import (
     Flag,
     adaptive_vs_standard,
@@ -46,10 +46,9 @@ from bnnrobust.evaluate.diagnostics import (
     exact_vs_gradient,
     transfer_vs_white_box,
 )
-from bnnrobust.evaluate.robustness import Row, run_batched
-from bnnrobust.models import build
-from bnnrobust.nn import is_stochastic, seed_stochastic
-from bnnrobust.train import predict_logits
+from bnnrobust.evaluate.robustness import Row, run_batched, worst_case
+from bnnrobust.nn import is_stochastic
+from bnnrobust.train import correct_fraction
 
 MNIST_EPS = (0.1, 0.2, 0.3)
 TRANSFER = "transfer (substitute, FGSM)"
@@ -105,18 +104,84 @@ class AuditResult:
                 **self.extra}
 
 
-def predictions(model: nn.Module, x: torch.Tensor, *, passes: int, seed: int = 0) -> torch.Tensor:
-    """Predicted labels (CPU); a random model's are the argmax of its mean logits over
-    ``passes`` seeded passes."""
-    if not is_stochastic(model):
-        return predict_logits(model, x, device=model_device(model)).argmax(1)
-    total = None
-    for i in range(passes):
-        seed_stochastic(model, seed + i)
-        logits = predict_logits(model, x, device=model_device(model))
-        total = logits if total is None else total + logits
-    seed_stochastic(model, None)
-    return total.argmax(1)
+@dataclass(frozen=True)
+class SuiteAttack:
+    """One attack of the audit's suite: a catalogue entry and its parameters at each ε.
+
+    ``shared``: run once (at the largest ε's parameters) and counted at every ε where its
+    example lies within ε in L∞ (CW-L2). ``points``: attack only the first N points (the
+    exact attack); the others count as not attacked.
+    """
+
+    label: str
+    kind: str  # "standard", "adaptive", "transfer", "cw", "exact"
+    attack: str
+    params: Callable[[float], dict[str, Any]]
+    note: str = ""
+    shared: bool = False
+    points: int | None = None
+
+
+def suite(model: nn.Module, *, seed: int = 0, pgd_steps: int = 40, restarts: int = 5,
+          eot_samples: int = 10, cw_steps: int = 100, transfer: bool = True,
+          substitute_rounds: int = 6, holdout: int = 150, exact_points: int = 10,
+          exact_time_limit: float = 10.0) -> tuple[list[SuiteAttack], str]:
+    """The attacks :func:`audit` runs on ``model`` (see the module doc), and a note on the
+    exact attack (why it is skipped, or how it runs)."""
+    random, nondiff = is_stochastic(model), bool(non_differentiable_layers(model))
+    adaptive = {"eot_samples": eot_samples if random else 1, "bpda": nondiff}
+
+    def pgd(**options: Any) -> Callable[[float], dict[str, Any]]:
+        return lambda e: {"eps": e, "alpha": 2.5 * e / pgd_steps, "steps": pgd_steps,
+                          "restarts": restarts, "seed": seed, **options}
+
+    def fgsm(**options: Any) -> Callable[[float], dict[str, Any]]:
+        return lambda e: {"eps": e, "seed": seed, **options}
+
+    pgd_label = f"PGD-{pgd_steps} ×{restarts}"
+    suffix = "".join([f" EOT-{eot_samples}" if random else "", " BPDA" if nondiff else ""])
+    attacks = [SuiteAttack("FGSM", "standard", "fgsm", fgsm()),
+               SuiteAttack(pgd_label, "standard", "pgd", pgd()),
+               SuiteAttack(f"{pgd_label} logit margin{suffix}", "adaptive", "pgd",
+                           pgd(loss="margin", **adaptive))]
+    if random or nondiff:
+        attacks += [SuiteAttack(f"{pgd_label}{suffix}", "adaptive", "pgd", pgd(**adaptive)),
+                    SuiteAttack(f"FGSM{suffix}", "adaptive", "fgsm", fgsm(**adaptive))]
+    if transfer:
+        attacks.append(SuiteAttack(
+            TRANSFER, "transfer", "substitute",
+            lambda e: {"eps": e, "holdout": holdout, "rounds": substitute_rounds,
+                       "seed": seed},
+            note=f"Papernot substitute (MLP, {substitute_rounds} rounds, {holdout} seed inputs "
+                 "labelled by the model; FGSM on the substitute's labels)"))
+    attacks.append(SuiteAttack(
+        f"CW-L2 ({cw_steps} steps), L∞ ≤ ε", "cw", "cw",
+        lambda e: {**entry("cw").papers_settings(), "steps": cw_steps, "seed": seed, **adaptive},
+        note="successful CW-L2 examples whose L∞ distance is within ε", shared=True))
+    note = _exact_note(model, exact_points, exact_time_limit)
+    if note is None:
+        attacks.append(SuiteAttack(
+            "exact (CP-SAT)", "exact", "certify",
+            lambda e: {"eps": e, "time_limit": exact_time_limit, "seed": seed},
+            points=exact_points))
+        note = (f"CP-SAT on the first {exact_points} points, floor(255·ε) pixel steps, "
+                f"{exact_time_limit:g} s per point")
+    return attacks, note
+
+
+def _exact_note(model: nn.Module, points: int, time_limit: float) -> str | None:
+    """Why the exact attack does not run on ``model`` (None: it does)."""
+    if points == 0:
+        return "exact attack skipped (--exact-points 0)."
+    try:
+        from bnnrobust.attacks.combinatorial import export
+    except ImportError as exc:
+        return f"exact attack skipped: OR-Tools is not installed ({exc})."
+    try:
+        export(model)
+    except AttackError as exc:
+        return f"exact attack not applicable: {exc}"
+    return None
 
 
 def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float],
@@ -127,144 +192,114 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
           progress: bool = True) -> AuditResult:
     """Audit ``model`` on test inputs ``(x, y)`` (see the module docstring)."""
     start = time.perf_counter()
-    eps = _check(eps, points, holdout, len(x))
+    eps = check_options(eps, points=points, holdout=holdout, available=len(x),
+                        pgd_steps=pgd_steps, restarts=restarts, eot_samples=eot_samples,
+                        cw_steps=cw_steps, substitute_rounds=substitute_rounds,
+                        exact_points=exact_points, exact_time_limit=exact_time_limit,
+                        passes=passes, batch_size=batch_size)
     dev = model_device(model)
     x_seed = x[:holdout]
     x_eval, y_eval = x[holdout:holdout + points], y[holdout:holdout + points]
+    attacks, exact_note = suite(model, seed=seed, pgd_steps=pgd_steps, restarts=restarts,
+                                eot_samples=eot_samples, cw_steps=cw_steps, transfer=transfer,
+                                substitute_rounds=substitute_rounds, holdout=holdout,
+                                exact_points=exact_points, exact_time_limit=exact_time_limit)
+    lines = [AttackLine(a.label, a.kind, {}, a.note) for a in attacks]
+    shared: dict[str, AttackResult] = {}
+    substitute = None
+    worst: dict[float, float] = {}
+    exact: dict[float, dict[str, int]] | None = None
+    gradient_robust: dict[float, torch.Tensor] = {}
+    clean = None
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("audit", total=len(eps) * len(attacks))
+        for e in eps:
+            results: dict[str, AttackResult] = {}
+            for a in attacks:
+                if a.shared and a.label in shared:
+                    results[a.label] = shared[a.label]
+                elif a.attack == "substitute":
+                    atk = entry("substitute").make(model, a.params(e)) if substitute is None \
+                        else substitute.fitted(eps=e)
+                    if substitute is None:
+                        atk.fit(x_seed)
+                        substitute = atk
+                    results[a.label] = run_batched(atk, x_eval, y_eval, batch_size=batch_size)
+                else:
+                    params = a.params(max(eps) if a.shared else e)
+                    n = len(x_eval) if a.points is None else min(a.points, len(x_eval))
+                    out = run_batched(entry(a.attack).make(model, params), x_eval[:n],
+                                      y_eval[:n], batch_size=batch_size)
+                    results[a.label] = out if n == len(x_eval) else \
+                        _padded(out, x_eval, n)
+                    if a.shared:
+                        shared[a.label] = results[a.label]
+                bar.advance(task)
+            wc = worst_case(model, x_eval, y_eval, results, budget=e, passes=passes, seed=seed,
+                            batch_size=batch_size)
+            clean = wc.clean
+            for line in lines:
+                line.accuracy[e] = wc.per_attack[line.label].mean().item()
+            worst[e] = wc.accuracy
+            gradient = [wc.per_attack[a.label] for a in attacks if a.kind != "exact"]
+            gradient_robust[e] = torch.stack([clean, *gradient]).amin(0)
+            exact_line = next((a for a in attacks if a.kind == "exact"), None)
+            if exact_line is not None:
+                exact = exact or {}
+                exact[e] = _exact_counts(results[exact_line.label], gradient_robust[e],
+                                         min(exact_points, len(x_eval)))
+    lines = [line for line in lines if line.kind != "exact"]
+    cw = next(a.label for a in attacks if a.kind == "cw")
+    cw_out = shared[cw]
+    fooled = correct_fraction(model, cw_out.x_adv.cpu(), y_eval, passes=passes, seed=seed,
+                              device=dev) < 1
+    l2 = cw_out.l2.cpu()[fooled & (clean > 0)]
+    flags = _flags(model, x_eval, y_eval, lines, eps, exact, exact_points=exact_points)
     random, nondiff = is_stochastic(model), bool(non_differentiable_layers(model))
-    adaptive = {"eot_samples": eot_samples if random else 1, "bpda": nondiff}
-    pred = predictions(model, x_eval, passes=passes, seed=seed)
-    clean_ok = pred == y_eval
-    robust = {e: clean_ok.clone() for e in eps}
-    lines: list[AttackLine] = []
-
-    def accuracy_of(x_adv: torch.Tensor) -> torch.Tensor:
-        return predictions(model, x_adv, passes=passes, seed=seed) == y_eval
-
-    with Progress(disable=not progress, transient=True) as bar:
-        def run_line(label: str, kind: str, craft, note: str = "") -> None:
-            """``craft(ε)``: the adversarial inputs (CPU) of the evaluation set."""
-            line = AttackLine(label, kind, {}, note)
-            task = bar.add_task(label, total=len(eps))
-            for e in eps:
-                ok = accuracy_of(craft(e))
-                line.accuracy[e] = (clean_ok & ok).float().mean().item()
-                robust[e] &= ok
-                bar.advance(task)
-            bar.remove_task(task)
-            lines.append(line)
-
-        def white_box(make):
-            return lambda e: run_batched(make(e), x_eval, y_eval,
-                                         batch_size=batch_size)["x_adv"].cpu()
-
-        def pgd(e: float, **options: Any) -> PGD:
-            return PGD(model, eps=e, alpha=2.5 * e / pgd_steps, steps=pgd_steps,
-                       restarts=restarts, seed=seed, **options)
-
-        run_line("FGSM", "standard", white_box(lambda e: FGSM(model, eps=e, seed=seed)))
-        run_line(f"PGD-{pgd_steps} ×{restarts}", "standard", white_box(pgd))
-        suffix = "".join([f" EOT-{eot_samples}" if random else "", " BPDA" if nondiff else ""])
-        run_line(f"PGD-{pgd_steps} ×{restarts} logit margin{suffix}", "adaptive",
-                 white_box(lambda e: pgd(e, loss="margin", **adaptive)))
-        if random or nondiff:
-            run_line(f"PGD-{pgd_steps} ×{restarts}{suffix}", "adaptive",
-                     white_box(lambda e: pgd(e, **adaptive)))
-            run_line(f"FGSM{suffix}", "adaptive",
-                     white_box(lambda e: FGSM(model, eps=e, seed=seed, **adaptive)))
-        if transfer:
-            substitute = _substitute(model, x_seed, rounds=substitute_rounds, seed=seed,
-                                     device=dev)
-            sub_pred = predict_logits(substitute, x_eval, device=dev).argmax(1)
-            run_line(TRANSFER, "transfer",
-                     lambda e: _craft_on(FGSM(substitute, eps=e, seed=seed), x_eval, sub_pred,
-                                         batch_size=batch_size),
-                     note=f"Papernot substitute (MLP, {substitute_rounds} rounds, {holdout} "
-                          "seed inputs labelled by the model; FGSM on the substitute's labels)")
-        cw = CWL2.galloway(model, steps=cw_steps, seed=seed, **adaptive)
-        out = run_batched(cw, x_eval, y_eval, batch_size=batch_size)
-        fooled = ~accuracy_of(out["x_adv"].cpu())
-        linf = (out["x_adv"].cpu() - x_eval).flatten(1).abs().amax(1)
-        cw_line = AttackLine(f"CW-L2 ({cw_steps} steps), L∞ ≤ ε", "cw", {},
-                             "successful CW-L2 examples whose L∞ distance is within ε")
-        for e in eps:
-            broken = fooled & (linf <= e + 1e-6)
-            cw_line.accuracy[e] = (clean_ok & ~broken).float().mean().item()
-            robust[e] &= ~broken
-        lines.append(cw_line)
-        l2 = out["l2"].cpu()[fooled & clean_ok]
-        cw_mean_l2 = l2.mean().item() if len(l2) else None
-    gradient_robust = {e: robust[e].clone() for e in eps}
-    exact, exact_note = _exact(model, x_eval, y_eval, eps, robust, points=exact_points,
-                               time_limit=exact_time_limit, progress=progress)
-    worst = {e: robust[e].float().mean().item() for e in eps}
-    flags = _flags(model, x_eval, y_eval, lines, eps, exact, gradient_robust, clean_ok,
-                   exact_points=exact_points, passes=passes)
     settings = {"holdout": holdout, "seed": seed, "pgd_steps": pgd_steps, "restarts": restarts,
-                "eot_samples": adaptive["eot_samples"], "bpda": nondiff, "cw_steps": cw_steps,
-                "transfer": transfer, "substitute_rounds": substitute_rounds,
-                "exact_points": exact_points, "exact_time_limit": exact_time_limit,
-                "passes": passes, "random_at_test_time": random,
-                "non_differentiable_input": nondiff}
+                "eot_samples": eot_samples if random else 1, "bpda": nondiff,
+                "cw_steps": cw_steps, "transfer": transfer,
+                "substitute_rounds": substitute_rounds, "exact_points": exact_points,
+                "exact_time_limit": exact_time_limit, "passes": passes,
+                "random_at_test_time": random, "non_differentiable_input": nondiff}
     return AuditResult(dict(getattr(model, "config", {"name": type(model).__name__})),
-                       len(x_eval), list(eps), clean_ok.float().mean().item(), lines, worst,
-                       flags, exact, exact_note, settings, time.perf_counter() - start,
-                       str(dev), cw_mean_l2)
+                       len(x_eval), list(eps), clean.mean().item(), lines, worst, flags,
+                       exact, exact_note, settings, time.perf_counter() - start, str(dev),
+                       l2.mean().item() if len(l2) else None)
 
 
-def _craft_on(attack, x: torch.Tensor, labels: torch.Tensor, *, batch_size: int
-              ) -> torch.Tensor:
-    """``attack``'s adversarial inputs for ``x`` against ``labels``, in batches (CPU)."""
-    return torch.cat([attack(x[i:i + batch_size], labels[i:i + batch_size]).cpu()
-                      for i in range(0, len(x), batch_size)])
+def _padded(out: AttackResult, x: torch.Tensor, n: int) -> AttackResult:
+    """``out`` (on the first ``n`` of ``x``) extended to all of ``x``: the other points are
+    not attacked (``x_adv = x``, no success, status ``unknown``)."""
+    rest = len(x) - n
+    device = out.x_adv.device
+
+    def pad(t: torch.Tensor | None, fill) -> torch.Tensor | None:
+        if t is None:
+            return None
+        return torch.cat([t, torch.full((rest, *t.shape[1:]), fill, dtype=t.dtype,
+                                        device=t.device)])
+
+    return AttackResult(
+        x_adv=torch.cat([out.x_adv, x[n:].to(device)]), success=pad(out.success, False),
+        l0=pad(out.l0, 0), l2=pad(out.l2, 0.0), linf=pad(out.linf, 0.0), seconds=out.seconds,
+        settings=out.settings, status=None if out.status is None else
+        (*out.status, *(["unknown"] * rest)), point_seconds=pad(out.point_seconds, 0.0),
+        extra=out.extra)
 
 
-def _substitute(model: nn.Module, x_seed: torch.Tensor, *, rounds: int, seed: int,
-                device) -> nn.Module:
-    torch.manual_seed(seed)
-    sub = build("mlp", in_features=int(torch.tensor(x_seed.shape[1:]).prod()),
-                num_classes=int(getattr(model, "num_classes", 10))).to(device)
-    oracle = Oracle(model, device=device)
-    sub, _ = train_substitute(oracle, x_seed, sub, rounds=rounds, seed=seed, device=device,
-                              progress=False)
-    return sub.eval()
+def _exact_counts(result: AttackResult, gradient_robust: torch.Tensor,
+                  n: int) -> dict[str, int]:
+    """Robust / attacked / unknown among the first ``n`` points, and how many of the attacked
+    ones every other attack had missed."""
+    status = list(result.status[:n])
+    found = sum(s == "attacked" and bool(gradient_robust[i] > 0) for i, s in enumerate(status))
+    return {"robust": status.count("robust"), "attacked": status.count("attacked"),
+            "unknown": status.count("unknown"), "found_by_exact_only": found}
 
 
-def _exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
-           robust: dict[float, torch.Tensor], *, points: int, time_limit: float,
-           progress: bool) -> tuple[dict[float, dict[str, int]] | None, str]:
-    """Certify the first ``points`` inputs at each ε when the model is an exportable BNN."""
-    if points == 0:
-        return None, "exact attack skipped (--exact-points 0)."
-    try:
-        from bnnrobust.attacks.combinatorial import certify, export
-    except ImportError as exc:
-        return None, f"exact attack skipped: OR-Tools is not installed ({exc})."
-    try:
-        integer = export(model)
-    except AttackError as exc:
-        return None, f"exact attack not applicable: {exc}"
-    pixels = (x[:points].flatten(1) * 255).round().numpy().astype("int64")
-    out: dict[float, dict[str, int]] = {}
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("exact (CP-SAT)", total=len(eps) * len(pixels))
-        for e in eps:
-            counts = {"robust": 0, "attacked": 0, "unknown": 0, "found_by_exact_only": 0}
-            for i, p in enumerate(pixels):
-                cert = certify(integer, p, eps=e, time_limit=time_limit)
-                counts[cert.status] += 1
-                if cert.status == "attacked":
-                    if robust[e][i]:
-                        counts["found_by_exact_only"] += 1
-                    robust[e][i] = False
-                bar.advance(task)
-            out[e] = counts
-    return out, (f"CP-SAT on the first {len(pixels)} points, floor(255·ε) pixel steps, "
-                 f"{time_limit:g} s per point")
-
-
-def _flags(model, x, y, lines: list[AttackLine], eps: list[float], exact, gradient_robust,
-           clean_ok, *, exact_points: int, passes: int) -> list[Flag]:
+def _flags(model, x, y, lines: list[AttackLine], eps: list[float], exact, *,
+           exact_points: int) -> list[Flag]:
     by = {line.label: line for line in lines}
     fgsm, pgd = lines[0], lines[1]
     rows = [Row("fgsm", e, fgsm.accuracy[e], 0.0, None, len(x), 0.0, {}) for e in eps] + \
@@ -287,7 +322,9 @@ def _flags(model, x, y, lines: list[AttackLine], eps: list[float], exact, gradie
     return [f for f in flags if f is not None]
 
 
-def _check(eps: Sequence[float], points: int, holdout: int, available: int) -> list[float]:
+def check_options(eps: Sequence[float], *, points: int, holdout: int, available: int,
+                  **counts: Any) -> list[float]:
+    """Validate every audit option before any work; the sorted budgets."""
     values = sorted({float(e) for e in eps})
     if not values or any(not 0 < e <= 1 for e in values):
         raise AttackError(f"eps must be one or more budgets in (0, 1], got {list(eps)}.")
@@ -295,4 +332,11 @@ def _check(eps: Sequence[float], points: int, holdout: int, available: int) -> l
         raise AttackError(f"points must be an integer >= 1, got {points!r}.")
     if not isinstance(holdout, int) or holdout < 1 or holdout + 1 > available:
         raise AttackError(f"holdout must leave test inputs to audit: {holdout} of {available}.")
+    for name in ("pgd_steps", "restarts", "eot_samples", "cw_steps", "substitute_rounds",
+                 "passes", "batch_size"):
+        check_steps(name, counts[name])
+    if not isinstance(counts["exact_points"], int) or counts["exact_points"] < 0:
+        raise AttackError(f"exact_points must be an integer >= 0, got "
+                          f"{counts['exact_points']!r}.")
+    check_positive("exact_time_limit", counts["exact_time_limit"])
     return values

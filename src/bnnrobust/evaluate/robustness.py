@@ -2,12 +2,14 @@
 attacks (AutoAttack style), and CW-L2 accuracy as a function of iterations (Galloway Fig. 2).
 
 Accuracy is measured on the adversarial inputs; for a model with randomness at inference it is
-the mean over ``passes`` forward passes with fixed seeds.
+the mean over ``passes`` forward passes with fixed seeds (:func:`bnnrobust.train.accuracy`,
+the one definition).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,10 +17,10 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from bnnrobust.attacks import CWL2, Attack, AttackError
+from bnnrobust.attacks import CWL2, Attack, AttackError, AttackResult
 from bnnrobust.attacks.base import check_steps, model_device
-from bnnrobust.attacks.catalogue import entry, names
-from bnnrobust.train import accuracy, correct, predict_logits
+from bnnrobust.attacks.catalogue import CATALOGUE, entry, names
+from bnnrobust.train import accuracy, correct, correct_fraction, predict_logits
 
 
 @dataclass(frozen=True)
@@ -59,26 +61,43 @@ def expand_targets(x: torch.Tensor, y: torch.Tensor,
 
 def run_batched(attack: Attack, x: torch.Tensor, y: torch.Tensor, *,
                 target: torch.Tensor | None = None, batch_size: int = 256,
-                progress: Progress | None = None, description: str = "") -> dict[str, Any]:
-    """Run ``attack`` over ``x`` in batches; concatenated x_adv, success, l2 and seconds."""
+                progress: Progress | None = None, description: str = "") -> AttackResult:
+    """Run ``attack`` over ``x`` in batches; one :class:`AttackResult` for all of ``x``
+    (see :func:`concatenate`)."""
     check_steps("batch_size", batch_size)
-    parts: dict[str, list] = {"x_adv": [], "success": [], "l2": [], "extra": []}
-    seconds = 0.0
+    parts: list[AttackResult] = []
     task = progress.add_task(description, total=len(x)) if progress is not None else None
     for start in range(0, len(x), batch_size):
         sl = slice(start, start + batch_size)
-        result = attack.run(x[sl], y[sl], target=None if target is None else target[sl])
-        parts["x_adv"].append(result.x_adv)
-        parts["success"].append(result.success)
-        parts["l2"].append(result.l2)
-        parts["extra"].append(result.extra)
-        seconds += result.seconds
+        parts.append(attack.run(x[sl], y[sl], target=None if target is None else target[sl]))
         if progress is not None:
-            progress.advance(task, len(result.x_adv))
+            progress.advance(task, len(parts[-1].x_adv))
     if progress is not None:
         progress.remove_task(task)
-    return {"x_adv": torch.cat(parts["x_adv"]), "success": torch.cat(parts["success"]),
-            "l2": torch.cat(parts["l2"]), "extra": parts["extra"], "seconds": seconds}
+    return concatenate(parts)
+
+
+def concatenate(parts: Sequence[AttackResult]) -> AttackResult:
+    """One result from the results of consecutive batches: per-sample fields concatenated,
+    ``seconds`` summed; ``extra`` holds each batch's ``extra`` under ``"batches"`` and, when
+    every batch has per-point records (``"points"``: the exact attacks), all of them."""
+    if len(parts) == 1:
+        return parts[0]
+    extra: dict[str, Any] = {"batches": [p.extra for p in parts]}
+    if all("points" in p.extra for p in parts):
+        extra["points"] = [r for p in parts for r in p.extra["points"]]
+
+    def cat(name: str) -> torch.Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else torch.cat(values)
+
+    status = None if any(p.status is None for p in parts) else \
+        tuple(s for p in parts for s in p.status)
+    return AttackResult(
+        x_adv=cat("x_adv"), success=cat("success"), l0=cat("l0"), l2=cat("l2"),
+        linf=cat("linf"), seconds=sum(p.seconds for p in parts), settings=parts[0].settings,
+        target=cat("target"), status=status, objective=cat("objective"), bound=cat("bound"),
+        queries=cat("queries"), point_seconds=cat("point_seconds"), extra=extra)
 
 
 def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -103,40 +122,81 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             atk = cls(model, **kwargs)
             out = run_batched(atk, x, y, target=target, batch_size=batch_size, progress=bar,
                               description=f"{cls.name} eps={e}")
-            acc = accuracy(model, out["x_adv"], y, passes=passes, device=model_device(model))
-            ok = out["success"]
+            acc = accuracy(model, out.x_adv, y, passes=passes, device=model_device(model))
+            ok = out.success
             rows.append(Row(cls.name, e if budget is not None else None, acc,
                             ok.float().mean().item(),
-                            out["l2"][ok].mean().item() if ok.any() else None,
-                            len(x), out["seconds"], atk.settings()))
+                            out.l2[ok].mean().item() if ok.any() else None,
+                            len(x), out.seconds, atk.settings()))
     return rows
 
 
 @dataclass(frozen=True)
 class WorstCase:
-    """Per-sample worst case over several attacks: robust only if every attack failed."""
+    """Per-sample worst case over several attacks (AutoAttack's): a sample is robust only if
+    it is classified correctly on its clean input and every attack failed on it.
+
+    ``robust``: per sample, the fraction of forward passes correct under its worst attack (0
+    or 1 for a deterministic model; see :func:`bnnrobust.train.correct_fraction`);
+    ``clean``: the same on the clean inputs; ``per_attack``: per attack label, the per-sample
+    fraction correct under that attack alone (clean mistakes included); ``results``: each
+    attack's result; ``seconds``: the attacks' time.
+    """
 
     robust: torch.Tensor
-    per_attack_accuracy: dict[str, float]
+    clean: torch.Tensor
+    per_attack: dict[str, torch.Tensor]
+    results: dict[str, AttackResult]
+    seconds: float
 
     @property
     def accuracy(self) -> float:
-        """Robust accuracy: the fraction of samples that survive every attack."""
-        return self.robust.float().mean().item()
+        """Robust accuracy: the mean over samples of :attr:`robust`."""
+        return self.robust.mean().item()
+
+    @property
+    def per_attack_accuracy(self) -> dict[str, float]:
+        """Accuracy under each attack alone."""
+        return {k: v.mean().item() for k, v in self.per_attack.items()}
 
 
 def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               attacks: Sequence[Attack], *, batch_size: int = 256) -> WorstCase:
-    """Attack every sample with every attack; a sample is robust if it is classified correctly
-    on its clean input and on every attack's adversarial input (AutoAttack's worst case)."""
-    robust = correct(predict_logits(model, x, device=model_device(model)), y)
-    per_attack = {}
-    for i, atk in enumerate(attacks):
-        out = run_batched(atk, x, y, batch_size=batch_size)
-        ok = correct(predict_logits(model, out["x_adv"], device=model_device(model)), y)
-        per_attack[f"{i}:{atk.name}"] = ok.float().mean().item()
-        robust &= ok
-    return WorstCase(robust=robust, per_attack_accuracy=per_attack)
+               attacks: Mapping[str, Attack | AttackResult] | Sequence[Attack], *,
+               budget: float | None = None, passes: int = 5, seed: int = 0,
+               batch_size: int = 256) -> WorstCase:
+    """Attack every sample with every attack and keep, per sample, the worst outcome.
+
+    ``attacks``: attacks by label (a sequence is labelled ``"<i>:<name>"``), or results
+    already computed on ``(x, y)`` (e.g. one CW-L2 run shared by several budgets). An
+    adversarial input counts only where it lies within ``budget`` in L∞ (when given). A
+    counter-example proven by an exact attack or certification (its ``success``) counts as
+    broken even where the model's own tie-break still predicts the label.
+    """
+    if not isinstance(attacks, Mapping):
+        attacks = {f"{i}:{atk.name}": atk for i, atk in enumerate(attacks)}
+    start = time.perf_counter()
+    clean = correct_fraction(model, x, y, passes=passes, seed=seed,
+                             device=model_device(model))
+    robust = clean.clone()
+    per_attack, results = {}, {}
+    for label, item in attacks.items():
+        out = item if isinstance(item, AttackResult) else \
+            run_batched(item, x, y, batch_size=batch_size)
+        if len(out.x_adv) != len(x):
+            raise AttackError(f"the result for {label!r} has {len(out.x_adv)} samples; "
+                              f"expected {len(x)}.")
+        ok = correct_fraction(model, out.x_adv.cpu(), y, passes=passes, seed=seed,
+                              device=model_device(model))
+        if budget is not None:
+            ok = torch.where(out.linf.cpu() <= budget + 1e-6, ok, torch.ones_like(ok))
+        name = out.settings.get("attack")
+        if name in CATALOGUE and CATALOGUE[name].kind in ("exact", "certify"):
+            ok = torch.where(out.success.cpu(), torch.zeros_like(ok), ok)
+        per_attack[label] = torch.minimum(clean, ok)
+        results[label] = out
+        robust = torch.minimum(robust, ok)
+    return WorstCase(robust=robust, clean=clean, per_attack=per_attack, results=results,
+                     seconds=time.perf_counter() - start)
 
 
 def cw_accuracy_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -155,9 +215,10 @@ def cw_accuracy_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         x, y, target = expand_targets(x, y, getattr(model, "num_classes", 10))
     clean_ok = correct(predict_logits(model, x, device=model_device(model)), y)
     out = run_batched(atk, x, y, target=target, batch_size=batch_size)
+    batches = out.extra.get("batches", [out.extra])
     curve = []
     for it in iters:
-        fooled = torch.cat([e["success_at"][it] for e in out["extra"]])
+        fooled = torch.cat([e["success_at"][it] for e in batches])
         curve.append({"iterations": it, "accuracy": (clean_ok & ~fooled).float().mean().item(),
                       "success_rate": fooled.float().mean().item()})
     return curve

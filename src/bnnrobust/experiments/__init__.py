@@ -7,6 +7,7 @@ from bnnrobust.experiments.executors import (
     LocalExecutor,
     Outcome,
     RayExecutor,
+    check_executor,
     make_executor,
     run,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "LocalExecutor",
     "Outcome",
     "RayExecutor",
+    "check_executor",
     "make_executor",
     "run",
 ]

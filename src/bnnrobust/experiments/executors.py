@@ -154,15 +154,22 @@ def _ray_call(fn: Callable[[Any], Any], item: Any) -> Any:
     return fn(item)
 
 
+def check_executor(kind: str = "local", *, workers: int = 1, address: str | None = None) -> None:
+    """Refuse bad executor settings without starting anything."""
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}.")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ExecutorError(f"workers must be an integer >= 1, got {workers!r}.")
+    if kind == "local" and address is not None:
+        raise ExecutorError("--address applies to the ray executor only.")
+
+
 def make_executor(kind: str = "local", *, workers: int = 1, address: str | None = None) -> Executor:
     """``local`` (``workers`` processes) or ``ray`` (``address``, or a local instance)."""
+    check_executor(kind, workers=workers, address=address)
     if kind == "local":
-        if address is not None:
-            raise ExecutorError("--address applies to the ray executor only.")
         return LocalExecutor(workers=workers)
-    if kind == "ray":
-        return RayExecutor(address=address, workers=workers)
-    raise ExecutorError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}.")
+    return RayExecutor(address=address, workers=workers)
 
 
 def run(executor: Executor, fn: Callable[[Any], Any], items: Sequence[Any], *,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -21,23 +22,28 @@ from pathlib import Path
 from rich.console import Console
 
 import bnnrobust
+from bnnrobust.data import GENERATED, get_spec, status
+from bnnrobust.data import data_root as resolve_root
 from bnnrobust.experiments.executors import Executor, run
-from bnnrobust.experiments.measures import Outcome, Task, execute, measure_named
+from bnnrobust.experiments.measures import Computed, Task, execute, measure_named
 from bnnrobust.experiments.measures.base import trained_model
-from bnnrobust.experiments.spec import UNSUPPORTED_DATASETS, Spec
+from bnnrobust.experiments.parse import UNSUPPORTED_DATASETS
+from bnnrobust.experiments.spec import Spec, SpecError
 from bnnrobust.experiments.store import ResultStore
 
 
 @dataclass
 class RunSummary:
-    """What one spec's run did: units planned, found stored, computed; seconds; and why it did
-    not run (``missing``) when its data is absent."""
+    """What one spec's run did: units planned, found stored, computed; ``stale``: units to
+    compute whose earlier rows in the store came from other code (or another version of the
+    spec); seconds; and why it did not run (``missing``) when its data is absent."""
 
     spec: str
     profile: str
     planned: int = 0
     stored_before: int = 0
     computed: int = 0
+    stale: int = 0
     models_trained: int = 0
     seconds: float = 0.0
     interrupted: bool = False
@@ -65,9 +71,6 @@ def code_version() -> str:
 
 def missing_data(spec: Spec, *, data_root: str | Path | None = None) -> str | None:
     """One line naming what the spec needs when its dataset is not here, else None."""
-    from bnnrobust.data import GENERATED, get_spec, status
-    from bnnrobust.data import data_root as resolve_root
-
     if spec.dataset in GENERATED:
         return None
     if spec.dataset in UNSUPPORTED_DATASETS:
@@ -111,6 +114,7 @@ def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executo
     done = store.done(t.unit for t in tasks)
     todo = [t for t in tasks if t.unit.key not in done]
     summary.planned, summary.stored_before = len(tasks), len(done)
+    summary.stale = store.superseded(t.unit for t in todo)
     requests = sorted({json.dumps(t.model, sort_keys=True) for t in todo if t.model is not None})
     if requests:
         items = [(r, device, data_root, cache_dir) for r in requests]
@@ -123,7 +127,7 @@ def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executo
             return summary
     version = code_version()
 
-    def save(index: int, outcome: Outcome) -> None:
+    def save(index: int, outcome: Computed) -> None:
         store.put(todo[index].unit, outcome.value, seconds=outcome.seconds,
                   device=outcome.device, code_version=version)
         summary.computed += 1
@@ -143,8 +147,6 @@ def spec_files(root: Path) -> list[Path]:
 def resolve_specs(names: Sequence[str], root: Path) -> list[Path]:
     """Spec files from names (``galloway2018/table1``), paths, or paper folders
     (``galloway2018`` = all its specs); an unknown name lists the valid ones."""
-    from bnnrobust.experiments.spec import SpecError
-
     known = {p.relative_to(root).with_suffix("").as_posix(): p for p in spec_files(root)}
     out: list[Path] = []
     for name in names:
@@ -163,8 +165,6 @@ def resolve_specs(names: Sequence[str], root: Path) -> list[Path]:
 
 def default_specs_root() -> Path:
     """The ``experiments/`` folder of the checkout (``$BNNROBUST_EXPERIMENTS`` overrides)."""
-    import os
-
     env = os.environ.get("BNNROBUST_EXPERIMENTS")
     if env:
         return Path(env)
@@ -176,7 +176,9 @@ def summary_line(summary: RunSummary) -> str:
     if summary.missing:
         return f"{summary.spec} [{summary.profile}]: not run — {summary.missing}"
     state = "interrupted" if summary.interrupted else "done"
+    stale = f" ({summary.stale} of them replace stale rows: their code changed)" \
+        if summary.stale else ""
     return (f"{summary.spec} [{summary.profile}]: {state}; {summary.planned} units, "
-            f"{summary.stored_before} already stored, {summary.computed} computed, "
+            f"{summary.stored_before} already stored, {summary.computed} computed{stale}, "
             f"{summary.models_trained} model(s) prepared, {summary.seconds:.1f} s")
 

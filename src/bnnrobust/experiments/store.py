@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnrobust.errors import BnnRobustError
+from bnnrobust.files import cache_root
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -68,7 +68,7 @@ class Unit:
 
 
 @dataclass(frozen=True)
-class Row:
+class StoredRow:
     """A stored unit with its value and provenance."""
 
     unit: Unit
@@ -81,9 +81,7 @@ class Row:
 
 def default_path() -> Path:
     """``$BNNROBUST_CACHE/results.sqlite``, or ``~/.cache/bnnrobust/results.sqlite``."""
-    root = os.environ.get("BNNROBUST_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "bnnrobust"
-    return base / "results.sqlite"
+    return cache_root() / "results.sqlite"
 
 
 class ResultStore:
@@ -145,10 +143,24 @@ class ResultStore:
         """The keys of ``units`` that are already stored."""
         return set(self.fetch(units))
 
-    def fetch(self, units: Iterable[Unit]) -> dict[str, Row]:
+    def superseded(self, units: Iterable[Unit]) -> int:
+        """How many of ``units`` (not stored) have a row with the same spec, profile, model,
+        seed, attack and chunk but another key: rows from other code or another version of
+        the spec, which the new units replace."""
+        count = 0
+        for unit in units:
+            found = self._db.execute(
+                "SELECT 1 FROM units WHERE spec=? AND profile=? AND model=? AND seed=? AND "
+                "attack=? AND chunk=? AND key<>? LIMIT 1",
+                (unit.spec, unit.profile, unit.model, int(unit.seed), unit.attack,
+                 int(unit.chunk), unit.key)).fetchone()
+            count += found is not None
+        return count
+
+    def fetch(self, units: Iterable[Unit]) -> dict[str, StoredRow]:
         """The stored rows of ``units`` (those not stored are absent), by unit key."""
         keys = [u.key for u in units]
-        found: dict[str, Row] = {}
+        found: dict[str, StoredRow] = {}
         for start in range(0, len(keys), 500):
             batch = keys[start:start + 500]
             marks = ",".join("?" * len(batch))
@@ -156,7 +168,7 @@ class ResultStore:
             found.update((row.unit.key, row) for row in self._read(cursor))
         return found
 
-    def rows(self, *, spec: str | None = None, profile: str | None = None) -> list[Row]:
+    def rows(self, *, spec: str | None = None, profile: str | None = None) -> list[StoredRow]:
         """Stored rows, optionally of one spec and profile, in a stable order."""
         query, args = "SELECT * FROM units", []
         where = [(name, value) for name, value in (("spec", spec), ("profile", profile))
@@ -167,10 +179,10 @@ class ResultStore:
         query += " ORDER BY spec, profile, model, seed, attack, params, chunk"
         return list(self._read(self._db.execute(query, args)))
 
-    def _read(self, cursor: sqlite3.Cursor) -> Iterator[Row]:
+    def _read(self, cursor: sqlite3.Cursor) -> Iterator[StoredRow]:
         for (_key, spec, profile, model, seed, attack, params, chunk, value, seconds, version,
              device, created) in cursor:
-            yield Row(Unit(spec, profile, model, seed, attack, json.loads(params), chunk),
+            yield StoredRow(Unit(spec, profile, model, seed, attack, json.loads(params), chunk),
                       json.loads(value), seconds, version, device, created)
 
     def count(self) -> int:

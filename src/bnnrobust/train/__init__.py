@@ -3,7 +3,14 @@
 from bnnrobust.train.cache import CachedModel, TrainRequest, checkpoint_dir, train_cached
 from bnnrobust.train.checkpoint import Checkpoint, library_versions, load, save
 from bnnrobust.train.loop import BatchHook, EpochStats, History, fit, loss_fn
-from bnnrobust.train.metrics import accuracy, check_input_shape, correct, eval_mode, predict_logits
+from bnnrobust.train.metrics import (
+    accuracy,
+    check_input_shape,
+    correct,
+    correct_fraction,
+    eval_mode,
+    predict_logits,
+)
 
 __all__ = [
     "BatchHook",
@@ -16,6 +23,7 @@ __all__ = [
     "check_input_shape",
     "checkpoint_dir",
     "correct",
+    "correct_fraction",
     "eval_mode",
     "fit",
     "library_versions",

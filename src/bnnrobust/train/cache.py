@@ -2,10 +2,11 @@
 
 The key is a hash of everything that determines the trained weights: the model family and all
 its parameters, the dataset and how much of it, epochs, batch size, learning rate, optimizer,
-seed, weight clipping, the batch hook's configuration (e.g. adversarial training) and the
-version of the training code. Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``,
-default ``~/.cache/bnnrobust``). The device is not part of the key: a GPU run and a CPU run of
-the same request share one entry.
+seed, weight clipping, the batch hook's configuration (e.g. adversarial training) and a
+fingerprint of the training code (:func:`training_code`: the source of the training loop, the
+models, the layers, the data readers and adversarial training). Files live in
+``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default ``~/.cache/bnnrobust``). The device is
+not part of the key: a GPU run and a CPU run of the same request share one entry.
 """
 
 from __future__ import annotations
@@ -19,14 +20,25 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from bnnrobust.data import cache_root, load
+from bnnrobust.code import closure, fingerprint
+from bnnrobust.data import load
 from bnnrobust.errors import CheckpointError, TrainingError
+from bnnrobust.files import cache_root
 from bnnrobust.models import ZooModel, build, resolve_params
 from bnnrobust.train.checkpoint import load as load_checkpoint
 from bnnrobust.train.checkpoint import save
 from bnnrobust.train.loop import BatchHook, fit
 
-TRAINING_CODE_VERSION = 1
+#: the module whose code (with everything it imports) determines a trained model; with a
+#: batch hook (adversarial training) the hook's module too
+TRAINING_MODULE = "bnnrobust.train.cache"
+HOOK_MODULE = "bnnrobust.attacks.adversarial_training"
+
+
+def training_code(*, hook: bool = False) -> str:
+    """A fingerprint of the training code (see :mod:`bnnrobust.code`), with the adversarial
+    training code when ``hook``."""
+    return fingerprint(closure(TRAINING_MODULE, *([HOOK_MODULE] if hook else [])))
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class TrainRequest:
         """Plain data, with the model parameters resolved (defaults filled in)."""
         data = dict(self.__dict__)
         data["params"] = resolve_params(self.model, self.params)
-        data["training_code_version"] = TRAINING_CODE_VERSION
+        data["training_code"] = training_code(hook=self.hook is not None)
         return data
 
     def key(self) -> str:

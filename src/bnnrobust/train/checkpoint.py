@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 import bnnrobust
-from bnnrobust.data.download import atomic_write_bytes
 from bnnrobust.errors import BnnRobustError, CheckpointError
+from bnnrobust.files import atomic_write
 from bnnrobust.models import ZooModel, build
 
 FORMAT = "bnnrobust-checkpoint"
@@ -64,7 +64,7 @@ def save(model: nn.Module, path: str | Path, *, train_config: dict[str, Any] | N
     buf = io.BytesIO()
     torch.save(payload, buf)
     path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 

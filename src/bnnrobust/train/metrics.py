@@ -1,7 +1,9 @@
 """Clean accuracy and predictions, batched, in eval mode, with the model's mode restored.
 
-For a model with randomness at inference (stochastic weights) accuracy is the mean over
-``passes`` forward passes with fixed seeds ``seed, seed + 1, ...``, so that it is repeatable.
+The one definition of a random model's accuracy (stochastic weights): the mean over ``passes``
+forward passes with fixed seeds ``seed, seed + 1, ...`` of the per-pass accuracy, so that it is
+repeatable. Per input (:func:`correct_fraction`) that is the fraction of the passes that
+classify it correctly; :func:`accuracy` is the mean of those fractions.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
-from bnnrobust.nn import is_stochastic, seed_stochastic
+from bnnrobust.nn import is_stochastic, seed_stochastic, seeded
 
 
 def _check_count(name: str, value: int) -> None:
@@ -72,22 +74,31 @@ def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1) == y
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000,
-             device: str | torch.device = "auto", passes: int = 5, seed: int = 0) -> float:
-    """Fraction of ``x`` classified as ``y``.
+def correct_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                     batch_size: int = 1000, device: str | torch.device = "auto",
+                     passes: int = 5, seed: int = 0) -> torch.Tensor:
+    """Per input (CPU, float): the fraction of forward passes that classify it as ``y``.
 
-    A stochastic model is evaluated ``passes`` times with seeds ``seed + i`` and the mean
-    accuracy is returned (a deterministic model is evaluated once).
+    A stochastic model is evaluated ``passes`` times with seeds ``seed + i`` (its layers'
+    seeds restored afterwards); a deterministic model once (fractions are 0 or 1).
     """
     _check_count("passes", passes)
     check_input_shape(model, x)
+    y = y.cpu()
     if not is_stochastic(model):
-        return correct(predict_logits(model, x, batch_size=batch_size, device=device), y) \
-            .float().mean().item()
-    accs = []
-    for i in range(passes):
-        seed_stochastic(model, seed + i)
-        logits = predict_logits(model, x, batch_size=batch_size, device=device)
-        accs.append(correct(logits, y).float().mean().item())
-    seed_stochastic(model, None)
-    return sum(accs) / len(accs)
+        return correct(predict_logits(model, x, batch_size=batch_size, device=device), y).float()
+    total = torch.zeros(len(x))
+    with seeded(model, seed):
+        for i in range(passes):
+            seed_stochastic(model, seed + i)
+            total += correct(predict_logits(model, x, batch_size=batch_size, device=device),
+                             y).float()
+    return total / passes
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000,
+             device: str | torch.device = "auto", passes: int = 5, seed: int = 0) -> float:
+    """Fraction of ``x`` classified as ``y``: the mean of :func:`correct_fraction` (for a
+    stochastic model, the mean over ``passes`` seeded passes of the per-pass accuracy)."""
+    return correct_fraction(model, x, y, batch_size=batch_size, device=device, passes=passes,
+                            seed=seed).mean().item()

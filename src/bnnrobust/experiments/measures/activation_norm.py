@@ -2,7 +2,8 @@
 clean and attacked inputs (Panda et al. 2019, Figure 6: binarized vs full-precision FCN1 and
 FCN2 on MNIST, clean and FGSM ε = 0.1, 0.3).
 
-Columns are those of the ``accuracy`` measure (``clean`` or an attack with its parameters).
+Columns are those of the ``accuracy`` measure (``clean`` or an attack with its parameters;
+options as the accuracy measure's, without ``all_targets``).
 Per input, the value is the L1 norm of the first weight layer's output (before batch norm
 and the activation: after a sign the norm would be constant), divided by the number of units:
 the mean absolute pre-activation, our reading of the paper's "normalized L1 norm". A unit
@@ -15,7 +16,6 @@ max). The paper prints no numbers for this figure.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,14 +24,13 @@ from torch import nn
 from bnnrobust.attacks.base import model_device
 from bnnrobust.experiments.measures.accuracy import AccuracyMeasure, attacked
 from bnnrobust.experiments.measures.base import (
-    Figure,
     MeasureError,
     Table,
     Task,
     cells_by_seed,
     model_rows,
 )
-from bnnrobust.experiments.store import Row
+from bnnrobust.experiments.store import StoredRow
 from bnnrobust.train import eval_mode
 
 STATS = ("median", "max", "above clean max (%)")
@@ -72,8 +71,7 @@ class ActivationNormMeasure(AccuracyMeasure):
         return [f"{c.label}: {stat}" for c in columns for stat in _stats(c, has_clean=has_clean)]
 
     def check_column(self, column) -> None:  # noqa: D102
-        super().check_column(column)
-        if column.params.get("all_targets"):
+        if column.options.all_targets:
             raise MeasureError("activation_norm takes no all_targets (one input per point).")
 
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
@@ -81,7 +79,7 @@ class ActivationNormMeasure(AccuracyMeasure):
         _, _, x_adv, _, _ = attacked(task, model, x, y)
         return {"norms": [round(v, 6) for v in first_layer_norms(model, x_adv)]}
 
-    def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
+    def tables(self, spec, profile, rows: dict[str, StoredRow]) -> list[Table]:  # noqa: D102
         expected = [t.unit for t in self.tasks(spec, profile)]
         columns = spec.columns_for(profile.name)
         clean = next((c.label for c in columns if c.attack == "clean"), None)
@@ -97,7 +95,7 @@ class ActivationNormMeasure(AccuracyMeasure):
         for column in columns:
             units = [u for u in expected if u.attack == column.label]
             for stat in _stats(column, has_clean=clean is not None):
-                def value_of(got: list[Row], stat: str = stat) -> float | None:
+                def value_of(got: list[StoredRow], stat: str = stat) -> float | None:
                     norms = sorted(v for r in got for v in r.value["norms"])
                     if stat == "median":
                         return norms[len(norms) // 2]
@@ -109,20 +107,6 @@ class ActivationNormMeasure(AccuracyMeasure):
                 for (model, _), cell in cells_by_seed(rows, value_of, expected=units).items():
                     table.rows[model][f"{column.label}: {stat}"] = cell
         return [table]
-
-    def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
-        from bnnrobust.experiments.plots import boxes
-
-        groups: dict[str, dict[str, list[float]]] = {}
-        for row in self.first_seed_rows(spec, profile, rows):
-            groups.setdefault(row.unit.model, {}).setdefault(row.unit.attack, []).extend(
-                row.value["norms"])
-        if not groups:
-            return []
-        return [boxes(spec, groups, out, ylabel="mean |first-layer pre-activation|",
-                      caption=f"First hidden layer: L1 norm / units per input, clean and "
-                              f"attacked (seed {profile.seeds[0]}); whiskers at min and max.")]
-
 
 def _stats(column, *, has_clean: bool) -> tuple[str, ...]:
     return STATS if column.attack != "clean" and has_clean else STATS[:2]

@@ -12,33 +12,43 @@ the paper's value) and figures.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import torch
 
+from bnnrobust.attacks import AdversarialTraining, AttackParams
+from bnnrobust.attacks.catalogue import CATALOGUE, entry
+from bnnrobust.code import closure, fingerprint
+from bnnrobust.data import load
 from bnnrobust.errors import BnnRobustError
-from bnnrobust.experiments.store import Row, Unit
-
-if TYPE_CHECKING:
-    from bnnrobust.experiments.spec import Column, ModelPlan, Profile, Spec
+from bnnrobust.experiments.spec import Column, ModelPlan, Profile, Spec
+from bnnrobust.experiments.store import StoredRow, Unit
+from bnnrobust.train import TrainRequest, train_cached
+from bnnrobust.train.cache import TRAINING_MODULE
 
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: fills ``unit``; everything else says how to compute it."""
+    """One unit of work: fills ``unit``; everything else says how to compute it.
+
+    ``column``: the spec's attack column; ``params``: its attack's parameters for this
+    model's seed (None for a measure's own column kind); ``options``: profile settings the
+    value depends on (see :meth:`Measure.unit_options`).
+    """
 
     unit: Unit
     measure: str
     dataset: str
     model: dict[str, Any] | None
-    column: dict[str, Any] | None
+    column: Column
+    params: AttackParams | None
     points: tuple[int, int] = (0, 0)
     options: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
@@ -47,7 +57,7 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Computed:
     """What :func:`execute` returns to the process that writes the store."""
 
     value: Any
@@ -104,33 +114,73 @@ class Table:
                              for c, cell in cols.items()} for m, cols in self.rows.items()}}
 
 
-@dataclass(frozen=True)
-class Figure:
-    """A PNG a measure wrote, with its caption."""
-
-    path: Path
-    caption: str
-
-
 class MeasureError(BnnRobustError):
-    """A measure that cannot run a task (bad column parameters, a missing model)."""
+    """A measure that cannot run a task (bad column options, a missing model)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """A measure's column options (``[[attacks]] options = {...}``); none by default.
+    Subclasses add keyword-only fields and validate them in ``__post_init__``."""
+
+    @classmethod
+    def create(cls, measure: str, values: dict[str, Any]) -> Options:
+        """``cls(**values)``, an unknown name reported with the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            valid = ", ".join(names) if names else "none"
+            raise MeasureError(f"the {measure} measure has no option {unknown[0]!r}; valid "
+                               f"options: {valid}.")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain data."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def check_count(name: str, value: Any, low: int = 1) -> int:
+    """Raise a :class:`MeasureError` unless ``value`` is an integer >= ``low``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise MeasureError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Raise a :class:`MeasureError` unless ``value`` is true or false."""
+    if not isinstance(value, bool):
+        raise MeasureError(f"{name} must be true or false, got {value!r}.")
+    return value
 
 
 class Measure:
-    """Base class; subclasses set ``name`` and ``attacks`` (the column names they take) and
-    implement :meth:`compute` and :meth:`tables` (and :meth:`figures` when they draw)."""
+    """Base class; subclasses set ``name``, ``attacks`` (the column kinds they take: catalogue
+    attacks, and ``own`` kinds such as ``"clean"`` that take no attack parameters),
+    ``Options`` and ``metrics``, and implement :meth:`compute` and :meth:`tables`."""
 
     name = "measure"
     attacks: tuple[str, ...] = ()
+    own: tuple[str, ...] = ()
+    Options: ClassVar[type[Options]] = Options
+    metrics: tuple[str, ...] = ("accuracy",)
     chunked = True
     trains_models = True
 
     # ---------------------------------------------------------------- validation
+    def column_params(self, attack: str, values: dict[str, Any], options: Options,
+                      profile: Profile) -> AttackParams | None:
+        """The column's attack parameters, validated once when the spec is loaded (``None``
+        for an own column kind, which takes none)."""
+        if attack in self.own:
+            if values:
+                raise MeasureError(f"{attack} takes no attack parameters; got "
+                                   f"{', '.join(sorted(values))} (measure settings go in "
+                                   "options).")
+            return None
+        return entry(attack).check(values)
+
     def check_column(self, column: Column) -> None:
-        """Raise a :class:`MeasureError` if the column's attack or parameters are not valid."""
-        if column.attack not in self.attacks:
-            raise MeasureError(f"attack {column.attack!r} is not one the {self.name!r} measure "
-                               f"runs; valid attacks: {', '.join(self.attacks)}.")
+        """Checks across a column's parameters and options (none by default)."""
 
     def check_spec(self, spec: Spec) -> None:
         """Whole-spec checks beyond the columns (none by default)."""
@@ -145,23 +195,33 @@ class Measure:
         """Every unit of the profile: models × seeds × columns × chunks (the default)."""
         out = []
         chunks = profile.chunks() if self.chunked else [range(0, profile.test_points)]
+        extra = self.unit_options(profile)
+        codes = {c.attack: self.code(c.attack) for c in spec.columns_for(profile.name)}
         for plan in spec.model_plans(profile.name):
             for seed in profile.seeds:
                 request = train_request(plan, profile, spec.dataset, seed) \
                     if self.trains_models else None
                 for column in spec.columns_for(profile.name):
+                    params = column.params_for(seed)
                     for index, points in enumerate(chunks):
                         unit = Unit(spec.name, profile.name, plan.label, seed, column.label,
                                     {"model": request_key(request, plan),
-                                     "attack": column.attack, "params": column.params,
+                                     "attack": column.attack,
+                                     "params": {} if params is None else params.as_dict(),
+                                     "options": column.options.as_dict(),
                                      "points": [points.start, points.stop],
-                                     **self.unit_options(profile)},
+                                     "code": codes[column.attack], **extra},
                                     index)
-                        out.append(Task(unit, self.name, spec.dataset, request,
-                                        asdict(column), (points.start, points.stop),
-                                        self.unit_options(profile), device, data_root,
-                                        cache_dir))
+                        out.append(Task(unit, self.name, spec.dataset, request, column,
+                                        params, (points.start, points.stop), extra, device,
+                                        data_root, cache_dir))
         return out
+
+    def code(self, attack: str) -> str:
+        """A fingerprint of the code that computes this measure's units of column kind
+        ``attack``: the closure of the measure's module (without the attacks package), of the
+        attack's module, and of the training code (see :mod:`bnnrobust.code`)."""
+        return unit_code(type(self).__module__, attack)
 
     def unit_options(self, profile: Profile) -> dict[str, Any]:
         """Profile settings a unit's value depends on beyond its model, column and points."""
@@ -174,21 +234,27 @@ class Measure:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- reporting
-    def tables(self, spec: Spec, profile: Profile, rows: dict[str, Row]) -> list[Table]:
+    def tables(self, spec: Spec, profile: Profile, rows: dict[str, StoredRow]) -> list[Table]:
         """The report's tables from the stored rows (by unit key) of this spec and profile."""
         raise NotImplementedError
 
-    def first_seed_rows(self, spec: Spec, profile: Profile, rows: dict[str, Row]) -> list[Row]:
+    def first_seed_rows(self, spec: Spec, profile: Profile, rows: dict[str, StoredRow]
+                        ) -> list[StoredRow]:
         """The stored rows of the profile's first seed, in planning order (what a figure that
         shows one run draws)."""
         seed = profile.seeds[0]
         return [rows[t.unit.key] for t in self.tasks(spec, profile)
                 if t.unit.seed == seed and t.unit.key in rows]
 
-    def figures(self, spec: Spec, profile: Profile, rows: dict[str, Row],
-                out: Path) -> list[Figure]:
-        """PNGs under ``out`` (none by default)."""
-        return []
+
+@functools.cache
+def unit_code(measure_module: str, attack: str) -> str:
+    """See :meth:`Measure.code`."""
+    modules = set(closure(measure_module, stop=("bnnrobust.attacks",)))
+    if attack in CATALOGUE:
+        modules |= set(closure(CATALOGUE[attack].module))
+    modules |= set(closure(TRAINING_MODULE))
+    return fingerprint(modules)
 
 
 def train_request(plan: ModelPlan, profile: Profile, dataset: str, seed: int) -> dict[str, Any]:
@@ -207,9 +273,6 @@ def request_key(request: dict[str, Any] | None, plan: ModelPlan) -> str:
 
 
 def _request_and_hook(request: dict[str, Any]):
-    from bnnrobust.attacks import AdversarialTraining
-    from bnnrobust.train import TrainRequest
-
     fields = dict(request)
     adversarial = fields.pop("adversarial", None)
     hook = None
@@ -222,8 +285,6 @@ def _request_and_hook(request: dict[str, Any]):
 def trained_model(request: dict[str, Any], *, device: str, data_root: str | None,
                   cache_dir: str | None, progress: bool = False):
     """The model of ``request`` from the checkpoint cache, trained first if absent."""
-    from bnnrobust.train import train_cached
-
     req, hook = _request_and_hook(request)
     cached = train_cached(req, batch_hook=hook, device=device, cache_dir=cache_dir,
                           data_root=data_root, progress=progress)
@@ -231,46 +292,18 @@ def trained_model(request: dict[str, Any], *, device: str, data_root: str | None
 
 
 @functools.lru_cache(maxsize=4)
-def _model_for(request_json: str, device: str, data_root: str | None, cache_dir: str | None):
-    import json
-
+def model_for(request_json: str, device: str, data_root: str | None, cache_dir: str | None):
     cached = trained_model(json.loads(request_json), device=device, data_root=data_root,
                            cache_dir=cache_dir)
     return cached.model.to(device).eval()
 
 
 @functools.lru_cache(maxsize=2)
-def _test_set(dataset: str, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    from bnnrobust.data import load
-
+def test_set(dataset: str, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     return load(dataset, "test", root=data_root, download=False)
 
 
-def execute(task: Task) -> Outcome:
-    """Compute one task (in any process): its model from the cache, its test points."""
-    import json
-
-    from bnnrobust.experiments.measures import measure_named
-
-    measure = measure_named(task.measure)
-    start = time.perf_counter()
-    model = None
-    if task.model is not None:
-        model = _model_for(json.dumps(task.model, sort_keys=True), task.device, task.data_root,
-                           task.cache_dir)
-    if task.points[1] > task.points[0]:
-        x, y = _test_set(task.dataset, task.data_root)
-        if task.points[1] > len(x):
-            raise MeasureError(f"{task.unit.spec}: asks for test points up to {task.points[1]} "
-                               f"but {task.dataset} has {len(x)}.")
-        x, y = x[task.points[0]:task.points[1]], y[task.points[0]:task.points[1]]
-    else:
-        x, y = torch.empty(0), torch.empty(0, dtype=torch.long)
-    value = measure.compute(task, model, x, y)
-    return Outcome(value, time.perf_counter() - start, task.device)
-
-
-def cells_by_seed(rows: dict[str, Row], value_of, *, expected: Sequence[Unit]
+def cells_by_seed(rows: dict[str, StoredRow], value_of, *, expected: Sequence[Unit]
                   ) -> dict[tuple[str, str], Cell]:
     """Group stored rows into cells keyed (model, column): ``value_of(rows of one seed)`` gives
     that seed's number; a seed with a missing chunk marks the cell incomplete and is left out."""
@@ -290,7 +323,7 @@ def cells_by_seed(rows: dict[str, Row], value_of, *, expected: Sequence[Unit]
     return cells
 
 
-def per_unit_stats(table: Table, rows: dict[str, Row], units: Sequence[Unit],
+def per_unit_stats(table: Table, rows: dict[str, StoredRow], units: Sequence[Unit],
                    stats: Sequence[tuple[str, Any]]) -> None:
     """Fill ``table`` for measures whose seed has one unit: for each ``(label, read)``, the cell
     of each model holds ``read(value)`` per seed."""

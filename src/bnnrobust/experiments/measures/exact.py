@@ -5,11 +5,11 @@ Columns (each attacks every point toward the class with the second-highest outpu
 profile's ``time_limit`` seconds per point):
 
 - ``milp``: :class:`~bnnrobust.attacks.combinatorial.MILPAttack` (``eps``, ``backend`` cpsat or
-  highs, ``hint`` fgsm or none, ``threads``; ``start = "fgsm"`` first runs iterated FGSM for the
-  same time limit and starts the solver from its result, so that MILP never flips fewer points
-  than the baseline: the solver then gets the time limit on top);
-- ``fgsm``: iterated FGSM through the straight-through surrogate (``eps``, ``steps``,
-  ``restarts``), the paper's baseline;
+  highs, ``hint`` fgsm or none, ``threads``); the option ``start = "fgsm"`` first runs iterated
+  FGSM for the same time limit and starts the solver from its result, so that MILP never flips
+  fewer points than the baseline: the solver then gets the time limit on top;
+- ``iterated-fgsm``: iterated FGSM through the straight-through surrogate (``eps``,
+  ``steps``, ``restarts``), the paper's baseline;
 - ``iprop``: :class:`~bnnrobust.attacks.combinatorial.IProp` (``eps``, ``step`` "adaptive" or
   a constant, ``warm_start`` none or fgsm, ``warm_start_time``, ``sub_time_limit``: default the
   paper's ratio, 10 s of 180 s).
@@ -24,54 +24,63 @@ normalization is not defined, so the raw objective is shown).
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
+from bnnrobust.attacks.catalogue import entry
 from bnnrobust.experiments.measures.base import (
     Cell,
-    Figure,
     Measure,
     MeasureError,
+    Options,
     Table,
     Task,
     attach_references,
     cells_by_seed,
     model_rows,
 )
-from bnnrobust.experiments.store import Row
+from bnnrobust.experiments.store import StoredRow
 
-PARAMS = {"milp": ("eps", "backend", "hint", "threads", "start"),
-          "fgsm": ("eps", "steps", "restarts"),
-          "iprop": ("eps", "step", "warm_start", "warm_start_time", "sub_time_limit")}
 STATS = ("optimal %", "mean s", "median s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExactOptions(Options):
+    """``start``: ``"fgsm"`` runs iterated FGSM for the time limit first and starts the
+    attack from its result; ``"none"`` (default) starts from the attack's own solution."""
+
+    start: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.start not in ("fgsm", "none"):
+            raise MeasureError(f"start must be fgsm or none, got {self.start!r}.")
 
 
 class ExactMeasure(Measure):
     """See the module docstring."""
 
     name = "exact"
-    attacks = tuple(PARAMS)
+    attacks = ("milp", "iterated-fgsm", "iprop")
+    Options = ExactOptions
+
+    def column_params(self, attack, values, options, profile):  # noqa: D102
+        if "time_limit" in values:
+            raise MeasureError("time_limit comes from the profile's time_limit; remove it.")
+        if profile.time_limit is None:
+            raise MeasureError(f"profiles.{profile.name}.time_limit (seconds per point) is "
+                               "required by the exact measure.")
+        values = {"time_limit": profile.time_limit, **values}
+        if attack == "iprop":  # the paper's ratio: 10 s subproblems in a 180 s budget
+            values.setdefault("sub_time_limit", profile.time_limit * 10 / 180)
+        return super().column_params(attack, values, options, profile)
 
     def check_column(self, column) -> None:  # noqa: D102
-        super().check_column(column)
-        unknown = sorted(set(column.params) - set(PARAMS[column.attack]))
-        if unknown:
-            raise MeasureError(f"{column.attack} has no parameter {unknown[0]!r}; valid "
-                               f"parameters: {', '.join(PARAMS[column.attack])}.")
-        if column.params.get("start", "fgsm") not in ("fgsm", "none"):
-            raise MeasureError(f"start must be fgsm or none, got {column.params['start']!r}.")
-        eps = column.params.get("eps")
-        if not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise MeasureError(f"eps must be a number in (0, 1), got {eps!r}.")
+        if column.options.start == "fgsm" and column.attack != "milp":
+            raise MeasureError("start = \"fgsm\" applies to milp columns only.")
 
     def check_spec(self, spec) -> None:  # noqa: D102
-        for name, profile in spec.profiles.items():
-            if profile.time_limit is None:
-                raise MeasureError(f"profiles.{name}.time_limit (seconds per point) is "
-                                   "required by the exact measure.")
         for plan in (p for name in spec.profiles for p in spec.model_plans(name)):
             if plan.family != "fc-bnn":
                 raise MeasureError(f"model {plan.label!r} is {plan.family!r}; the exact "
@@ -89,35 +98,17 @@ class ExactMeasure(Measure):
 
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Each point's result (see the module docstring)."""
-        from bnnrobust.attacks.combinatorial import IProp, MILPAttack, export, iterated_fgsm
-
         model = model.cpu()
-        params = dict(task.column["params"])
-        limit = task.options["time_limit"]
-        ib = export(model)
-        pixels = (x.flatten(1) * 255).round().to(torch.uint8).numpy().astype(np.int64)
-        points = []
-        for offset, p in enumerate(pixels):
-            kind = task.column["attack"]
-            if kind == "milp":
-                options = {k: v for k, v in params.items() if k != "start"}
-                start = None
-                if params.get("start") == "fgsm":
-                    start = iterated_fgsm(model, ib, p, eps=params["eps"], time_limit=limit,
-                                          seed=task.unit.seed).perturbation
-                result = MILPAttack(model, time_limit=limit, seed=task.unit.seed,
-                                    **options).attack(p, start_from=start)
-            elif kind == "fgsm":
-                result = iterated_fgsm(model, ib, p, time_limit=limit, seed=task.unit.seed,
-                                       **params)
-            else:
-                params.setdefault("sub_time_limit", limit * 10 / 180)
-                result = IProp(model, time_limit=limit, seed=task.unit.seed,
-                               **params).attack(p)
-            data = result.as_dict()
-            data.pop("perturbation", None)
-            points.append({"index": task.points[0] + offset, "label": int(y[offset]), **data})
-        return {"points": points}
+        x, y = x.cpu(), y.cpu()
+        start = None
+        if task.column.options.start == "fgsm":
+            start = entry("iterated-fgsm").make(
+                model, {"eps": task.params.eps, "time_limit": task.params.time_limit,
+                        "seed": task.params.seed}).run(x, y).x_adv
+        attack = entry(task.column.attack).make(model, task.params)
+        result = attack.run(x, y, start=start) if start is not None else attack.run(x, y)
+        return {"points": [{"index": task.points[0] + i, "label": int(y[i]), **p}
+                           for i, p in enumerate(result.extra["points"])]}
 
     # ---------------------------------------------------------------- tables
     def _cells(self, spec, profile, rows, column, value_of) -> dict[tuple[str, str], Cell]:
@@ -125,7 +116,7 @@ class ExactMeasure(Measure):
         return cells_by_seed(rows, lambda got: value_of(
             [p for r in got for p in r.value["points"]]), expected=units)
 
-    def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
+    def tables(self, spec, profile, rows: dict[str, StoredRow]) -> list[Table]:  # noqa: D102
         columns = spec.columns_for(profile.name)
         flips = Table(f"{spec.title}: flip rate", [c.label for c in columns],
                       model_rows(spec, profile))
@@ -155,16 +146,3 @@ class ExactMeasure(Measure):
                     stats.rows[model][f"{column.label} {stat}"] = cell
         tables = [flips, objective] + ([stats] if milp else [])
         return [attach_references(spec, t) for t in tables]
-
-    def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
-        from bnnrobust.experiments.plots import bars, figure_path, traces
-
-        flips = self.tables(spec, profile, rows)[0]
-        figures = [bars(flips, figure_path(out, spec.name))]
-        series: dict[str, list] = {}
-        for row in rows.values():
-            for p in row.value["points"]:
-                series.setdefault(f"{row.unit.model} {row.unit.attack}", []).append(p["trace"])
-        if series:
-            figures.append(traces(spec, series, out, horizon=profile.time_limit))
-        return figures

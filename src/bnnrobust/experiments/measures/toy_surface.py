@@ -1,44 +1,57 @@
 """The ``toy_surface`` measure: decision surface and forward derivative of a two-input model
 on a grid (Galloway et al. 2018, Appendix B, Figures 3 and 4; after Papernot et al. 2016).
 
-The column's attack is ``surface`` with parameters ``grid`` (points per axis, default 101) and
-``range`` (``[low, high]`` of both inputs, default ``[0, 1]``). A unit stores, for one model and
-seed, the model's output F = sigmoid(logit) at every grid point, the forward derivative
-∂F/∂x2 computed by autograd (through the straight-through estimator of a quantized layer:
-the gradient a saliency-map attacker sees), and how many of the AND truth table's four points
-the model gets right. The table shows per model: the truth-table accuracy (%), the share of
-the grid where ∂F/∂x2 is exactly zero (%: the "destroyed" derivative of the paper's Figure 4)
-and the largest |∂F/∂x2|. The figure draws both surfaces per model as heat maps (the paper
-draws them in 3-D). The paper prints no numbers for these figures.
+The column's attack is ``surface``, with options (:class:`SurfaceOptions`) ``grid`` (points per
+axis, default 101) and ``range`` (``[low, high]`` of both inputs, default ``[0, 1]``). A unit
+stores, for one model and seed, the model's output F = sigmoid(logit) at every grid point, the
+forward derivative ∂F/∂x2 computed by autograd (through the straight-through estimator of a
+quantized layer: the gradient a saliency-map attacker sees), and how many of the AND truth
+table's four points the model gets right. The table shows per model: the truth-table accuracy
+(%), the share of the grid where ∂F/∂x2 is exactly zero (%: the "destroyed" derivative of the
+paper's Figure 4) and the largest |∂F/∂x2|. The figure draws both surfaces per model as heat
+maps (the paper draws them in 3-D). The paper prints no numbers for these figures.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from bnnrobust.attacks.base import model_device
 from bnnrobust.experiments.measures.base import (
-    Figure,
     Measure,
     MeasureError,
+    Options,
     Table,
     Task,
     model_rows,
     per_unit_stats,
 )
-from bnnrobust.experiments.store import Row
+from bnnrobust.experiments.store import StoredRow
 from bnnrobust.train import eval_mode
 
 STATS = ("AND accuracy (%)", "∂F/∂x2 = 0 (% of grid)", "max of abs(∂F/∂x2)")
 
 
-def _options(params: dict[str, Any]) -> tuple[int, tuple[float, float]]:
-    grid = params.get("grid", 101)
-    low_high = params.get("range", [0.0, 1.0])
-    return grid, (float(low_high[0]), float(low_high[1]))
+@dataclass(frozen=True, kw_only=True)
+class SurfaceOptions(Options):
+    """``grid``: points per axis, 2..1001 (101); ``range``: ``[low, high]`` of both inputs,
+    low < high (``[0, 1]``)."""
+
+    grid: int = 101
+    range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        grid, low_high = self.grid, self.range
+        if not isinstance(grid, int) or isinstance(grid, bool) or not 2 <= grid <= 1001:
+            raise MeasureError(f"grid must be an integer from 2 to 1001, got {grid!r}.")
+        if not (isinstance(low_high, (list, tuple)) and len(low_high) == 2
+                and all(isinstance(v, (int, float)) for v in low_high)
+                and low_high[0] < low_high[1]):
+            raise MeasureError(f"range must be [low, high] with low < high, got {low_high!r}.")
+        object.__setattr__(self, "range", (float(low_high[0]), float(low_high[1])))
 
 
 def surface(model: torch.nn.Module, *, grid: int, low: float, high: float
@@ -60,21 +73,9 @@ class ToySurfaceMeasure(Measure):
 
     name = "toy_surface"
     attacks = ("surface",)
+    own = ("surface",)
+    Options = SurfaceOptions
     chunked = False
-
-    def check_column(self, column) -> None:  # noqa: D102
-        super().check_column(column)
-        unknown = sorted(set(column.params) - {"grid", "range"})
-        if unknown:
-            raise MeasureError(f"surface takes grid and range, not {', '.join(unknown)}.")
-        grid, _ = _options(column.params)
-        low_high = column.params.get("range", [0.0, 1.0])
-        if not isinstance(grid, int) or isinstance(grid, bool) or not 2 <= grid <= 1001:
-            raise MeasureError(f"grid must be an integer from 2 to 1001, got {grid!r}.")
-        if not (isinstance(low_high, list) and len(low_high) == 2
-                and all(isinstance(v, (int, float)) for v in low_high)
-                and low_high[0] < low_high[1]):
-            raise MeasureError(f"range must be [low, high] with low < high, got {low_high!r}.")
 
     def check_spec(self, spec) -> None:  # noqa: D102
         if spec.dataset != "and":
@@ -87,7 +88,7 @@ class ToySurfaceMeasure(Measure):
 
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Surface, derivative and truth-table count (see the module docstring)."""
-        grid, (low, high) = _options(task.column["params"])
+        grid, (low, high) = task.column.options.grid, task.column.options.range
         out, grad = surface(model, grid=grid, low=low, high=high)
         with torch.no_grad(), eval_mode(model):
             pred = (model(x.to(model_device(model)))[:, 0] > 0).long().cpu()
@@ -96,7 +97,7 @@ class ToySurfaceMeasure(Measure):
                 "derivative": [[float(f"{v:.6g}") for v in row] for row in grad.tolist()],
                 "correct": int((pred == y).sum()), "n": len(y)}
 
-    def tables(self, spec, profile, rows: dict[str, Row]) -> list[Table]:  # noqa: D102
+    def tables(self, spec, profile, rows: dict[str, StoredRow]) -> list[Table]:  # noqa: D102
         expected = [t.unit for t in self.tasks(spec, profile)]
         columns = spec.columns_for(profile.name)
         table = Table(spec.title, self.table_columns(spec, profile.name),
@@ -109,22 +110,6 @@ class ToySurfaceMeasure(Measure):
                            [(_label(column, stat, single=len(columns) == 1), read)
                             for stat, read in zip(STATS, readers, strict=True)])
         return [table]
-
-    def figures(self, spec, profile, rows: dict[str, Row], out: Path) -> list[Figure]:  # noqa: D102
-        from bnnrobust.experiments.plots import heatmaps
-
-        panels = []
-        for row in self.first_seed_rows(spec, profile, rows):
-            v = row.value
-            name = row.unit.model if len(spec.columns_for(profile.name)) == 1 \
-                else f"{row.unit.model} ({row.unit.attack})"
-            panels.append((name, v["range"], [("F (decision surface)", v["surface"]),
-                                              ("∂F/∂x2 (forward derivative)", v["derivative"])]))
-        if not panels:
-            return []
-        return [heatmaps(spec, panels, out, xlabel="x1", ylabel="x2",
-                         caption=f"Output F and forward derivative ∂F/∂x2 per model (seed "
-                                 f"{profile.seeds[0]}), as heat maps; the paper draws them as 3-D surfaces.")]
 
 
 def _label(column, stat: str, *, single: bool) -> str:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +22,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bnnrobust.experiments.measures.base import Figure, Table  # noqa: E402
+from bnnrobust.experiments.measures import Table  # noqa: E402
+from bnnrobust.files import atomic_path  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG the report wrote, with its caption."""
+
+    path: Path
+    caption: str
 
 
 def figure_path(out: Path, spec_name: str, suffix: str = "") -> Path:
@@ -33,10 +43,11 @@ def figure_path(out: Path, spec_name: str, suffix: str = "") -> Path:
 
 def save(fig, path: Path) -> None:
     """Write ``fig`` to ``path`` atomically and close it."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
 
 
 def bars(table: Table, path: Path, *, ylabel: str | None = None) -> Figure:
@@ -102,21 +113,22 @@ def curves(spec, title: str, series: dict[str, list], out: Path, *, xlabel: str,
 
 
 def lines_by_parameter(spec, table: Table, out: Path, columns) -> Figure:
-    """Values against the column parameter ``spec.figure['x']`` (see the module docstring)."""
-    x_name = spec.figure.get("x", "eps")
+    """Values against the column parameter ``spec.figure.x`` (see the module docstring)."""
+    x_name = spec.figure.x
     by_attack: dict[str, list] = {}
     for column in columns:
-        if x_name in column.params:
+        if x_name in column.given:
             by_attack.setdefault(column.attack, []).append(column)
     fig, axes = plt.subplots(1, max(1, len(by_attack)), figsize=(5 * max(1, len(by_attack)), 3.6),
                              squeeze=False)
     for ax, (attack, columns) in zip(axes[0], sorted(by_attack.items()), strict=False):
-        columns = sorted(columns, key=lambda c: c.params[x_name])
-        _plot_series(ax, {model: [(c.params[x_name], cells.get(c.label)) for c in columns]
+        columns = sorted(columns, key=lambda c: getattr(c.params, x_name))
+        _plot_series(ax, {model: [(getattr(c.params, x_name), cells.get(c.label))
+                                  for c in columns]
                           for model, cells in table.rows.items()})
-        ax.set_xlabel(spec.figure.get("xlabel", x_name))
-        ax.set_ylabel(spec.figure.get("ylabel", table.unit))
-        if spec.figure.get("log_x"):
+        ax.set_xlabel(spec.figure.xlabel or x_name)
+        ax.set_ylabel(spec.figure.ylabel or table.unit)
+        if spec.figure.log_x:
             ax.set_xscale("log")
         ax.set_title(attack, fontsize=9)
     fig.suptitle(table.title, fontsize=9)

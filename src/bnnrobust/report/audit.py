@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bnnrobust.evaluate.audit import AuditResult
-from bnnrobust.experiments.report import CSS, IMAGE_CHECK, atomic_text
+from bnnrobust.files import atomic_write
+from bnnrobust.report.plots import plt, save
+from bnnrobust.report.reproduction import CSS
 
 KIND_NOTES = {"standard": "", "adaptive": " †", "transfer": " (black box)", "cw": "",
               "exact": ""}
@@ -71,7 +73,7 @@ def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str
     md += [f"- **{'FLAG' if f.raised else 'ok'}** `{f.name}`: {f.evidence}"
            + (f" — {f.explanation}" if f.raised else "") for f in result.flags]
     md += ["", f"![accuracy against ε]({png.name})", ""]
-    atomic_text(out / "audit.md", "\n".join(md))
+    atomic_write(out / "audit.md", "\n".join(md))
 
     esc = html.escape
     page = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>bnnrobust "
@@ -90,16 +92,14 @@ def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str
     page += ["</ul>", f"<p>{len(raised)} flag(s) raised.</p>",
              f"<figure><img src='{esc(png.name)}' alt='accuracy against ε'><figcaption>Accuracy "
              "against ε per attack; the worst case in bold.</figcaption></figure>",
-             IMAGE_CHECK, "</body></html>"]
-    atomic_text(out / "audit.html", "\n".join(page))
-    atomic_text(out / "audit.json", json.dumps({**source, **result.as_dict()}, indent=1))
+             "</body></html>"]
+    atomic_write(out / "audit.html", "\n".join(page))
+    atomic_write(out / "audit.json", json.dumps({**source, **result.as_dict()}, indent=1))
     return {"markdown": out / "audit.md", "html": out / "audit.html",
             "json": out / "audit.json", "png": png}
 
 
 def _figure(result: AuditResult, path: Path) -> Path:
-    from bnnrobust.experiments.plots import plt, save
-
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for line in result.lines:
         points = [(e, 100 * v) for e, v in line.accuracy.items() if v is not None]

@@ -20,10 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnnrobust.experiments.measures import Figure, Table, measure_named
+from bnnrobust.experiments.measures import Table, measure_named
 from bnnrobust.experiments.runner import missing_data, plan
-from bnnrobust.experiments.spec import Spec
+from bnnrobust.experiments.spec import Column, Spec
 from bnnrobust.experiments.store import ResultStore
+from bnnrobust.files import atomic_write
+from bnnrobust.report.figures import FIGURES
+from bnnrobust.report.plots import Figure
+from bnnrobust.train import library_versions
 
 FLAG_POINTS = 5.0
 
@@ -61,7 +65,7 @@ def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
         measure = measure_named(spec.measure)
         prof = spec.profile(profile)
         rep.tables = measure.tables(spec, prof, rows)
-        rep.figures = measure.figures(spec, prof, rows, out)
+        rep.figures = FIGURES[spec.measure](measure, spec, prof, rows, out)
         rep.flags = [f for t in rep.tables for f in adaptive_flags(spec, t, profile)]
     rep.markdown = write_markdown(rep, out)
     return rep
@@ -79,13 +83,13 @@ def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
             ada = cells.get(label)
             if ada is None or ada.mean is None or columns[label].metric != "accuracy":
                 continue
-            eps = columns[label].params.get("eps")
+            eps = given(columns[label], "eps")
             for other in table.columns:
                 col, cell = columns[other], cells.get(other)
                 if other in table.adaptive or cell is None or cell.mean is None \
                         or col.metric != "accuracy":
                     continue
-                same = col.params.get("eps") == eps if eps is not None \
+                same = given(col, "eps") == eps if eps is not None \
                     else col.attack == columns[label].attack
                 if same and cell.mean - ada.mean > FLAG_POINTS:
                     flags.append(f"{spec.name} {model}: {label} gives {ada.mean:.1f} % where "
@@ -93,6 +97,11 @@ def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
                                  "overstates robustness (masked gradients or a weak single "
                                  "step; report the adaptive number).")
     return flags
+
+
+def given(column: Column, name: str):
+    """The value of parameter ``name`` when the spec set it for ``column``, else None."""
+    return getattr(column.params, name) if name in column.given else None
 
 
 def cell_text(cell, *, unit: str) -> tuple[str, bool]:
@@ -147,16 +156,7 @@ def write_markdown(rep: SpecReport, out: Path) -> Path:
     for fig in rep.figures:
         rel = fig.path.relative_to(out / rep.spec.name.split("/")[0])
         lines += [f"![{fig.caption}]({rel.as_posix()})", "", f"*{fig.caption}*", ""]
-    path = out / f"{rep.spec.name}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_text(path, "\n".join(lines))
-    return path
-
-
-def atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    return atomic_write(out / f"{rep.spec.name}.md", "\n".join(lines))
 
 
 CSS = """
@@ -170,19 +170,9 @@ nav a{margin-right:1em} code{background:#f4f4f4;padding:0 3px}
 """
 
 
-#: marks the body with how many images there are and how many decoded (read by the headless
-#: browser test; harmless for readers)
-IMAGE_CHECK = ("<script>window.addEventListener('load',function(){var i=document.images,ok=0;"
-                "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0){ok++;}}"
-                "document.body.setAttribute('data-images',i.length);"
-                "document.body.setAttribute('data-images-ok',ok);});</script>")
-
-
 def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Path,
                 audit: list[str] | None = None) -> Path:
     """One static ``out/index.html`` with every table, figure, metadata and flag."""
-    from bnnrobust.train import library_versions
-
     esc = html.escape
     versions = sorted({v for r in reports for v in r.code_versions})
     devices = sorted({d for r in reports for d in r.devices})
@@ -220,12 +210,8 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
             parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
                          f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
         parts.append("</section>")
-    parts.append(IMAGE_CHECK)
     parts.append("</body></html>")
-    path = out / "index.html"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_text(path, "\n".join(parts))
-    return path
+    return atomic_write(out / "index.html", "\n".join(parts))
 
 
 def _html_table(table: Table) -> str:
@@ -253,7 +239,7 @@ def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,
     reports = [collect(s, profile=profile, store=store, out=out, data_root=data_root)
                for s in specs]
     index = write_index(reports, out, profile=profile, store=store.path)
-    atomic_text(out / "report.json", json.dumps(
+    atomic_write(out / "report.json", json.dumps(
         {r.spec.name: {"profile": r.profile, "planned": r.planned, "stored": r.stored,
                        "seconds": r.seconds, "missing": r.missing, "flags": r.flags,
                        "tables": [t.as_dict() for t in r.tables]} for r in reports},

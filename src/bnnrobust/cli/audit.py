@@ -1,0 +1,93 @@
+"""The audit of one model: ``audit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bnnrobust.cli.options import (
+    CheckpointArg,
+    DeviceOpt,
+    EpsListOpt,
+    RootOpt,
+    check_checkpoint,
+    check_eps,
+    check_output_dir,
+    out,
+)
+from bnnrobust.data import load
+from bnnrobust.device import resolve_device
+from bnnrobust.evaluate.audit import audit as run_audit
+from bnnrobust.evaluate.audit import default_eps
+from bnnrobust.report import write_audit
+from bnnrobust.train import load as load_checkpoint
+
+
+def audit(
+    checkpoint: CheckpointArg,
+    eps: EpsListOpt = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Test set to audit on (default: the checkpoint's training "
+                          "dataset, else mnist).")] = None,
+    points: Annotated[int, typer.Option(
+        help="Test points audited (taken after the substitute's seed inputs).")] = 500,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 5,
+    steps: Annotated[int, typer.Option(help="PGD steps (step size 2.5·ε/steps).")] = 40,
+    eot: Annotated[int, typer.Option(
+        "--eot", help="EOT passes per gradient when the model is random at test time.")] = 10,
+    cw_steps: Annotated[int, typer.Option(
+        "--cw-steps", help="CW-L2 iterations (Galloway's settings otherwise).")] = 100,
+    transfer: Annotated[bool, typer.Option(
+        help="Run the black-box transfer attack (Papernot substitute, FGSM).")] = True,
+    holdout: Annotated[int, typer.Option(
+        help="Test inputs that seed the substitute (the audited points come after them).")] = 150,
+    exact_points: Annotated[int, typer.Option(
+        "--exact-points", help="Points given to the exact attack (fully connected BNNs "
+                               "only; 0 = skip).")] = 10,
+    exact_time: Annotated[float, typer.Option(
+        "--exact-time", help="Seconds per point and ε for the exact attack.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of every attack and the substitute.")] = 0,
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for audit.md, audit.html, audit.json and audit.png (default: "
+                      "audit-<checkpoint name>).")] = None,
+) -> None:
+    """Audit one model: FGSM, PGD with restarts, the adaptive attacks its defenses call for
+    (PGD on the logits; EOT when it is random; BPDA when its input layer is
+    non-differentiable), the transfer attack, CW-L2, and the exact attack when it is a fully
+    connected BNN. Reports per-ε worst-case robust accuracy and the gradient-masking flags,
+    as Markdown and HTML."""
+    check_checkpoint(checkpoint)
+    folder = check_output_dir("--out", out_dir or Path(f"audit-{checkpoint.stem}"))
+    budgets = check_eps(eps) if eps else None
+    options = {"seed": seed, "pgd_steps": steps, "restarts": restarts, "eot_samples": eot,
+               "cw_steps": cw_steps, "transfer": transfer, "exact_points": exact_points,
+               "exact_time_limit": exact_time}
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    name = dataset or ckpt.train_config.get("dataset") or "mnist"
+    x, y = load(name, "test", root=root, limit=holdout + points)
+    budgets = budgets or list(default_eps(x.shape[1:]))
+    result = run_audit(ckpt.model, x, y, eps=budgets, points=points, holdout=holdout, **options)
+    files = write_audit(result, folder, source={"checkpoint": str(checkpoint), "dataset": name})
+    table = Table("attack", *(f"ε={e:.4g}" for e in result.eps))
+    for line in result.lines:
+        table.add_row(line.label + (" †" if line.kind == "adaptive" else ""),
+                      *(f"{100 * line.accuracy[e]:.1f}" for e in result.eps))
+    table.add_row("worst case", *(f"{100 * result.worst[e]:.1f}" for e in result.eps))
+    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']} on {name}: "
+              f"{result.points} points, clean {100 * result.clean_accuracy:.1f} %")
+    out.print(table)
+    for flag in result.flags:
+        out.print(f"{'FLAG' if flag.raised else 'ok  '} {flag.name}: {flag.evidence}",
+                  highlight=False)
+    out.print(f"audit: {files['html'].resolve()}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command()(audit)

@@ -1,0 +1,284 @@
+"""The exact attacks on a fully connected BNN, point by point over an executor: ``milp``,
+``iprop``, ``certify``."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.table import Table
+
+from bnnrobust.attacks import Attack, AttackResult
+from bnnrobust.attacks.catalogue import entry
+from bnnrobust.cli.options import (
+    AddressOpt,
+    DatasetOpt,
+    EpsListOpt,
+    ExecutorOpt,
+    JsonOpt,
+    RootOpt,
+    WorkersOpt,
+    check_checkpoint,
+    check_count,
+    check_eps,
+    check_output_file,
+    err,
+    out,
+)
+from bnnrobust.data import load
+from bnnrobust.errors import BnnRobustError
+from bnnrobust.evaluate import certified, concatenate, solve_summary
+from bnnrobust.experiments import check_executor, make_executor, run
+from bnnrobust.files import atomic_write
+from bnnrobust.train import load as load_checkpoint
+
+FcBnnArg = Annotated[Path, typer.Argument(
+    help="An fc-bnn checkpoint ('bnnrobust train fc-bnn').", show_default=False)]
+PointsOpt = Annotated[int, typer.Option("--points", help="Attack the first N test points.")]
+TimeLimitOpt = Annotated[float, typer.Option(
+    "--time-limit", help="Seconds per point (the paper: 180).")]
+TargetOpt = Annotated[str, typer.Option(
+    "--target", help="second (the class with the second-highest output, the paper's), "
+                     "untargeted (best over every class) or a class index.")]
+
+
+def parse_target(value: str) -> int | str:
+    """``--target``: second, untargeted or a class index."""
+    if value in ("second", "untargeted"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise BnnRobustError(f"--target must be second, untargeted or a class index, got "
+                             f"{value!r}.") from None
+
+
+def _points(checkpoint: Path, dataset: str, points: int, root: Path | None):
+    check_checkpoint(checkpoint)
+    check_count("--points", points)
+    ckpt = load_checkpoint(checkpoint, device="cpu")
+    x, y = load(dataset, "test", root=root, limit=points)
+    return ckpt, x, y
+
+
+def _attack_one(attack: Attack, x: torch.Tensor, y: torch.Tensor, index: int) -> AttackResult:
+    return attack.run(x[index:index + 1], y[index:index + 1])
+
+
+def _run_points(attack: Attack, x: torch.Tensor, y: torch.Tensor, *, executor: str,
+                workers: int, address: str | None,
+                description: str) -> tuple[AttackResult | None, list[int], bool]:
+    """``attack`` on every point through the executor: the combined result (None when no
+    point finished), the indices it covers, and whether the run was interrupted."""
+    outcome = run(make_executor(executor, workers=workers, address=address),
+                  functools.partial(_attack_one, attack, x, y), list(range(len(x))),
+                  description=description)
+    if outcome.interrupted:
+        err.print(f"interrupted: keeping the {len(outcome.results)} finished point(s).")
+    done = sorted(outcome.results)
+    result = concatenate([outcome.results[i] for i in done]) if done else None
+    return result, done, outcome.interrupted
+
+
+def _records(result: AttackResult | None, done: list[int], x: torch.Tensor,
+             y: torch.Tensor) -> list[dict[str, Any]]:
+    """Per point: index, label, the attack's record and the perturbation (on [0, 1])."""
+    if result is None:
+        return []
+    records = result.extra["points"]
+    delta = (result.x_adv - x[done]).flatten(1)
+    return [{"index": i, "label": int(y[i]), **p, "perturbation": d.tolist()}
+            for i, p, d in zip(done, records, delta, strict=True)]
+
+
+def _report(name: str, result: AttackResult | None, records: list[dict[str, Any]],
+            settings: dict, json_path: Path | None, interrupted: bool) -> None:
+    table = Table("point", "label", "pred", "target", "status", "objective", "bound", "flip",
+                  "time (s)")
+    for r in records:
+        table.add_row(str(r["index"]), str(r["label"]), str(r["prediction"]), str(r["target"]),
+                      r["status"], f"{r['objective']:+.4f}",
+                      "-" if r["bound"] is None else f"{r['bound']:+.4f}",
+                      "yes" if r["flipped"] else "no", f"{r['seconds']:.2f}")
+    if len(records) <= 25:
+        out.print(table)
+    if result is not None:
+        s = solve_summary(result)
+        out.print(f"{name}: {s.points} points, proven optimal {s.proven}, flipped {s.flipped}; "
+                  f"time median {s.median_seconds:.2f} s, mean {s.mean_seconds:.2f} s")
+    if json_path is not None:
+        atomic_write(json_path, json.dumps({"settings": settings, "interrupted": interrupted,
+                                            "points": records}, indent=1))
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def milp(
+    checkpoint: FcBnnArg,
+    dataset: DatasetOpt = "mnist",
+    eps: Annotated[float, typer.Option(
+        "--eps", help="L∞ budget on [0, 1], in (0, 1]. cpsat allows floor(255·ε) whole pixel "
+                      "steps; highs exactly ε.")] = 0.01,
+    points: PointsOpt = 100,
+    time_limit: TimeLimitOpt = 180.0,
+    backend: Annotated[str, typer.Option(
+        help="cpsat (OR-Tools CP-SAT on the 1/255 pixel grid, exact for 8-bit images) or highs "
+             "(the paper's continuous big-M MILP, HiGHS through OR-Tools MathOpt).")] = "cpsat",
+    target: TargetOpt = "second",
+    hint: Annotated[str, typer.Option(
+        help="Starting solution: fgsm (one round of iterated FGSM) or none (zero).")] = "fgsm",
+    threads: Annotated[int, typer.Option(help="CP-SAT workers per point (1 is deterministic).")] = 1,
+    workers: WorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    seed: Annotated[int, typer.Option(help="Solver and hint seed.")] = 0,
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """The exact MILP attack (Khalil et al. 2019): maximize f_target − f_prediction per point."""
+    check_output_file("--json", json_path)
+    params = {"eps": eps, "target": parse_target(target), "backend": backend,
+              "time_limit": time_limit, "threads": threads, "hint": hint, "seed": seed}
+    entry("milp").check(params)
+    check_executor(executor, workers=workers, address=address)
+    ckpt, x, y = _points(checkpoint, dataset, points, root)
+    attack = entry("milp").make(ckpt.model, params)
+    result, done, interrupted = _run_points(attack, x, y, executor=executor, workers=workers,
+                                            address=address, description=f"milp ({backend})")
+    _report(f"milp {backend} ε={eps:g}", result, _records(result, done, x, y),
+            {**attack.settings(), "checkpoint": str(checkpoint), "dataset": dataset},
+            json_path, interrupted)
+
+
+def iprop(
+    checkpoint: FcBnnArg,
+    dataset: DatasetOpt = "mnist",
+    eps: Annotated[float, typer.Option(
+        "--eps", help="L∞ budget on [0, 1], in (0, 1] (floor(255·ε) pixel steps).")] = 0.01,
+    points: PointsOpt = 100,
+    time_limit: TimeLimitOpt = 180.0,
+    sub_time_limit: Annotated[float, typer.Option(
+        "--sub-time-limit", help="Seconds per layer-to-layer subproblem (the paper: 10).")] = 10.0,
+    step: Annotated[str, typer.Option(
+        help="Step size S: adaptive (5% of the width, halved after 5 failures) or a number.")] = "adaptive",
+    warm_start: Annotated[str, typer.Option(
+        "--warm-start", help="none (zero perturbation) or fgsm (iterated FGSM for "
+                             "--warm-start-time seconds first).")] = "none",
+    warm_start_time: Annotated[float, typer.Option(
+        "--warm-start-time", help="Seconds of FGSM for --warm-start fgsm (the paper: 5).")] = 5.0,
+    target: Annotated[str, typer.Option(
+        help="second (the paper's) or a class index.")] = "second",
+    workers: WorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the neuron sampling and CP-SAT.")] = 0,
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """IProp (Khalil et al. 2019): integer target propagation, a fast local search."""
+    check_output_file("--json", json_path)
+    if step != "adaptive":
+        try:
+            step_value: int | str = int(step)
+        except ValueError:
+            raise BnnRobustError(f"--step must be 'adaptive' or a whole number, got {step!r}.") from None
+    else:
+        step_value = step
+    params = {"eps": eps, "target": parse_target(target), "step": step_value,
+              "time_limit": time_limit, "sub_time_limit": sub_time_limit,
+              "warm_start": warm_start, "warm_start_time": warm_start_time, "seed": seed}
+    entry("iprop").check(params)
+    check_executor(executor, workers=workers, address=address)
+    ckpt, x, y = _points(checkpoint, dataset, points, root)
+    attack = entry("iprop").make(ckpt.model, params)
+    result, done, interrupted = _run_points(attack, x, y, executor=executor, workers=workers,
+                                            address=address, description="iprop")
+    _report(f"iprop ε={eps:g}", result, _records(result, done, x, y),
+            {**attack.settings(), "checkpoint": str(checkpoint), "dataset": dataset},
+            json_path, interrupted)
+
+
+def _minimal(integer, max_eps: float, time_limit: float, x: torch.Tensor, index: int):
+    from bnnrobust.attacks.combinatorial import minimal_eps
+    from bnnrobust.attacks.combinatorial.attack import grid_pixels
+
+    return minimal_eps(integer, grid_pixels(x[index:index + 1])[0], max_eps=max_eps,
+                       time_limit=time_limit)
+
+
+def certify(
+    checkpoint: FcBnnArg,
+    dataset: DatasetOpt = "mnist",
+    eps: EpsListOpt = None,
+    points: PointsOpt = 100,
+    time_limit: TimeLimitOpt = 180.0,
+    min_eps: Annotated[bool, typer.Option(
+        "--min-eps", help="Also find each point's smallest flipping ε on the pixel grid "
+                          "(bisection up to the largest --eps).")] = False,
+    workers: WorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Certified robust accuracy: prove that no perturbation within ε changes the prediction
+    (default ε 0.01; on the 1/255 pixel grid, floor(255·ε) whole steps)."""
+    check_output_file("--json", json_path)
+    eps_list = check_eps(eps, [0.01])
+    for value in eps_list:
+        entry("certify").check({"eps": value, "time_limit": time_limit})
+    check_executor(executor, workers=workers, address=address)
+    ckpt, x, y = _points(checkpoint, dataset, points, root)
+    from bnnrobust.attacks.combinatorial import eps_steps
+
+    table = Table("ε", "pixel steps", "certified accuracy", "robust", "attacked", "unknown",
+                  "clean accuracy", "time (s)")
+    report: dict = {"checkpoint": str(checkpoint), "dataset": dataset, "time_limit": time_limit,
+                    "points": len(x), "eps": {}}
+    interrupted = False
+    for value in eps_list:
+        attack = entry("certify").make(ckpt.model, {"eps": value, "time_limit": time_limit})
+        result, done, interrupted = _run_points(attack, x, y, executor=executor,
+                                                workers=workers, address=address,
+                                                description=f"certify ε={value:g}")
+        if result is not None:
+            c = certified(result, y[done])
+            table.add_row(f"{value:g}", str(eps_steps(value)), f"{c.certified_accuracy:.2%}",
+                          str(c.robust), str(c.attacked), str(c.unknown),
+                          f"{c.clean_accuracy:.2%}", f"{float(result.point_seconds.sum()):.1f}")
+            records = result.extra["points"]
+            report["eps"][str(value)] = {
+                **c.as_dict(), "points": [{"index": i, "label": int(y[i]), **p}
+                                          for i, p in zip(done, records, strict=True)]}
+        if interrupted:
+            break
+    out.print(table)
+    if min_eps and not interrupted:
+        fn = functools.partial(_minimal, attack.integer, max(eps_list), time_limit, x)
+        outcome = run(make_executor(executor, workers=workers, address=address), fn,
+                      list(range(len(x))), description="minimal ε")
+        interrupted = outcome.interrupted
+        steps = Table("point", "label", "minimal pixel steps", "ε", "proven", "time (s)")
+        for i, r in sorted(outcome.results.items()):
+            steps.add_row(str(i), str(int(y[i])), "-" if r.steps is None else str(r.steps),
+                          "-" if r.eps is None else f"{r.eps:.4f}", "yes" if r.proven else
+                          f"no (>= {r.lower})", f"{r.seconds:.2f}")
+        out.print(steps)
+        report["minimal_eps"] = [{"index": i, "steps": r.steps, "eps": r.eps, "lower": r.lower,
+                                  "proven": r.proven, "seconds": r.seconds}
+                                 for i, r in sorted(outcome.results.items())]
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(report, indent=1))
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command()(milp)
+    app.command()(iprop)
+    app.command()(certify)

@@ -1,0 +1,147 @@
+"""The reproduction commands: ``reproduce`` and ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bnnrobust.cli.options import (
+    AddressOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    StoreOpt,
+    WorkersOpt,
+    check_output_dir,
+    check_output_file,
+    err,
+    out,
+)
+from bnnrobust.device import resolve_device
+from bnnrobust.errors import BnnRobustError
+from bnnrobust.experiments import check_executor, make_executor
+from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.runner import (
+    default_specs_root,
+    missing_data,
+    plan,
+    reproduce,
+    resolve_specs,
+    spec_files,
+    summary_line,
+)
+from bnnrobust.experiments.spec import PROFILES, Spec
+from bnnrobust.experiments.store import ResultStore
+from bnnrobust.report import report
+
+ProfileOpt = Annotated[str, typer.Option(
+    "--profile", help="quick (CPU-sized: fewer epochs, a training subset, a test subset, one "
+                      "seed, the smallest widths) or paper (the paper's settings).")]
+SpecsArg = Annotated[list[str] | None, typer.Argument(
+    help="Specs by name (galloway2018/table1), by paper folder (galloway2018 = all of its "
+         "specs) or as .toml paths. Default for report: every spec.", show_default=False)]
+
+
+def _specs(names: list[str] | None, *, default_all: bool) -> list[Spec]:
+    root = default_specs_root()
+    if not root.is_dir():
+        raise BnnRobustError(f"the specs folder {root} does not exist; run from a checkout of "
+                             "bnnrobust or set BNNROBUST_EXPERIMENTS to its experiments/ folder.")
+    if not names:
+        if not default_all:
+            raise BnnRobustError("name at least one spec (see 'bnnrobust reproduce --list').")
+        paths = spec_files(root)
+    else:
+        paths = resolve_specs(names, root)
+    return [load(p) for p in paths]
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise BnnRobustError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
+
+
+def reproduce_command(
+    specs: SpecsArg = None,
+    profile: ProfileOpt = "quick",
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = 1,
+    address: AddressOpt = None,
+    device: DeviceOpt = "auto",
+    store: StoreOpt = None,
+    list_specs: Annotated[bool, typer.Option(
+        "--list", help="List the specs (name, dataset, measure, whether the data is here, "
+                       "units per profile) and exit.")] = False,
+    report_out: Annotated[Path | None, typer.Option(
+        "--report", help="After the run, write the report of these specs to this folder.")] = None,
+) -> None:
+    """Reproduce tables and figures of the papers: train (or take from the checkpoint cache)
+    the spec's models, run its attacks, store every unit in the results store. A rerun (also
+    after a kill) computes only the units not stored yet, and recomputes those whose code
+    changed."""
+    _check_profile(profile)
+    if list_specs:
+        table = Table()
+        table.add_column("spec", no_wrap=True)  # the name to type: never cut
+        table.add_column("title", no_wrap=True, overflow="ellipsis", max_width=40)
+        for name in ("dataset", "measure", "data", "units quick", "units paper"):
+            table.add_column(name)
+        for spec in _specs(specs, default_all=True):
+            missing = missing_data(spec)
+            table.add_row(spec.name, spec.title[:60], spec.dataset, spec.measure,
+                          "missing" if missing else "here", str(len(plan(spec, "quick"))),
+                          str(len(plan(spec, "paper"))))
+        out.print(table)
+        return
+    check_output_file("--store", store)
+    check_output_dir("--report", report_out)
+    check_executor(executor, workers=workers, address=address)
+    loaded = _specs(specs, default_all=False)
+    dev = str(resolve_device(device))
+    pool = make_executor(executor, workers=workers, address=address)
+    interrupted = False
+    with ResultStore(store) as results:
+        for spec in loaded:
+            summary = reproduce(spec, profile=profile, store=results, executor=pool, device=dev,
+                                console=err)
+            out.print(summary_line(summary), highlight=False)
+            if summary.interrupted:
+                interrupted = True
+                break
+        if report_out is not None:
+            index, _ = report(loaded, profile=profile, store=results, out=report_out)
+            out.print(f"report: {index.resolve()}", highlight=False)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def report_command(
+    specs: SpecsArg = None,
+    profile: ProfileOpt = "quick",
+    store: StoreOpt = None,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Report folder: index.html, one Markdown file and PNGs per spec.")]
+    = Path("report"),
+) -> None:
+    """Write the report of stored results: per spec a Markdown table of ours beside the
+    paper's values (mean ± std over seeds, the difference, ⚠ where ours falls outside the
+    paper's ±), PNG figures, and one index.html with all of it and the run metadata."""
+    _check_profile(profile)
+    check_output_file("--store", store)
+    check_output_dir("--out", out_dir)
+    loaded = _specs(specs, default_all=True)
+    with ResultStore(store) as results:
+        index, reports = report(loaded, profile=profile, store=results, out=out_dir)
+    for rep in reports:
+        state = "not run: " + rep.missing if rep.missing and not rep.stored else \
+            f"{rep.stored}/{rep.planned} units"
+        out.print(f"{rep.spec.name}: {state}", highlight=False)
+    out.print(f"report: {index.resolve()}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command("reproduce")(reproduce_command)
+    app.command("report")(report_command)

@@ -1,0 +1,142 @@
+"""What the commands share: option declarations (defined once), checks of values and output
+paths that run before any work, and the console streams."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bnnrobust.data import REGISTRY
+from bnnrobust.errors import BnnRobustError
+
+out = Console()
+err = Console(stderr=True)
+
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Where to compute: auto (CUDA if present, else CPU), cpu or cuda.")]
+DatasetOpt = Annotated[str, typer.Option(
+    "--dataset", help=f"Dataset: {', '.join(REGISTRY)}. Files are looked up under "
+                      "$BNNROBUST_DATA/<name>/ (default ~/.cache/bnnrobust/data).")]
+RootOpt = Annotated[Path | None, typer.Option(
+    "--root", help="Datasets folder (overrides $BNNROBUST_DATA).")]
+EpsListOpt = Annotated[list[float] | None, typer.Option(
+    "--eps", help="L∞ budgets on [0, 1] inputs, each in (0, 1]: --eps 0.1 0.2 0.3 (or --eps "
+                  "0.1 --eps 0.2).")]
+WorkersOpt = Annotated[int, typer.Option(
+    "--workers", help="Work items computed in parallel (local: worker processes; ray: CPUs "
+                      "of a local instance).")]
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", help="local (processes on this machine) or ray.")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local "
+                      "instance.")]
+StoreOpt = Annotated[Path | None, typer.Option(
+    "--store", help="Results store (SQLite); default $BNNROBUST_CACHE/results.sqlite or "
+                    "~/.cache/bnnrobust/results.sqlite.")]
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Also write the results as JSON to this file.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the attack's random numbers.")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="Model parameter key=value, repeatable, e.g. --param precision=binary "
+                    "--param width=64 (see 'bnnrobust models').")]
+CheckpointArg = Annotated[Path, typer.Argument(
+    help="A checkpoint written by 'bnnrobust train' (or found in the checkpoint cache).",
+    show_default=False)]
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    """``["width=64", ...]`` as a dict; a pair without ``=`` is an error."""
+    params = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BnnRobustError(f"--param expects key=value, got {pair!r} (e.g. --param "
+                                 "width=64).")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def check_eps(values: list[float] | None, default: list[float] | None = None) -> list[float]:
+    """The ``--eps`` budgets (``default`` when none given), each finite and in (0, 1]."""
+    values = list(values) if values else list(default or [])
+    for value in values:
+        if not math.isfinite(value) or not 0 < value <= 1:
+            raise BnnRobustError(f"--eps {value:g} is not a budget: each ε must be a number in "
+                                 "(0, 1] (inputs lie in [0, 1]; e.g. --eps 0.1 or --eps "
+                                 "0.03137 for 8/255).")
+    return values
+
+
+def check_count(option: str, value: int, low: int = 1) -> int:
+    """An integer option that must be >= ``low``."""
+    if value < low:
+        raise BnnRobustError(f"{option} must be >= {low}, got {value}.")
+    return value
+
+
+def check_seconds(option: str, value: float) -> float:
+    """A time option: a finite number of seconds > 0."""
+    if not math.isfinite(value) or value <= 0:
+        raise BnnRobustError(f"{option} must be a finite number of seconds > 0, got {value:g}.")
+    return value
+
+
+def check_checkpoint(path: Path) -> Path:
+    """An existing checkpoint file (the loader checks its content)."""
+    if not path.exists():
+        raise BnnRobustError(f"checkpoint {path} does not exist; train one with 'bnnrobust "
+                             "train MODEL --out FILE'.")
+    if path.is_dir():
+        raise BnnRobustError(f"checkpoint {path} is a folder; give the .pt file.")
+    return path
+
+
+def check_output_file(option: str, path: Path | None) -> Path | None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a path
+    whose parent is a file or not writable."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise BnnRobustError(f"{option} {path} is a folder; give a file path.")
+    parent = _existing_parent(path.parent)
+    if not parent.is_dir():
+        raise BnnRobustError(f"{option} {path}: {parent} is a file, not a folder.")
+    if not os.access(parent, os.W_OK):
+        raise BnnRobustError(f"{option} {path}: cannot write in {parent} (permission denied).")
+    return path
+
+
+def check_output_dir(option: str, path: Path | None) -> Path | None:
+    """Refuse, before any work, an output folder that is a file or cannot be created."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
+        raise BnnRobustError(f"{option} {path} is a file; give a folder.")
+    parent = _existing_parent(path.parent)
+    if not parent.is_dir():
+        raise BnnRobustError(f"{option} {path}: {parent} is a file, not a folder.")
+    if not os.access(parent, os.W_OK):
+        raise BnnRobustError(f"{option} {path}: cannot write in {parent} (permission denied).")
+    return path
+
+
+def _existing_parent(path: Path) -> Path:
+    """``path`` if it exists, else its deepest existing ancestor."""
+    current = path.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def print_flags(flags: list) -> None:
+    """Each gradient-masking flag on a line (raised ones with their explanation)."""
+    for flag in flags:
+        mark = "[red]FLAG[/red]" if flag.raised else "[green]ok[/green]  "
+        out.print(f"{mark} {flag.name}: {flag.evidence}")
+        if flag.raised:
+            out.print(f"      {flag.explanation}")

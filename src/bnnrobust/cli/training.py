@@ -1,0 +1,115 @@
+"""Commands that train and evaluate: ``train``, ``eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bnnrobust.attacks import ADV_KINDS, AdversarialTraining
+from bnnrobust.cli.options import (
+    CheckpointArg,
+    DatasetOpt,
+    DeviceOpt,
+    JsonOpt,
+    ParamOpt,
+    RootOpt,
+    check_checkpoint,
+    check_count,
+    check_output_file,
+    err,
+    out,
+    parse_params,
+)
+from bnnrobust.data import load
+from bnnrobust.device import resolve_device
+from bnnrobust.files import atomic_write
+from bnnrobust.train import TrainRequest, accuracy, train_cached
+from bnnrobust.train import load as load_checkpoint
+
+
+def train(
+    model: Annotated[str, typer.Argument(help="Zoo model name (see 'bnnrobust models').")],
+    dataset: DatasetOpt = "mnist",
+    param: ParamOpt = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs (Galloway et al.: 15).")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Batch size (papers: 128).")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (papers: 1e-3).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed for initialization, shuffling and sampling.")] = 0,
+    limit: Annotated[int | None, typer.Option(
+        help="Train on the first N training examples only (default: all).")] = None,
+    clip_weights: Annotated[bool, typer.Option(
+        help="Clamp latent weights of binary layers to [-1, 1] after each step.")] = False,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="Also write the checkpoint here (it is always kept in the cache).")] = None,
+    adv: Annotated[str | None, typer.Option(
+        help=f"Adversarial training: {', '.join(ADV_KINDS)} (default: none). Each batch adds "
+             "its adversarial version; loss = (clean + adversarial) / 2.")] = None,
+    adv_eps: Annotated[float, typer.Option(
+        help="Adversarial training ε (L∞; papers: 0.3 on MNIST). For fgsm-random, the "
+             "largest ε of the truncated normal.")] = 0.3,
+    adv_steps: Annotated[int, typer.Option(help="PGD training iterations (Galloway: 20 or 40).")] = 20,
+    adv_alpha: Annotated[float, typer.Option(help="PGD training step size (0.01).")] = 0.01,
+    adv_start: Annotated[int, typer.Option(
+        help="First adversarial epoch, counting from 0 (papers: 10 of 15).")] = 0,
+    adv_label: Annotated[str, typer.Option(
+        help="Label of adversarial examples: predicted (the model's own, no label leaking) "
+             "or true.")] = "predicted",
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Train a zoo model (or fetch it from the checkpoint cache) and print its test accuracy."""
+    check_output_file("--out", out_path)
+    check_output_file("--json", json_path)
+    resolve_device(device)
+    hook = None
+    if adv is not None:
+        hook = AdversarialTraining(adv, eps=adv_eps, start_epoch=adv_start, steps=adv_steps,
+                                   alpha=adv_alpha, label=adv_label, seed=seed)
+    request = TrainRequest(model=model, params=parse_params(param), dataset=dataset,
+                           epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           clip_weights=clip_weights, train_limit=limit,
+                           hook=hook.config() if hook else None)
+    result = train_cached(request, batch_hook=hook, device=device, data_root=root, console=err)
+    path = result.path
+    if out_path is not None:
+        atomic_write(out_path, result.path.read_bytes())
+        path = out_path
+    acc = result.metrics.get("final_test_accuracy")
+    out.print(f"{'cached' if result.hit else 'trained'}: {model} {request.as_dict()['params']}")
+    out.print(f"test accuracy: {acc:.2%}")
+    out.print(f"checkpoint: {path}")
+    if json_path is not None:
+        atomic_write(json_path, json.dumps({"checkpoint": str(path), "cache_hit": result.hit,
+                                            "request": request.as_dict(), **result.metrics},
+                                           indent=2))
+
+
+def evaluate(
+    checkpoint: CheckpointArg,
+    dataset: DatasetOpt = "mnist",
+    limit: Annotated[int | None, typer.Option(
+        help="Evaluate on the first N test examples only.")] = None,
+    passes: Annotated[int, typer.Option(
+        help="Forward passes averaged for a stochastic model (fixed seeds).")] = 5,
+    device: DeviceOpt = "auto",
+    root: RootOpt = None,
+) -> None:
+    """Clean test accuracy of a checkpoint."""
+    check_checkpoint(checkpoint)
+    check_count("--passes", passes)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    x, y = load(dataset, "test", root=root, limit=limit)
+    acc = accuracy(ckpt.model, x, y, device=dev, passes=passes)
+    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']}")
+    out.print(f"clean accuracy on {dataset} test ({len(x)} images): {acc:.2%}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to ``app``."""
+    app.command()(train)
+    app.command("eval")(evaluate)
