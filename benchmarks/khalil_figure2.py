@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from journal import Journal
 
-from bnnrobust.attacks.combinatorial import IProp, MILPAttack, export, iterated_fgsm
-from bnnrobust.data import load_arrays
+from bnnrobust.attacks.combinatorial import IProp, IteratedFGSM, MILPAttack
+from bnnrobust.data import load
 from bnnrobust.experiments import make_executor, run
 from bnnrobust.train import TrainRequest, train_cached
 
@@ -39,16 +39,16 @@ METHODS = ("milp", "fgsm", "iprop")
 
 def attack_point(models: dict, time_limit: float, sub_time_limit: float, item: tuple) -> dict:
     """The three attacks on one (architecture, ε, point)."""
-    arch, eps, index, pixels = item
+    arch, eps, index, x, y = item
     model = models[arch]
-    fgsm = iterated_fgsm(model, export(model), pixels, eps=eps, time_limit=time_limit)
-    milp = MILPAttack(model, eps=eps, time_limit=time_limit).attack(
-        pixels, start_from=fgsm.perturbation)
+    fgsm = IteratedFGSM(model, eps=eps, time_limit=time_limit).run(x, y)
+    milp = MILPAttack(model, eps=eps, time_limit=time_limit).run(x, y, start=fgsm.x_adv)
     iprop = IProp(model, eps=eps, time_limit=time_limit,
-                  sub_time_limit=min(sub_time_limit, time_limit)).attack(pixels)
-    return {"arch": arch, "eps": eps, "index": index, "milp_status": milp.status,
-            **{m: r.objective for m, r in zip(METHODS, (milp, fgsm, iprop), strict=True)},
-            "target": milp.target, "prediction": milp.prediction}
+                  sub_time_limit=min(sub_time_limit, time_limit)).run(x, y)
+    point = milp.extra["points"][0]
+    return {"arch": arch, "eps": eps, "index": index, "milp_status": milp.status[0],
+            **{m: r.objective.item() for m, r in zip(METHODS, (milp, fgsm, iprop), strict=True)},
+            "target": point["target"], "prediction": point["prediction"]}
 
 
 def main() -> None:
@@ -79,9 +79,9 @@ def main() -> None:
                                             epochs=args.epochs), progress=False)
         models[arch] = trained.model.eval()
         print(f"{arch}: test accuracy {trained.metrics['final_test_accuracy']:.2%}", flush=True)
-        pixels, _ = load_arrays(dataset, "test")
-        pixels = pixels[: args.points].reshape(args.points, -1)
-        items += [(arch, eps, i, pixels[i]) for eps in args.eps for i in range(args.points)]
+        x, y = load(dataset, "test", limit=args.points)
+        items += [(arch, eps, i, x[i:i + 1], y[i:i + 1]) for eps in args.eps
+                  for i in range(args.points)]
     torch.set_num_threads(1)
     start = time.perf_counter()
     fn = functools.partial(attack_point, models, args.time_limit, args.sub_time_limit)

@@ -26,7 +26,7 @@ from pathlib import Path
 from journal import Journal
 
 from bnnrobust.attacks.combinatorial import MILPAttack
-from bnnrobust.data import load_arrays
+from bnnrobust.data import load
 from bnnrobust.experiments import make_executor, run
 from bnnrobust.train import TrainRequest, train_cached
 
@@ -55,8 +55,7 @@ def main() -> None:
                                                                   "widths", "backends")}
     journal = Journal(args.journal, settings)
 
-    pixels, _ = load_arrays(args.dataset, "test")
-    pixels = pixels[: args.points].reshape(args.points, -1)
+    x, y = load(args.dataset, "test", limit=args.points)
     summary = []
     for width in args.widths:
         trained = train_cached(TrainRequest("fc-bnn", {"depth": args.depth, "width": width},
@@ -82,7 +81,7 @@ def main() -> None:
                 if i not in todo:
                     show(i, journal.records[f"{name} {i}"])
             outcome = run(make_executor("local", workers=args.workers),
-                          functools.partial(_attack, attack), [pixels[i] for i in todo],
+                          functools.partial(_attack, attack, x, y), todo,
                           progress=False, on_result=keep)
             if outcome.interrupted:
                 raise SystemExit("interrupted: the finished points are in the journal")
@@ -105,8 +104,9 @@ def main() -> None:
         print(line)
 
 
-def _attack(attack: MILPAttack, pixels) -> dict:
-    return attack.attack(pixels).as_dict()
+def _attack(attack: MILPAttack, x, y, index: int) -> dict:
+    """One point's record through the attack contract (``run`` on a batch of one)."""
+    return attack.run(x[index:index + 1], y[index:index + 1]).extra["points"][0]
 
 
 if __name__ == "__main__":

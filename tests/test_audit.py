@@ -13,8 +13,8 @@ from torch import nn
 from bnnrobust.attacks import AttackError
 from bnnrobust.data import load
 from bnnrobust.evaluate.audit import audit, default_eps
-from bnnrobust.report import write_audit as write
 from bnnrobust.models import build
+from bnnrobust.report import write_audit as write
 from bnnrobust.train import fit
 
 FAST = {"pgd_steps": 5, "restarts": 1, "eot_samples": 3, "cw_steps": 10,

@@ -84,7 +84,7 @@ def test_substitute_attack_contract_and_a_stochastic_oracle(fake_mnist):
     again = atk.fitted(eps=0.1)
     assert again.substitute is atk.substitute and again.params.eps == 0.1
     assert again.run(x[:20], y[:20]).linf.max() <= 0.1 + 1e-6
-    with pytest.raises(AttackError, match="changes eps and attack only"):
+    with pytest.raises(AttackError, match="changes eps and craft only"):
         atk.fitted(rounds=3)
     with pytest.raises(AttackError, match="must hold more than holdout=150"):
         SubstituteAttack(stochastic).run(x[:20], y[:20])
@@ -95,8 +95,8 @@ def test_substitute_attack_contract_and_a_stochastic_oracle(fake_mnist):
     ({"holdout": 0}, "holdout must be an integer"),
     ({"lmbda": 0.0, "holdout": 20}, "lmbda must be a finite number > 0"),
     ({"rounds": 0, "holdout": 20}, "rounds must be an integer >= 1"),
-    ({"attack": "boundary", "holdout": 20}, "unknown attack 'boundary'"),
-    ({"attack": "cw", "holdout": 20}, "unknown attack 'cw'; expected one of fgsm, bim"),
+    ({"craft": "boundary", "holdout": 20}, "unknown craft 'boundary'"),
+    ({"craft": "cw", "holdout": 20}, "unknown craft 'cw'; expected one of fgsm, bim"),
     ({"eps": 1.5, "holdout": 20}, "eps must be at most 1"),
 ])
 def test_bad_settings(fake_mnist, kwargs, message):

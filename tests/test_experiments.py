@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bnnrobust.experiments import LocalExecutor
-from bnnrobust.report import report
+from bnnrobust.experiments.parse import load
 from bnnrobust.experiments.runner import (
     plan,
     reproduce,
@@ -17,9 +17,9 @@ from bnnrobust.experiments.runner import (
     spec_files,
     summary_line,
 )
-from bnnrobust.experiments.parse import load
 from bnnrobust.experiments.spec import SpecError
 from bnnrobust.experiments.store import ResultStore
+from bnnrobust.report import report
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -16,11 +16,11 @@ from bnnrobust.experiments.measures.activation_norm import first_layer_norms
 from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.measures.logit_sweep import eps_grid, flip_eps, label_logit_change
 from bnnrobust.experiments.measures.toy_surface import surface
-from bnnrobust.report import report
-from bnnrobust.experiments.runner import reproduce
 from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.runner import reproduce
 from bnnrobust.experiments.spec import Column, Profile, SpecError
 from bnnrobust.experiments.store import ResultStore, Unit
+from bnnrobust.report import report
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from bnnrobust.errors import BnnRobustError
@@ -30,3 +33,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             )
         return torch.device(name)
     raise BnnRobustError(f"unknown device {device!r}; expected one of {', '.join(DEVICE_CHOICES)}")
+
+
+@contextmanager
+def global_seed(seed: int) -> Iterator[None]:
+    """Run the block with PyTorch's global generators (CPU and every CUDA device) seeded with
+    ``seed``, and give the caller's generator state back afterwards: library code draws
+    repeatable numbers (weight initialization, dropout) without reseeding anyone's RNG."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -36,7 +36,7 @@ from bnnrobust.attacks.base import (
     model_device,
 )
 from bnnrobust.attacks.catalogue import entry, names
-from bnnrobust.device import resolve_device
+from bnnrobust.device import global_seed, resolve_device
 from bnnrobust.models import build
 from bnnrobust.train import check_input_shape, eval_mode, fit, predict_logits
 
@@ -169,7 +169,7 @@ class SubstituteParams(AttackParams):
 
     Args:
         eps: L∞ budget of the attack crafted on the substitute (0.3).
-        attack: the white-box attack of the catalogue crafted on the substitute (``"fgsm"``).
+        craft: the white-box attack of the catalogue crafted on the substitute (``"fgsm"``).
         holdout: inputs that seed the substitute: the first ``holdout`` of the first batch
             given to ``run`` when :meth:`SubstituteAttack.fit` was not called (150).
         substitute: zoo model of the substitute (``"mlp"``: 784-200-200-10, ReLU).
@@ -182,7 +182,7 @@ class SubstituteParams(AttackParams):
     """
 
     eps: float = 0.3
-    attack: str = "fgsm"
+    craft: str = "fgsm"
     holdout: int = 150
     substitute: str = "mlp"
     substitute_params: dict[str, Any] | None = None
@@ -197,7 +197,7 @@ class SubstituteParams(AttackParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._set("eps", check_budget("eps", self.eps))
-        check_choice("attack", self.attack, CRAFTING)
+        check_choice("craft", self.craft, CRAFTING)
         check_steps("holdout", self.holdout)
         if not isinstance(self.substitute, str):
             raise AttackError(f"substitute must be a zoo model name, got {self.substitute!r}.")
@@ -217,7 +217,7 @@ class SubstituteAttack(Attack):
     labels only (through an :class:`Oracle` that counts the queries).
 
     :meth:`fit` trains the substitute on seed inputs labelled by the oracle (Jacobian
-    augmentation between rounds); :meth:`run` crafts the ``attack`` on the substitute, against
+    augmentation between rounds); :meth:`run` crafts the ``craft`` attack on the substitute, against
     the substitute's own predictions, and judges success by the oracle's answer. Without a
     :meth:`fit`, the first ``holdout`` inputs of the first batch seed the substitute (they are
     attacked too; leave them out of an evaluation, as :func:`blackbox_attack` does).
@@ -253,8 +253,7 @@ class SubstituteAttack(Attack):
         if p.substitute == "mlp":
             params = {"in_features": in_features,
                       "num_classes": int(getattr(self.model, "num_classes", 10)), **params}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(p.seed)
+        with global_seed(p.seed):
             substitute = build(p.substitute, **params)
         check_input_shape(substitute, x_seed[:1], what="test inputs (substitute)")
         substitute.to(device)
@@ -267,11 +266,11 @@ class SubstituteAttack(Attack):
         return self.substitute
 
     def fitted(self, **crafting: Any) -> SubstituteAttack:
-        """A copy with other crafting parameters (``eps``, ``attack``) that reuses this
+        """A copy with other crafting parameters (``eps``, ``craft``) that reuses this
         attack's trained substitute (e.g. one substitute, FGSM at several budgets)."""
-        unknown = sorted(set(crafting) - {"eps", "attack"})
+        unknown = sorted(set(crafting) - {"eps", "craft"})
         if unknown:
-            raise AttackError(f"fitted() changes eps and attack only, not {unknown[0]!r}.")
+            raise AttackError(f"fitted() changes eps and craft only, not {unknown[0]!r}.")
         if self.substitute is None:
             raise AttackError("the substitute is not trained: call fit(x_seed) first.")
         params = {name: getattr(self.params, name) for name in self.params.names()}
@@ -287,7 +286,7 @@ class SubstituteAttack(Attack):
             raise AttackError("the substitute is not trained: call fit(x_seed) first.")
         device = model_device(self.substitute)
         labels = predict_logits(self.substitute, x, device=device).argmax(1)
-        atk = entry(self.params.attack).make(self.substitute, {"eps": self.params.eps,
+        atk = entry(self.params.craft).make(self.substitute, {"eps": self.params.eps,
                                                                "seed": self.params.seed})
         return torch.cat([atk(x[i:i + batch_size].to(device),
                               labels[i:i + batch_size].to(device)).cpu()

@@ -149,7 +149,10 @@ def blackbox(
     check_checkpoint(checkpoint)
     check_output_file("--json", json_path)
     check_eps([eps])
-    params = {"eps": eps, "attack": attack_name, "holdout": holdout, "substitute": substitute,
+    if attack_name not in CRAFTING:
+        raise BnnRobustError(f"--attack {attack_name!r} cannot be crafted on the substitute; "
+                             f"valid attacks: {', '.join(CRAFTING)}.")
+    params = {"eps": eps, "craft": attack_name, "holdout": holdout, "substitute": substitute,
               "substitute_params": parse_params(param) or None, "rounds": rounds,
               "lmbda": lmbda, "epochs": epochs, "tau": tau, "reservoir": reservoir,
               "seed": seed}

@@ -240,6 +240,7 @@ def certify(
     report: dict = {"checkpoint": str(checkpoint), "dataset": dataset, "time_limit": time_limit,
                     "points": len(x), "eps": {}}
     interrupted = False
+    summaries: list[str] = []
     for value in eps_list:
         attack = entry("certify").make(ckpt.model, {"eps": value, "time_limit": time_limit})
         result, done, interrupted = _run_points(attack, x, y, executor=executor,
@@ -250,6 +251,10 @@ def certify(
             table.add_row(f"{value:g}", str(eps_steps(value)), f"{c.certified_accuracy:.2%}",
                           str(c.robust), str(c.attacked), str(c.unknown),
                           f"{c.clean_accuracy:.2%}", f"{float(result.point_seconds.sum()):.1f}")
+            summaries.append(f"certify ε={value:g} ({eps_steps(value)} pixel steps): certified "
+                             f"accuracy {c.certified_accuracy:.2%} (robust {c.robust}, "
+                             f"attacked {c.attacked}, unknown {c.unknown} of {c.points} "
+                             f"points; clean {c.clean_accuracy:.2%})")
             records = result.extra["points"]
             report["eps"][str(value)] = {
                 **c.as_dict(), "points": [{"index": i, "label": int(y[i]), **p}
@@ -257,6 +262,8 @@ def certify(
         if interrupted:
             break
     out.print(table)
+    for line in summaries:
+        out.print(line, highlight=False)
     if min_eps and not interrupted:
         fn = functools.partial(_minimal, attack.integer, max(eps_list), time_limit, x)
         outcome = run(make_executor(executor, workers=workers, address=address), fn,

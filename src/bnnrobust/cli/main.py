@@ -21,9 +21,9 @@ from bnnrobust.cli.options import err
 from bnnrobust.errors import BnnRobustError
 
 try:  # typer >= 0.24 bundles its own click
-    from typer._click.exceptions import ClickException, Exit
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older typer on the public click
-    from click.exceptions import ClickException, Exit
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 app = typer.Typer(
     help="How robust are binarized and low-precision neural networks? Train the papers' "
@@ -103,14 +103,21 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; bad input and usage errors end in one message and exit 2."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=normalize(args), standalone_mode=False)
+        code = app(args=normalize(args), prog_name="bnnrobust", standalone_mode=False)
     except BnnRobustError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    except Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except ClickException as exc:
+    except NoArgsIsHelpError as exc:
         exc.show()
+        sys.exit(0)
+    except ClickException as exc:  # usage errors: one paragraph, like every other error
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "bnnrobust"
+        message = exc.format_message().rstrip(".")
+        err.print(f"[red]error:[/red] {escape(message)} (see '{where} --help').",
+                  highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")

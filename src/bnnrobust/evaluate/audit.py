@@ -330,8 +330,6 @@ def check_options(eps: Sequence[float], *, points: int, holdout: int, available:
         raise AttackError(f"eps must be one or more budgets in (0, 1], got {list(eps)}.")
     if not isinstance(points, int) or points < 1:
         raise AttackError(f"points must be an integer >= 1, got {points!r}.")
-    if not isinstance(holdout, int) or holdout < 1 or holdout + 1 > available:
-        raise AttackError(f"holdout must leave test inputs to audit: {holdout} of {available}.")
     for name in ("pgd_steps", "restarts", "eot_samples", "cw_steps", "substitute_rounds",
                  "passes", "batch_size"):
         check_steps(name, counts[name])
@@ -339,4 +337,6 @@ def check_options(eps: Sequence[float], *, points: int, holdout: int, available:
         raise AttackError(f"exact_points must be an integer >= 0, got "
                           f"{counts['exact_points']!r}.")
     check_positive("exact_time_limit", counts["exact_time_limit"])
+    if not isinstance(holdout, int) or holdout < 1 or holdout + 1 > available:
+        raise AttackError(f"holdout must leave test inputs to audit: {holdout} of {available}.")
     return values

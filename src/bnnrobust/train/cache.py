@@ -22,6 +22,7 @@ from rich.console import Console
 
 from bnnrobust.code import closure, fingerprint
 from bnnrobust.data import load
+from bnnrobust.device import global_seed
 from bnnrobust.errors import CheckpointError, TrainingError
 from bnnrobust.files import cache_root
 from bnnrobust.models import ZooModel, build, resolve_params
@@ -105,8 +106,8 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
             return CachedModel(ckpt.model, path, True, ckpt.metrics)
         except CheckpointError as exc:
             (console or Console(stderr=True)).print(f"[yellow]ignoring damaged cache entry: {exc}")
-    torch.manual_seed(request.seed)
-    model = build(request.model, **request.params)
+    with global_seed(request.seed):
+        model = build(request.model, **request.params)
     train = load(request.dataset, "train", root=data_root, limit=request.train_limit)
     test = load(request.dataset, "test", root=data_root)
     history = fit(model, train, test, epochs=request.epochs, batch_size=request.batch_size,

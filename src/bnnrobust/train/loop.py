@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from bnnrobust.device import resolve_device
+from bnnrobust.device import global_seed, resolve_device
 from bnnrobust.errors import TrainingError
 from bnnrobust.nn import clip_latent_weights, seed_stochastic
 from bnnrobust.train.metrics import accuracy, check_input_shape, correct
@@ -105,53 +105,53 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                             "expected the same, non-zero number.")
     check_input_shape(model, x_train, what="training inputs")
     dev = resolve_device(device)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    seed_stochastic(model, seed)
-    model.to(dev)
-    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
-           else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
-    console = console or Console(stderr=True)
-    history = History()
-    n_batches = (len(x_train) + batch_size - 1) // batch_size
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
-        for epoch in range(epochs):
-            start = time.perf_counter()
-            model.train()
-            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches, loss=0.0)
-            order = torch.randperm(len(x_train), generator=gen)
-            total_loss, total_correct, seen = 0.0, 0, 0
-            for b in range(n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                xb, yb = x_train[idx].to(dev), y_train[idx].to(dev)
-                pairs = batch_hook(model, xb, yb, epoch=epoch) if batch_hook else [(xb, yb)]
-                opt.zero_grad(set_to_none=True)
-                logits = model(pairs[0][0])
-                loss = loss_fn(logits, pairs[0][1])
-                for xa, ya in pairs[1:]:
-                    loss = loss + loss_fn(model(xa), ya)
-                loss = loss / len(pairs)
-                loss.backward()
-                opt.step()
-                if clip_weights:
-                    clip_latent_weights(model)
-                total_loss += loss.item() * len(idx)
-                total_correct += int(correct(logits.detach(), pairs[0][1]).sum())
-                seen += len(idx)
-                bar.update(task, advance=1, loss=total_loss / seen)
-            bar.remove_task(task)
-            test_acc = (accuracy(model, *test, device=dev, seed=seed) if test is not None
-                        else None)
-            stats = EpochStats(epoch + 1, total_loss / seen, total_correct / seen, test_acc,
-                               time.perf_counter() - start)
-            history.epochs.append(stats)
-            if progress:
-                test_txt = f", test acc {test_acc:.2%}" if test_acc is not None else ""
-                console.print(f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
-                              f"train acc {stats.train_accuracy:.2%}{test_txt}, "
-                              f"{stats.seconds:.1f} s")
-    seed_stochastic(model, None)
-    model.eval()
-    return history
+    with global_seed(seed):  # dropout and the like; the caller's RNG is left as it was
+        gen = torch.Generator().manual_seed(seed)
+        seed_stochastic(model, seed)
+        model.to(dev)
+        opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
+               else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
+        console = console or Console(stderr=True)
+        history = History()
+        n_batches = (len(x_train) + batch_size - 1) // batch_size
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+            for epoch in range(epochs):
+                start = time.perf_counter()
+                model.train()
+                task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches, loss=0.0)
+                order = torch.randperm(len(x_train), generator=gen)
+                total_loss, total_correct, seen = 0.0, 0, 0
+                for b in range(n_batches):
+                    idx = order[b * batch_size:(b + 1) * batch_size]
+                    xb, yb = x_train[idx].to(dev), y_train[idx].to(dev)
+                    pairs = batch_hook(model, xb, yb, epoch=epoch) if batch_hook else [(xb, yb)]
+                    opt.zero_grad(set_to_none=True)
+                    logits = model(pairs[0][0])
+                    loss = loss_fn(logits, pairs[0][1])
+                    for xa, ya in pairs[1:]:
+                        loss = loss + loss_fn(model(xa), ya)
+                    loss = loss / len(pairs)
+                    loss.backward()
+                    opt.step()
+                    if clip_weights:
+                        clip_latent_weights(model)
+                    total_loss += loss.item() * len(idx)
+                    total_correct += int(correct(logits.detach(), pairs[0][1]).sum())
+                    seen += len(idx)
+                    bar.update(task, advance=1, loss=total_loss / seen)
+                bar.remove_task(task)
+                test_acc = (accuracy(model, *test, device=dev, seed=seed) if test is not None
+                            else None)
+                stats = EpochStats(epoch + 1, total_loss / seen, total_correct / seen, test_acc,
+                                   time.perf_counter() - start)
+                history.epochs.append(stats)
+                if progress:
+                    test_txt = f", test acc {test_acc:.2%}" if test_acc is not None else ""
+                    console.print(f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
+                                  f"train acc {stats.train_accuracy:.2%}{test_txt}, "
+                                  f"{stats.seconds:.1f} s")
+        seed_stochastic(model, None)
+        model.eval()
+        return history

@@ -3,7 +3,7 @@ oracle that answers labels only (Galloway et al. 2018, Tables 4 and 5).
 
 The column's attack is ``substitute``; its parameters are those of
 :class:`bnnrobust.attacks.blackbox.SubstituteParams` (``holdout``, ``rounds``, ``lmbda``,
-``epochs``, ``substitute``, ``substitute_params``, ``attack``, ``eps``: the budget on the
+``epochs``, ``substitute``, ``substitute_params``, ``craft``, ``eps``: the budget on the
 substitute, default 0.3, ``tau``, ``reservoir``). One unit per model, seed and column uses the
 profile's test points: the first ``holdout`` seed the substitute, the rest are attacked. The
 table shows the oracle's accuracy on the transferred examples (``metric = "accuracy"``) or on
