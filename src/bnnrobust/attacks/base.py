@@ -137,20 +137,33 @@ class AttackParams:
 
 
 # ---------------------------------------------------------------------- results
+@dataclass(kw_only=True)
+class PerSample:
+    """Per-sample fields that apply only to some attacks (``None`` elsewhere): ``target``
+    (the class aimed at), ``status`` (:data:`Status`), ``objective`` and ``bound`` (exact
+    attacks' objective at ``x_adv`` and proven upper bound), ``queries`` (oracle queries),
+    ``point_seconds`` (time per point of the attacks that work point by point); ``extra``:
+    attack-specific values (e.g. CW's success at chosen iteration counts, the exact attacks'
+    per-point records)."""
+
+    target: torch.Tensor | None = None
+    status: tuple[Status, ...] | None = None
+    objective: torch.Tensor | None = None
+    bound: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+    point_seconds: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
-class AttackResult:
+class AttackResult(PerSample):
     """What :meth:`Attack.run` returns.
 
     ``success``: per sample, whether the attack reached its goal (targeted: the model predicts
     the target; untargeted: it no longer predicts the label; exact attacks: the objective
     ``f_target − f_prediction`` is > 0; certification: a counter-example was found). Norms are
-    per sample, of ``x_adv − x`` flattened. ``seconds``: wall time of the whole batch.
-
-    Per-sample fields that apply only to some attacks (``None`` elsewhere): ``status``
-    (:data:`Status`), ``objective`` and ``bound`` (exact attacks' objective at ``x_adv`` and
-    proven upper bound), ``queries`` (oracle queries), ``point_seconds`` (time per point of
-    the attacks that work point by point). ``extra`` holds attack-specific values (e.g. CW's
-    success at chosen iteration counts, the exact attacks' per-point traces).
+    per sample, of ``x_adv − x`` flattened. ``seconds``: wall time of the whole batch. The
+    other per-sample fields: see :class:`PerSample`.
     """
 
     x_adv: torch.Tensor
@@ -160,13 +173,6 @@ class AttackResult:
     linf: torch.Tensor
     seconds: float
     settings: dict[str, Any]
-    target: torch.Tensor | None = None
-    status: tuple[Status, ...] | None = None
-    objective: torch.Tensor | None = None
-    bound: torch.Tensor | None = None
-    queries: torch.Tensor | None = None
-    point_seconds: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -175,20 +181,16 @@ class AttackResult:
 
 
 @dataclass
-class Found:
+class Found(PerSample):
     """What :meth:`Attack._execute` hands to :meth:`Attack.run` (tensors on the model's
     device). ``success`` None: judged by the model's prediction on ``x_adv``."""
 
     x: torch.Tensor
     x_adv: torch.Tensor
-    target: torch.Tensor | None = None
     success: torch.Tensor | None = None
-    status: tuple[Status, ...] | None = None
-    objective: torch.Tensor | None = None
-    bound: torch.Tensor | None = None
-    queries: torch.Tensor | None = None
-    point_seconds: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TENSOR_FIELDS = ("target", "objective", "bound", "queries", "point_seconds")
 
 
 # ---------------------------------------------------------------------- the attack
@@ -254,9 +256,8 @@ class Attack:
             l0=(delta.abs() > 1e-12).sum(1).to(out_device),
             l2=delta.norm(dim=1).to(out_device), linf=delta.abs().amax(1).to(out_device),
             seconds=time.perf_counter() - start, settings=self.settings(),
-            target=out(found.target), status=found.status, objective=out(found.objective),
-            bound=out(found.bound), queries=out(found.queries),
-            point_seconds=out(found.point_seconds), extra=found.extra)
+            **{name: out(getattr(found, name)) for name in TENSOR_FIELDS},
+            status=found.status, extra=found.extra)
 
     def settings(self) -> dict[str, Any]:
         """The attack's name and parameters, as plain data."""

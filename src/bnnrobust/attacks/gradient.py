@@ -186,7 +186,7 @@ class GradientAttack(Attack):
             if measure:
                 with torch.no_grad():
                     success = self.is_success(self.model(x_adv), y, tgt)
-        return Found(x, x_adv, tgt, success, extra=extra)
+        return Found(x, x_adv, success, target=tgt, extra=extra)
 
     def _seed_generator(self, device: torch.device) -> None:
         """A fresh generator from the attack's seed: every call draws the same numbers."""

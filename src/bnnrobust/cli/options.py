@@ -103,12 +103,7 @@ def check_output_file(option: str, path: Path | None) -> Path | None:
         return None
     if path.is_dir():
         raise BnnRobustError(f"{option} {path} is a folder; give a file path.")
-    parent = _existing_parent(path.parent)
-    if not parent.is_dir():
-        raise BnnRobustError(f"{option} {path}: {parent} is a file, not a folder.")
-    if not os.access(parent, os.W_OK):
-        raise BnnRobustError(f"{option} {path}: cannot write in {parent} (permission denied).")
-    return path
+    return _writable_parent(option, path)
 
 
 def check_output_dir(option: str, path: Path | None) -> Path | None:
@@ -117,20 +112,19 @@ def check_output_dir(option: str, path: Path | None) -> Path | None:
         return None
     if path.exists() and not path.is_dir():
         raise BnnRobustError(f"{option} {path} is a file; give a folder.")
-    parent = _existing_parent(path.parent)
+    return _writable_parent(option, path)
+
+
+def _writable_parent(option: str, path: Path) -> Path:
+    """``path``, after checking that its deepest existing ancestor is a writable folder."""
+    parent = path.parent.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
     if not parent.is_dir():
         raise BnnRobustError(f"{option} {path}: {parent} is a file, not a folder.")
     if not os.access(parent, os.W_OK):
         raise BnnRobustError(f"{option} {path}: cannot write in {parent} (permission denied).")
     return path
-
-
-def _existing_parent(path: Path) -> Path:
-    """``path`` if it exists, else its deepest existing ancestor."""
-    current = path.absolute()
-    while not current.exists() and current != current.parent:
-        current = current.parent
-    return current
 
 
 def print_flags(flags: list) -> None:
