@@ -1,0 +1,124 @@
+"""The figures of each measure's report: what to draw from its tables and stored units.
+
+One function per measure (:data:`FIGURES`); each returns the PNGs it wrote under ``out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bnnrobust.experiments.measures import Measure
+from bnnrobust.experiments.spec import Profile, Spec
+from bnnrobust.experiments.store import StoredRow
+from bnnrobust.report.plots import (
+    Figure,
+    bars,
+    boxes,
+    curves,
+    figure_path,
+    heatmaps,
+    lines_by_parameter,
+    panels_of_lines,
+    traces,
+)
+
+Rows = dict[str, StoredRow]
+
+
+def accuracy(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Path) -> list[Figure]:
+    """Grouped bars, or lines against a column parameter with ``[figure] kind = "lines"``."""
+    (table,) = measure.tables(spec, profile, rows)
+    if spec.figure.kind == "lines":
+        return [lines_by_parameter(spec, table, out, spec.columns_for(profile.name))]
+    return [bars(table, figure_path(out, spec.name))]
+
+
+def activation_norm(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
+                    out: Path) -> list[Figure]:
+    """One box plot per model of the first seed's per-input norms."""
+    groups: dict[str, dict[str, list[float]]] = {}
+    for row in measure.first_seed_rows(spec, profile, rows):
+        groups.setdefault(row.unit.model, {}).setdefault(row.unit.attack, []).extend(
+            row.value["norms"])
+    if not groups:
+        return []
+    return [boxes(spec, groups, out, ylabel="mean |first-layer pre-activation|",
+                  caption=f"First hidden layer: L1 norm / units per input, clean and "
+                          f"attacked (seed {profile.seeds[0]}); whiskers at min and max.")]
+
+
+def blackbox(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Path) -> list[Figure]:
+    """Grouped bars of the transferred accuracies."""
+    (table,) = measure.tables(spec, profile, rows)
+    return [bars(table, figure_path(out, spec.name))]
+
+
+def cw_curve(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Path) -> list[Figure]:
+    """Accuracy against CW-L2 iterations, one line per model (and column)."""
+    (table,) = measure.tables(spec, profile, rows)
+    series = {}
+    columns = spec.columns_for(profile.name)
+    for column in columns:
+        for model, cells in table.rows.items():
+            series[f"{model} ({column.label})" if len(columns) > 1 else model] = [
+                (it, cells.get(f"{column.label} @{it}")) for it in column.options.iterations]
+    return [curves(spec, table.title, series, out, xlabel="CW-L2 iterations",
+                   ylabel="accuracy (%)", log_x=True)]
+
+
+def exact(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Path) -> list[Figure]:
+    """Flip-rate bars and the mean incumbent objective over time (Khalil Figure 4)."""
+    flips = measure.tables(spec, profile, rows)[0]
+    figures = [bars(flips, figure_path(out, spec.name))]
+    series: dict[str, list] = {}
+    for row in rows.values():
+        for p in row.value["points"]:
+            series.setdefault(f"{row.unit.model} {row.unit.attack}", []).append(p["trace"])
+    if series:
+        figures.append(traces(spec, series, out, horizon=profile.time_limit))
+    return figures
+
+
+def logit_sweep(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
+                out: Path) -> list[Figure]:
+    """The ten logits against ε, one panel per model and column (first seed)."""
+    panels = {}
+    for row in measure.first_seed_rows(spec, profile, rows):
+        v = row.value
+        logits = list(zip(*v["logits"], strict=True))
+        panels[(row.unit.model, row.unit.attack)] = {
+            f"class {k}": list(zip(v["eps"], logits[k], strict=True))
+            for k in range(len(logits))}
+    if not panels:
+        return []
+    return [panels_of_lines(spec, panels, out, xlabel="FGSM ε", ylabel="logit",
+                            caption=f"Logits of one test digit along the FGSM direction "
+                                    f"(seed {profile.seeds[0]}), per model and softmax "
+                                    "temperature.")]
+
+
+def toy_surface(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
+                out: Path) -> list[Figure]:
+    """Heat maps of the output and its forward derivative, one row per model (first seed)."""
+    panels = []
+    for row in measure.first_seed_rows(spec, profile, rows):
+        v = row.value
+        name = row.unit.model if len(spec.columns_for(profile.name)) == 1 \
+            else f"{row.unit.model} ({row.unit.attack})"
+        panels.append((name, v["range"], [("F (decision surface)", v["surface"]),
+                                          ("∂F/∂x2 (forward derivative)", v["derivative"])]))
+    if not panels:
+        return []
+    return [heatmaps(spec, panels, out, xlabel="x1", ylabel="x2",
+                     caption=f"Output F and forward derivative ∂F/∂x2 per model (seed "
+                             f"{profile.seeds[0]}), as heat maps; the paper draws them as "
+                             "3-D surfaces.")]
+
+
+#: measure name -> its figures
+FIGURES: dict[str, Callable[[Measure, Spec, Profile, Rows, Path], list[Figure]]] = {
+    "accuracy": accuracy, "activation_norm": activation_norm, "blackbox": blackbox,
+    "cw_curve": cw_curve, "exact": exact, "logit_sweep": logit_sweep,
+    "toy_surface": toy_surface,
+}
