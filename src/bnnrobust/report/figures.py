@@ -90,12 +90,10 @@ def logit_sweep(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
         panels[(row.unit.model, row.unit.attack)] = {
             f"class {k}": list(zip(v["eps"], logits[k], strict=True))
             for k in range(len(logits))}
-    if not panels:
-        return []
+    caption = (f"Logits of one test digit along the FGSM direction (seed {profile.seeds[0]}), "
+               "per model and softmax temperature.")
     return [panels_of_lines(spec, panels, out, xlabel="FGSM ε", ylabel="logit",
-                            caption=f"Logits of one test digit along the FGSM direction "
-                                    f"(seed {profile.seeds[0]}), per model and softmax "
-                                    "temperature.")]
+                            caption=caption)] if panels else []
 
 
 def toy_surface(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
@@ -108,12 +106,10 @@ def toy_surface(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
             else f"{row.unit.model} ({row.unit.attack})"
         panels.append((name, v["range"], [("F (decision surface)", v["surface"]),
                                           ("∂F/∂x2 (forward derivative)", v["derivative"])]))
-    if not panels:
-        return []
+    caption = (f"Output F and forward derivative ∂F/∂x2 per model (seed {profile.seeds[0]}), "
+               "as heat maps; the paper draws them as 3-D surfaces.")
     return [heatmaps(spec, panels, out, xlabel="x1", ylabel="x2",
-                     caption=f"Output F and forward derivative ∂F/∂x2 per model (seed "
-                             f"{profile.seeds[0]}), as heat maps; the paper draws them as "
-                             "3-D surfaces.")]
+                     caption=caption)] if panels else []
 
 
 #: measure name -> its figures

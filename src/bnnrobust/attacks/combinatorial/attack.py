@@ -110,7 +110,16 @@ class ExactAttack(Attack):
         super().__init__(model, **params)
         self.integer = export(model)
         self.torch_model = None if isinstance(model, IntegerBNNModule) else model
+        needs = self.gradient_use()
+        if needs is not None and self.torch_model is None:
+            raise AttackError(f"{needs} needs the PyTorch model (its straight-through "
+                              "gradient), not only its integer form.")
         self._start: torch.Tensor | None = None
+
+    def gradient_use(self) -> str | None:
+        """What, with these parameters, follows the PyTorch model's gradient (None: nothing;
+        the attack then also runs on an :class:`.export.IntegerBNNModule`)."""
+        return None
 
     def run(self, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
             start: torch.Tensor | None = None) -> AttackResult:

@@ -141,11 +141,8 @@ class IteratedFGSM(ExactAttack):
     name = "iterated-fgsm"
     Params = IteratedFGSMParams
 
-    def __init__(self, model: nn.Module, /, **params: Any) -> None:
-        super().__init__(model, **params)
-        if self.torch_model is None:
-            raise AttackError("iterated FGSM needs the PyTorch model (its surrogate gradient), "
-                              "not only its integer form.")
+    def gradient_use(self) -> str | None:  # noqa: D102
+        return "iterated FGSM"
 
     def attack_point(self, pixels: np.ndarray, *, target: int | str,
                      start: np.ndarray | None = None) -> ExactResult:  # noqa: D102

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -174,11 +173,8 @@ class IProp(ExactAttack):
     name = "iprop"
     Params = IPropParams
 
-    def __init__(self, model, /, **params: Any) -> None:
-        super().__init__(model, **params)
-        if self.params.warm_start == "fgsm" and self.torch_model is None:
-            raise AttackError("warm_start='fgsm' needs the PyTorch model, not only its integer "
-                              "form.")
+    def gradient_use(self) -> str | None:  # noqa: D102
+        return "warm_start='fgsm'" if self.params.warm_start == "fgsm" else None
 
     def attack_point(self, pixels: np.ndarray, *, target: int | str,
                      start: np.ndarray | None = None) -> ExactResult:

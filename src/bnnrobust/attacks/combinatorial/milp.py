@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -123,11 +122,9 @@ class MILPAttack(ExactAttack):
     name = "milp"
     Params = MILPParams
 
-    def __init__(self, model, /, **params: Any) -> None:
-        super().__init__(model, **params)
-        if self.params.hint == "fgsm" and self.torch_model is None:
-            raise AttackError("hint='fgsm' needs the PyTorch model, not only its integer form; "
-                              "pass the model or use hint='none'.")
+    def gradient_use(self) -> str | None:  # noqa: D102
+        return "hint='fgsm' (use hint='none' on an integer BNN)" \
+            if self.params.hint == "fgsm" else None
 
     @property
     def continuous(self) -> bool:  # noqa: D102
