@@ -14,6 +14,12 @@ label (``label="true"``). Kinds:
   0.01, 20 or 40 iterations).
 - ``rfgsm``: R-FGSM with α = ε/2 (Panda et al.: ε = 0.3 on MNIST, 8/255 on CIFAR).
 
+A model with an input quantizer (Panda et al.'s k-bit inputs) is trained by the protocol of
+the paper's attack: the batch is discretized first, the examples are crafted there with the
+gradient with respect to the network's discretized input (BPDA through the quantizer; without
+it the quantizer's zero gradient leaves only R-FGSM's random step), and the model discretizes
+them again.
+
 This lives in the attacks layer because it is built from attacks; the training loop only sees
 the hook contract.
 """
@@ -30,6 +36,7 @@ from bnnrobust.attacks.base import AttackError, check_positive, check_steps
 from bnnrobust.attacks.fgsm import FGSM
 from bnnrobust.attacks.pgd import PGD
 from bnnrobust.attacks.rfgsm import RFGSM
+from bnnrobust.data import discretize_like, input_quantizers
 from bnnrobust.train import eval_mode
 
 ADV_KINDS = ("fgsm", "fgsm-random", "pgd", "rfgsm")
@@ -75,16 +82,17 @@ class AdversarialTraining:
             cfg.update(steps=self.steps, alpha=self.alpha, random_start=self.random_start)
         return cfg
 
-    def _attack(self, model: nn.Module, n: int):
+    def _attack(self, model: nn.Module, n: int, *, bpda: bool):
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
         if self.kind == "fgsm":
-            return FGSM(model, eps=self.eps, seed=seed)
+            return FGSM(model, eps=self.eps, seed=seed, bpda=bpda)
         if self.kind == "fgsm-random":
-            return FGSM(model, eps=random_eps(n, self.eps, self.generator), seed=seed)
+            return FGSM(model, eps=random_eps(n, self.eps, self.generator), seed=seed,
+                        bpda=bpda)
         if self.kind == "rfgsm":
-            return RFGSM(model, eps=self.eps, seed=seed)
+            return RFGSM(model, eps=self.eps, seed=seed, bpda=bpda)
         return PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
-                   random_start=self.random_start, seed=seed)
+                   random_start=self.random_start, seed=seed, bpda=bpda)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -96,5 +104,7 @@ class AdversarialTraining:
                 labels = model(x).argmax(1)
         else:
             labels = y
-        x_adv = self._attack(model, len(x))(x, labels)
+        quantized = bool(input_quantizers(model))
+        x_in = discretize_like(model, x) if quantized else x
+        x_adv = self._attack(model, len(x), bpda=quantized)(x_in, labels)
         return [(x, y), (x_adv, labels)]

@@ -8,7 +8,7 @@ from bnnrobust.data.loading import (
     load_arrays,
     status,
 )
-from bnnrobust.data.quantize import InputQuantizer
+from bnnrobust.data.quantize import InputQuantizer, discretize_like, input_quantizers
 from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
 from bnnrobust.data.registry import REGISTRY, DatasetSpec, FileSpec
 from bnnrobust.data.synthetic import GENERATED
@@ -20,6 +20,8 @@ __all__ = [
     "DatasetStatus",
     "FileSpec",
     "InputQuantizer",
+    "discretize_like",
+    "input_quantizers",
     "data_root",
     "get_spec",
     "load",

@@ -1,10 +1,14 @@
 """Input discretization to k bits (Panda et al., eq. 2), a non-differentiable input layer.
 
-``I_k = floor(I / s) * s + s / 2`` with ``s = 256 / 2**k`` on 0-255 pixel values ``I = 255 x``:
-each value is replaced by the centre of its bin when [0, 256) is cut into ``2**k`` equal bins.
-The result is divided by 256, so it lies in (0, 1). ``floor`` has a zero gradient, so a plain
-gradient attack sees no signal through this layer; the layer declares its backward surrogate
-(the identity) so that BPDA (Athalye et al. 2018) can attack it properly.
+Panda et al.: ``I_k = floor(I / s) * s + s / 2`` with ``s = 256 / 2**k`` on 0-255 pixel values
+``I = 255 x``: [0, 256) is cut into ``2**k`` bins of ``s`` levels and each value is replaced by
+its bin's centre. Here the centre is taken over the ``s`` integer pixel values a bin holds,
+``floor(I / s) * s + (s − 1) / 2``, and the result is scaled back by 255: the bins are the
+paper's and the values lie half a pixel level below the paper's continuous centre, so that
+discretizing an 8-bit image to 8 bits is the identity (there is nothing to discretize), and
+discretizing twice is discretizing once. ``floor`` has a zero gradient, so a plain gradient
+attack sees no signal through this layer; the layer declares its backward surrogate (the
+identity) so that BPDA (Athalye et al. 2018) can attack it.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ class InputQuantizer(nn.Module):
         self.step = 256.0 / 2**bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        pixels = x * 255.0
-        return (torch.floor(pixels / self.step) * self.step + self.step / 2) / 256.0
+        # 1e-4 of a level absorbs float32 rounding of k/255 (an 8-bit value stays in its bin)
+        bins = torch.floor((x * 255.0 + 1e-4) / self.step).clamp(0, 2**self.bits - 1)
+        return (bins * self.step + (self.step - 1) / 2) / 255.0
 
     def surrogate(self, x: torch.Tensor) -> torch.Tensor:
         """The differentiable stand-in used on the backward pass by BPDA: the identity."""
@@ -41,3 +46,16 @@ class InputQuantizer(nn.Module):
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"bits={self.bits}"
+
+
+def input_quantizers(model: nn.Module) -> list[InputQuantizer]:
+    """The model's input quantizers, in module order."""
+    return [m for m in model.modules() if isinstance(m, InputQuantizer)]
+
+
+def discretize_like(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` discretized as the model's input quantizer does it (``x`` itself when the model
+    has none): Panda et al.'s protocol discretizes the data set before the attack."""
+    for quantizer in input_quantizers(model):
+        x = quantizer(x)
+    return x.detach()

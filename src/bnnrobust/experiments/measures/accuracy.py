@@ -27,9 +27,11 @@ from torch import nn
 
 from bnnrobust.attacks.base import model_device
 from bnnrobust.attacks.catalogue import entry, names
+from bnnrobust.data import discretize_like
 from bnnrobust.evaluate import expand_targets, run_batched
 from bnnrobust.experiments.measures.base import (
     Measure,
+    MeasureError,
     Options,
     Table,
     Task,
@@ -45,6 +47,9 @@ from bnnrobust.train import accuracy, predict_logits
 METRICS = ("accuracy", "error", "success_rate", "top5", "mean_l2")
 
 
+INPUTS = ("raw", "discretized")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AccuracyOptions(Options):
     """Options of the accuracy measure.
@@ -52,14 +57,23 @@ class AccuracyOptions(Options):
     Args:
         passes: forward passes averaged for a model that is random at test time (5).
         all_targets: attack every input towards each other class (False).
+        inputs: ``"raw"`` (the test images as they are; default) or ``"discretized"``
+            (Panda et al.'s protocol: the test set is discretized by the model's input
+            quantizer first, the attack starts there, and the model discretizes its
+            adversarial image again; with ``bpda`` the attack's gradient is the one with
+            respect to the network's discretized input).
     """
 
     passes: int = 5
     all_targets: bool = False
+    inputs: str = "raw"
 
     def __post_init__(self) -> None:
         check_count("passes", self.passes)
         check_bool("all_targets", self.all_targets)
+        if self.inputs not in INPUTS:
+            raise MeasureError(f"inputs must be one of {', '.join(INPUTS)}, got "
+                               f"{self.inputs!r}.")
 
 
 class AccuracyMeasure(Measure):
@@ -113,9 +127,12 @@ class AccuracyMeasure(Measure):
 def attacked(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, float]:
     """Run the task's column on ``(x, y)``: ``(x, y, x_adv, successes, summed L2 of the
-    successful perturbations)`` on the model's device (``x``, ``y`` repeated once per other
-    class with ``all_targets``; ``x_adv = x`` for ``clean``)."""
+    successful perturbations)`` on the model's device (``x`` discretized first with
+    ``inputs = "discretized"``; ``x``, ``y`` repeated once per other class with
+    ``all_targets``; ``x_adv = x`` for ``clean``)."""
     x, y = x.to(model_device(model)), y.to(model_device(model))
+    if task.column.options.inputs == "discretized":
+        x = discretize_like(model, x)
     if task.column.attack == "clean":
         return x, y, x, 0, 0.0
     target = None
