@@ -13,8 +13,8 @@ Adaptive options (:class:`GradientParams`):
   is the mean over N forward/backward passes, for models with randomness at inference.
 - ``bpda=True`` (backward pass differentiable approximation): every input layer that declares
   itself ``non_differentiable`` (e.g. :class:`~bnnrobust.data.InputQuantizer`) is run as
-  ``surrogate(x) + (layer(x) - surrogate(x)).detach()``: its true output forward, its declared
-  surrogate's gradient backward (the identity by default).
+  ``layer(x).detach() + (surrogate(x) - surrogate(x).detach())``: its true output forward
+  (exactly), its declared surrogate's gradient backward (the identity by default).
 
 Losses (:class:`LossParams`, for the attacks that ascend a loss rather than their own
 objective):
@@ -119,7 +119,7 @@ def bpda_mode(model: nn.Module) -> Iterator[int]:
         if getattr(module, "non_differentiable", False) and hasattr(module, "surrogate"):
             def hook(mod, inputs, output):
                 approx = mod.surrogate(inputs[0])
-                return approx + (output - approx).detach()
+                return output.detach() + (approx - approx.detach())  # the forward value exactly
 
             handles.append(module.register_forward_hook(hook))
     try:
