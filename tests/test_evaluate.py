@@ -122,10 +122,13 @@ def test_diagnose_quantized_and_stochastic_models():
         assert flag.explanation.endswith(".") and flag.as_dict()["name"] == flag.name
 
 
-def test_random_eps_distribution():
-    eps = random_eps(20000, 0.3, torch.Generator().manual_seed(0))
-    sigma = math.ceil(0.3 * 255 / 2) / 255
-    assert eps.min() >= 0 and eps.max() <= 2 * sigma + 1e-6
+@pytest.mark.parametrize(("reading", "sigma"), [("code", 38.0),
+                                                ("text", math.ceil(0.3 * 255 / 2) / 255)])
+def test_random_eps_distribution(reading, sigma):
+    """σ: the authors' code (``int(ceil((0.3·255) // 2))`` = 38, on [0, 1] inputs) or the
+    paper's text (ceil(0.3·255/2)/255 ≈ 0.153)."""
+    eps = random_eps(20000, 0.3, torch.Generator().manual_seed(0), sigma=reading)
+    assert eps.min() >= 0 and eps.max() <= 2 * sigma + 1e-4
     # E|Z| for Z ~ N(0, 1) truncated to [-2, 2]: sqrt(2/π)(1 - e^-2) / erf(√2) ≈ 0.7228
     expected = math.sqrt(2 / math.pi) * (1 - math.exp(-2)) / math.erf(math.sqrt(2))
     assert abs(eps.mean().item() / sigma - expected) < 0.01
@@ -139,16 +142,58 @@ def test_adversarial_hook_schedule_and_labels():
     assert len(hook(model, x, y, epoch=0)) == 1
     (xc, yc), (xa, ya) = hook(model, x, y, epoch=1)
     assert torch.equal(xc, x) and torch.equal(yc, y)
-    assert torch.equal(ya, model(x).argmax(1))  # the model's own prediction
     assert (xa - x).abs().max() <= 0.1 + 1e-6
-    true_hook = AdversarialTraining("fgsm", eps=0.1, label="true")
-    assert torch.equal(true_hook(model, x, y, epoch=0)[1][1], y)
-    assert hook.config()["steps"] == 2 and "steps" not in true_hook.config()
+    assert torch.equal(ya, y)  # Galloway et al.'s code: the true label in both loss terms
+    assert hook.config()["steps"] == 2
+
+
+def test_adversarial_training_labels_which_label_enters_which_term():
+    """Crafted against the prediction, scored with the true label (the authors' code); the
+    other readings as options."""
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=4, precision="binary").eval()
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert not torch.equal(predicted, y)
+    options = {"eps": 0.1, "crafting_bn": "running", "seed": 3}
+    seed = int(torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(3)))
+    code = AdversarialTraining("fgsm", **options)
+    (_, y_clean), (x_adv, y_adv) = code(model, x, y, epoch=0)
+    assert torch.equal(y_clean, y) and torch.equal(y_adv, y)
+    assert torch.equal(x_adv, FGSM(model, eps=0.1, seed=seed)(x, predicted))
+    other = AdversarialTraining("fgsm", loss_label="predicted", **options)
+    assert torch.equal(other(model, x, y, epoch=0)[1][1], predicted)
+    leaking = AdversarialTraining("fgsm", label="true", **options)
+    assert torch.equal(leaking(model, x, y, epoch=0)[1][0], FGSM(model, eps=0.1, seed=seed)(x, y))
+    assert code.config() != other.config() != leaking.config()
+
+
+def test_adversarial_examples_are_crafted_with_batch_statistics():
+    """The authors craft in training mode (batch norm on the batch's statistics); the running
+    statistics are not changed by crafting."""
+    torch.manual_seed(1)
+    model = build("galloway-cnn", width=4, precision="binary").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(0.7)
+            m.running_var.fill_(3.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    batch = AdversarialTraining("fgsm", eps=0.1, seed=2)(model, x, y, epoch=0)[1][0]
+    running = AdversarialTraining("fgsm", eps=0.1, seed=2, crafting_bn="running")(
+        model, x, y, epoch=0)[1][0]
+    assert not torch.equal(batch, running)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not model.training
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"kind": "cw"}, "expected one of fgsm, fgsm-random, pgd, rfgsm"),
     ({"kind": "pgd", "label": "leak"}, "label must be one of"),
+    ({"kind": "pgd", "loss_label": "leak"}, "loss_label must be one of predicted, true"),
+    ({"kind": "fgsm", "crafting_bn": "train"}, "crafting_bn must be one of batch, running"),
+    ({"kind": "fgsm-random", "sigma": "paper"}, "sigma must be one of code, text"),
     ({"kind": "pgd", "start_epoch": -1}, "start_epoch must be an integer >= 0"),
     ({"kind": "fgsm", "eps": 0}, "eps must be a finite number > 0"),
 ])

@@ -154,6 +154,15 @@ def test_grid_substitution_and_adversarial_schedule_scaling(tmp_path):
     assert [(p.label, p.params["width"]) for p in paper] == [("F8", 8), ("F16", 16)]
     assert paper[0].adversarial["start_epoch"] == 10
     assert spec.model_plans("quick")[0].adversarial["start_epoch"] == 2  # 10 of 15 -> 2 of 3
+    # a model's own epochs (Galloway Table 4's '+*': 40) scale like the profile's
+    longer = load(write_spec(tmp_path, text.replace(
+        "start_epoch = 10 }", "start_epoch = 30 }\ntraining = { epochs = 40 }"), name="longer"))
+    assert longer.model_plans("paper")[0].training == {"epochs": 40}
+    assert longer.model_plans("quick")[0].training == {"epochs": 8}  # 40 · 3 / 15
+    assert longer.model_plans("quick")[0].adversarial["start_epoch"] == 6
+    with pytest.raises(SpecError, match=r"start_epoch = 30 must be in 0\.\.14"):
+        load(write_spec(tmp_path, text.replace("start_epoch = 10 }", "start_epoch = 30 }"),
+                        name="late"))
 
 
 def test_every_shipped_spec_loads_and_plans():

@@ -1,15 +1,29 @@
 """Adversarial training as a batch hook of :func:`bnnrobust.train.fit`.
 
-From ``start_epoch`` on, each batch ``(x, y)`` becomes ``[(x, y), (x_adv, y_adv)]`` so the loop
-minimizes ``(clean CE + adversarial CE) / 2`` (Goodfellow et al.; Kurakin et al. 2017;
-Galloway et al. train clean for 10 epochs and adversarially for the last 5). ``y_adv`` is the
-model's own prediction by default (``label="predicted"``, avoiding label leaking) or the true
-label (``label="true"``). Kinds:
+From ``start_epoch`` on, each batch ``(x, y)`` becomes ``[(x, y), (x_adv, y_loss)]`` so the
+loop minimizes ``(clean CE + adversarial CE) / 2`` (Goodfellow et al.; Kurakin et al. 2017;
+Galloway et al. train clean for 10 epochs and adversarially for the last 5). The defaults follow
+Galloway et al.'s code (AngusG/cleverhans-attacking-bnns, ``utils_tf.model_train`` and
+``mnist_attack.py``):
+
+- ``label="predicted"``: the example is crafted against the model's own prediction (CleverHans
+  ``get_or_guess_labels``, "to avoid the label leaking effect"); ``"true"``: against the label.
+- ``loss_label="true"``: the adversarial cross-entropy uses the true label, as the clean one
+  does (``(model_loss(y, preds) + model_loss(y, preds_adv)) / 2``); ``"predicted"``: the
+  label the example was crafted against (the other reading of the paper's text).
+- ``crafting_bn="batch"``: batch norm normalizes with the batch's statistics while the example
+  is crafted, as the code does (the adversarial graph is built in training mode); the running
+  statistics are left alone (the TF code also updated them from adversarial passes: not
+  copied). ``"running"``: the running statistics (inference mode).
+
+Kinds:
 
 - ``fgsm``: FGSM with fixed ``eps``.
-- ``fgsm-random``: FGSM with per-example ε = |truncated normal(0, σ)| (cut at 2σ), σ =
-  ceil(eps·255/2)/255, i.e. about 0.15 for eps = 0.3 (Kurakin et al. 2017, as the Galloway paper
-  states it; the authors' code used 38 without dividing by 255, which looks like a bug).
+- ``fgsm-random``: FGSM with per-example ε = |truncated normal(0, σ)| (cut at ±2σ). ``sigma``:
+  ``"code"`` (default; the authors' ``int(ceil((eps·255) // 2))`` = 38 for eps = 0.3, on [0, 1]
+  inputs, so almost every example saturates to 0 or 1 along the gradient's sign: the printed
+  numbers come from this) or ``"text"`` (the paper's σ = ceil(eps·255/2)/255 ≈ 0.15, Kurakin et
+  al. 2017).
 - ``pgd``: PGD (Madry et al.), ``steps`` of ``alpha`` with random start (Galloway: ε 0.3, step
   0.01, 20 or 40 iterations).
 - ``rfgsm``: R-FGSM with α = ε/2 (Panda et al.: ε = 0.3 on MNIST, 8/255 on CIFAR).
@@ -27,6 +41,7 @@ the hook contract.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -37,15 +52,20 @@ from bnnrobust.attacks.fgsm import FGSM
 from bnnrobust.attacks.pgd import PGD
 from bnnrobust.attacks.rfgsm import RFGSM
 from bnnrobust.data import discretize_like, input_quantizers
-from bnnrobust.train import eval_mode
+from bnnrobust.train import batch_statistics, eval_mode
 
 ADV_KINDS = ("fgsm", "fgsm-random", "pgd", "rfgsm")
 LABELS = ("predicted", "true")
+SIGMAS = ("code", "text")
+CRAFTING_BN = ("batch", "running")
 
 
-def random_eps(n: int, eps_max: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-example ε: |N(0, σ)| truncated at 2σ, σ = ceil(eps_max·255/2)/255 (Kurakin et al.)."""
-    sigma = math.ceil(eps_max * 255 / 2) / 255
+def random_eps(n: int, eps_max: float, generator: torch.Generator, *,
+               sigma: str = "code") -> torch.Tensor:
+    """Per-example ε: |N(0, σ)| truncated at ±2σ; σ = ``int(ceil((eps_max·255) // 2))``
+    (``"code"``: Galloway et al.'s, 38 for 0.3) or ``ceil(eps_max·255/2)/255`` (``"text"``)."""
+    sigma = float(math.ceil((eps_max * 255) // 2)) if sigma == "code" \
+        else math.ceil(eps_max * 255 / 2) / 255
     eps = torch.empty(n)
     torch.nn.init.trunc_normal_(eps, std=sigma, a=-2 * sigma, b=2 * sigma, generator=generator)
     return eps.abs()
@@ -56,12 +76,16 @@ class AdversarialTraining:
 
     def __init__(self, kind: str, *, eps: float = 0.3, start_epoch: int = 0, steps: int = 20,
                  alpha: float = 0.01, random_start: bool = True, label: str = "predicted",
+                 loss_label: str = "true", crafting_bn: str = "batch", sigma: str = "code",
                  seed: int = 0) -> None:
         if kind not in ADV_KINDS:
             raise AttackError(f"unknown adversarial training {kind!r}; expected one of "
                               f"{', '.join(ADV_KINDS)}.")
-        if label not in LABELS:
-            raise AttackError(f"label must be one of {', '.join(LABELS)}, got {label!r}.")
+        for name, value, choices in (("label", label, LABELS), ("loss_label", loss_label, LABELS),
+                                     ("crafting_bn", crafting_bn, CRAFTING_BN),
+                                     ("sigma", sigma, SIGMAS)):
+            if value not in choices:
+                raise AttackError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
         if not isinstance(start_epoch, int) or start_epoch < 0:
             raise AttackError(f"start_epoch must be an integer >= 0, got {start_epoch!r}.")
         self.kind = kind
@@ -70,14 +94,18 @@ class AdversarialTraining:
         self.steps = check_steps("steps", steps)
         self.alpha = check_positive("alpha", alpha)
         self.random_start = bool(random_start)
-        self.label = label
+        self.label, self.loss_label = label, loss_label
+        self.crafting_bn, self.sigma = crafting_bn, sigma
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def config(self) -> dict[str, Any]:
         """Plain data that identifies this schedule (part of the checkpoint-cache key)."""
         cfg: dict[str, Any] = {"adv": self.kind, "eps": self.eps, "start_epoch": self.start_epoch,
-                               "label": self.label, "seed": self.seed}
+                               "label": self.label, "loss_label": self.loss_label,
+                               "crafting_bn": self.crafting_bn, "seed": self.seed}
+        if self.kind == "fgsm-random":
+            cfg["sigma"] = self.sigma
         if self.kind == "pgd":
             cfg.update(steps=self.steps, alpha=self.alpha, random_start=self.random_start)
         return cfg
@@ -87,8 +115,8 @@ class AdversarialTraining:
         if self.kind == "fgsm":
             return FGSM(model, eps=self.eps, seed=seed, bpda=bpda)
         if self.kind == "fgsm-random":
-            return FGSM(model, eps=random_eps(n, self.eps, self.generator), seed=seed,
-                        bpda=bpda)
+            return FGSM(model, eps=random_eps(n, self.eps, self.generator, sigma=self.sigma),
+                        seed=seed, bpda=bpda)
         if self.kind == "rfgsm":
             return RFGSM(model, eps=self.eps, seed=seed, bpda=bpda)
         return PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
@@ -96,15 +124,16 @@ class AdversarialTraining:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``[(x, y)]`` before ``start_epoch``; ``[(x, y), (x_adv, labels)]`` from then on."""
+        """``[(x, y)]`` before ``start_epoch``; ``[(x, y), (x_adv, y_loss)]`` from then on."""
         if epoch < self.start_epoch:
             return [(x, y)]
-        if self.label == "predicted":
-            with torch.no_grad(), eval_mode(model):
-                labels = model(x).argmax(1)
-        else:
-            labels = y
         quantized = bool(input_quantizers(model))
         x_in = discretize_like(model, x) if quantized else x
-        x_adv = self._attack(model, len(x), bpda=quantized)(x_in, labels)
-        return [(x, y), (x_adv, labels)]
+        with batch_statistics(model) if self.crafting_bn == "batch" else nullcontext():
+            if self.label == "predicted":
+                with torch.no_grad(), eval_mode(model):
+                    labels = model(x).argmax(1)
+            else:
+                labels = y
+            x_adv = self._attack(model, len(x), bpda=quantized)(x_in, labels)
+        return [(x, y), (x_adv, y if self.loss_label == "true" else labels)]

@@ -55,8 +55,17 @@ def train(
     adv_start: Annotated[int, typer.Option(
         help="First adversarial epoch, counting from 0 (papers: 10 of 15).")] = 0,
     adv_label: Annotated[str, typer.Option(
-        help="Label of adversarial examples: predicted (the model's own, no label leaking) "
-             "or true.")] = "predicted",
+        help="Label the adversarial examples are crafted against: predicted (the model's own, "
+             "no label leaking; Galloway et al.'s code) or true.")] = "predicted",
+    adv_loss_label: Annotated[str, typer.Option(
+        help="Label of the adversarial loss term: true (Galloway et al.'s code) or predicted "
+             "(the label the example was crafted against).")] = "true",
+    adv_crafting_bn: Annotated[str, typer.Option(
+        help="Batch norm while crafting: batch (the batch's statistics, as Galloway et al.'s "
+             "TF code) or running (inference mode).")] = "batch",
+    adv_sigma: Annotated[str, typer.Option(
+        help="fgsm-random's σ: code (Galloway et al.'s 38 for ε = 0.3, the printed numbers) or "
+             "text (the paper's ceil(ε·255/2)/255).")] = "code",
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: JsonOpt = None,
@@ -68,7 +77,9 @@ def train(
     hook = None
     if adv is not None:
         hook = AdversarialTraining(adv, eps=adv_eps, start_epoch=adv_start, steps=adv_steps,
-                                   alpha=adv_alpha, label=adv_label, seed=seed)
+                                   alpha=adv_alpha, label=adv_label,
+                                   loss_label=adv_loss_label, crafting_bn=adv_crafting_bn,
+                                   sigma=adv_sigma, seed=seed)
     request = TrainRequest(model=model, params=parse_params(param), dataset=dataset,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            clip_weights=clip_weights, train_limit=limit,

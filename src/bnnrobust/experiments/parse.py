@@ -79,8 +79,10 @@ PROFILE_KEYS = {"epochs": int, "train_limit": int, "test_points": int, "seeds": 
 MODEL_KEYS = {"label": str, "family": str, "params": dict, "adversarial": dict,
               "training": dict, "note": str, "only": list}
 ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
-                    "alpha": float, "label": str}
-TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool}
+                    "alpha": float, "label": str, "loss_label": str, "crafting_bn": str,
+                    "sigma": str}
+TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool,
+                 "epochs": int}
 ATTACK_KEYS = {"label": str, "attack": str, "params": dict, "options": dict, "adaptive": bool,
                "metric": str, "note": str, "only": list}
 REFERENCE_KEYS = {"model": str, "attack": str, "value": float, "pm": float, "printed": str,
@@ -220,20 +222,26 @@ def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
         params = resolve_params(entry["family"], entry.get("params", {}))
     except BnnRobustError as exc:
         raise SpecError(f"{path}: {where}.params: {exc}") from None
+    training = dict(entry.get("training", {}))
+    _keys(path, f"{where}.training", training, TRAINING_KEYS, required=())
+    own_epochs = training.get("epochs", paper_epochs)  # this model's paper-profile epochs
+    if own_epochs < 1:
+        raise SpecError(f"{path}: {where}.training.epochs = {own_epochs} must be >= 1.")
+    if "epochs" in training:  # scaled to the profile like the profile's own epochs
+        training["epochs"] = max(1, round(own_epochs * profile.epochs / paper_epochs)) \
+            if paper_epochs else own_epochs
     adversarial = entry.get("adversarial")
     if adversarial is not None:
         _keys(path, f"{where}.adversarial", adversarial, ADVERSARIAL_KEYS, required=("kind",))
         _choice(path, f"{where}.adversarial.kind", adversarial["kind"], ADV_KINDS)
         adversarial = dict(adversarial)
         start = adversarial.get("start_epoch", 0)
-        if not 0 <= start < max(paper_epochs, 1):
+        if not 0 <= start < max(own_epochs, 1):
             raise SpecError(f"{path}: {where}.adversarial.start_epoch = {start} must be in "
-                            f"0..{paper_epochs - 1} (the paper profile's epochs).")
+                            f"0..{own_epochs - 1} (the model's paper-profile epochs).")
         adversarial["start_epoch"] = round(start * profile.epochs / paper_epochs) \
             if paper_epochs else 0
-    training = entry.get("training", {})
-    _keys(path, f"{where}.training", training, TRAINING_KEYS, required=())
-    return ModelPlan(entry["label"], entry["family"], params, adversarial, dict(training))
+    return ModelPlan(entry["label"], entry["family"], params, adversarial, training)
 
 
 def _column(path: Path, index: int, entry: dict[str, Any], profile: Profile,

@@ -5,6 +5,7 @@ from bnnrobust.train.checkpoint import Checkpoint, library_versions, load, save
 from bnnrobust.train.loop import BatchHook, EpochStats, History, fit, loss_fn
 from bnnrobust.train.metrics import (
     accuracy,
+    batch_statistics,
     check_input_shape,
     correct,
     correct_fraction,
@@ -20,6 +21,7 @@ __all__ = [
     "History",
     "TrainRequest",
     "accuracy",
+    "batch_statistics",
     "check_input_shape",
     "checkpoint_dir",
     "correct",

@@ -36,6 +36,23 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Make every batch-norm layer normalize with the statistics of the batch it sees, in any
+    mode, without changing its running statistics (restored afterwards): how TF1 code that
+    builds a graph in training mode computes it, e.g. adversarial examples crafted during
+    training."""
+    saved = [(m, m.running_mean, m.running_var) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    for m, _, _ in saved:
+        m.running_mean, m.running_var = None, None
+    try:
+        yield model
+    finally:
+        for m, mean, var in saved:
+            m.running_mean, m.running_var = mean, var
+
+
 def check_input_shape(model: nn.Module, x: torch.Tensor, *, what: str = "inputs") -> None:
     """Raise a clear error when ``x`` (a batch) does not have the model's input shape."""
     expected = getattr(model, "input_shape", None)
