@@ -22,7 +22,7 @@ FAST = {
     "jsma": {"gamma": 0.5},
     "substitute": {"eps": 0.1, "holdout": 10, "rounds": 1, "epochs": 1},
     "milp": {"eps": 3 / 255, "time_limit": 10.0},
-    "iprop": {"eps": 3 / 255, "time_limit": 2.0, "sub_time_limit": 0.5},
+    "iprop": {"eps": 3 / 255, "time_limit": 2.0, "sub_time_limit": 0.5, "early_stop": True},
     "iterated-fgsm": {"eps": 3 / 255, "time_limit": 0.3},
     "certify": {"eps": 3 / 255, "time_limit": 10.0},
 }

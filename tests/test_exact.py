@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import numpy as np
@@ -102,7 +103,7 @@ def test_exact_attacks_through_run_equal_their_per_point_solvers_on_50_tiny_bnns
         assert through.extra["points"][0]["target"] == direct.target
         cert = Certify(model, eps=eps, time_limit=10).run(x01, y)
         assert cert.status == (certify_point(ib, x, eps=eps, time_limit=10).status,)
-        ip = IProp(model, eps=eps, time_limit=5, sub_time_limit=1)
+        ip = IProp(model, eps=eps, time_limit=5, sub_time_limit=1, **OURS)
         assert ip.run(x01, y).objective.item() == \
             ip.attack_point(x, target="second").objective
 
@@ -261,13 +262,50 @@ def test_certify_and_minimal_eps_agree_with_brute_force():
 
 
 # --------------------------------------------------------------------------- IProp, baseline
+#: our additions to IProp (named options, off by default: the paper's pseudocode)
+OURS = {"fix_decided": True, "greedy_fallback": True, "early_stop": True}
+
+
+def test_iprop_is_the_papers_pseudocode_by_default(monkeypatch):
+    """By default IProp runs to its time limit, solves problem (10) exactly only and holds no
+    first-layer neuron fixed in (9); each addition of ours is a named option."""
+    from bnnrobust.attacks.combinatorial import iprop
+
+    params = IProp.Params()
+    assert not (params.fix_decided or params.greedy_fallback or params.early_stop)
+    rng = np.random.default_rng(11)
+    fixed_seen, greedy_calls = [], []
+    propagate = iprop.propagate_layer
+    monkeypatch.setattr(iprop, "propagate_layer", lambda *a, **k: (
+        fixed_seen.append(dict(a[4])), propagate(*a, **k))[1])
+    monkeypatch.setattr(iprop, "_perturb_greedy", lambda *a, **k: greedy_calls.append(1) or a[2])
+    for _ in range(20):
+        ib, x, k = random_case(rng, max_steps=3)
+        model = IntegerBNNModule(ib)
+        paper = IProp(model, eps=k / 255 + 1e-6, time_limit=0.6, sub_time_limit=0.2)
+        result = paper.attack_point(x, target="second")
+        ideal = np.where(ib.out_weight[result.target] - ib.out_weight[result.prediction] > 0, 1,
+                         -1)
+        last = ib.hidden_pixels((x + result.perturbation)[None])[-1][0]
+        if not np.all(last == ideal):  # no global optimum: it ran to the time limit
+            assert result.seconds >= 0.55
+            ours = IProp(model, eps=k / 255 + 1e-6, time_limit=0.6, sub_time_limit=0.2,
+                         early_stop=True).attack_point(x, target="second")
+            assert ours.seconds < result.seconds
+    assert fixed_seen and all(f == {} for f in fixed_seen) and not greedy_calls
+    fixed_seen.clear()
+    ib, x, k = random_case(rng, max_steps=3)
+    IProp(IntegerBNNModule(ib), eps=k / 255 + 1e-6, time_limit=0.3, sub_time_limit=0.1,
+          fix_decided=True, early_stop=True).attack_point(x, target="second")
+    assert any(f for f in fixed_seen)  # decided first-layer neurons held fixed in (9)
+
 def test_iprop_never_beats_the_optimum_on_50_tiny_bnns():
     rng = np.random.default_rng(0)
     reached = 0
     for _ in range(50):
         ib, x, k = random_case(rng, max_steps=3)
         result = IProp(IntegerBNNModule(ib), eps=k / 255 + 1e-6, time_limit=5,
-                       sub_time_limit=1).attack_point(x, target="second")
+                       sub_time_limit=1, **OURS).attack_point(x, target="second")
         optimum = brute_force(ib, x, k, result.target, result.prediction)
         assert result.objective <= optimum + 1e-9
         assert result.objective == objective_of(ib, x + result.perturbation, result.target,
@@ -281,7 +319,7 @@ def test_iprop_constant_step_warm_start_and_errors():
     model = torch_bnn(0)
     x = np.full(6, 128)
     result = IProp(model, eps=3 / 255, step=2, warm_start="fgsm", warm_start_time=0.2,
-                   time_limit=5, sub_time_limit=1).attack_point(x, target="second")
+                   time_limit=5, sub_time_limit=1, **OURS).attack_point(x, target="second")
     assert result.objective <= brute_force(export(model), x, 3, result.target,
                                            result.prediction) + 1e-9
     ib = IntegerBNNModule(export(model))
@@ -379,3 +417,68 @@ def test_reachability_agrees_with_enumerating_the_grid(monkeypatch):
                 assert isinstance(got, str) and got == "infeasible"
             answers[path].append(reachable)
     assert sum(answers["lp"]) >= 10 and len(answers["lp"]) - sum(answers["lp"]) >= 10
+
+
+def test_the_baseline_follows_the_approximate_bnn_gradient_in_closed_form():
+    """Two hidden layers of one neuron: with g = clip(·, −1, 1) forward (the paper's
+    approximate BNN) the gradient of f_1 − f_0 is v · g'(a2) γ2/σ2 w2 · g'(a1) γ1/σ1 w1;
+    with the sign forward h1 = ±1 pushes a2 outside [−1, 1], where the straight-through
+    gradient vanishes."""
+    from bnnrobust.attacks.combinatorial.baseline import MarginPGD
+    from bnnrobust.models import build
+    from bnnrobust.nn import approximate_activations
+
+    model = build("fc-bnn", depth=2, width=1, in_features=2, num_classes=2).eval()
+    lin1, act1, lin2, act2, out = model.body[1], model.body[2], model.body[3], model.body[4], \
+        model.body[5]
+    with torch.no_grad():
+        lin1.weight.copy_(torch.tensor([[0.3, -0.4]]))  # ±1 weights: (+1, −1)
+        lin2.weight.fill_(0.5)  # +1
+        for act, mean, var, gamma in ((act1, 0.0, 1.0, 1.0), (act2, 0.0, 1.0, 0.6)):
+            act.bn.running_mean.fill_(mean)
+            act.bn.running_var.fill_(var)
+            act.bn.weight.fill_(gamma)
+            act.bn.bias.zero_()
+        out.weight.copy_(torch.tensor([[0.0], [2.0]]))
+        out.bias.zero_()
+    x = torch.tensor([[0.8, 0.3]])  # a1 = 0.5 / sqrt(1 + 1e-5): inside (−1, 1)
+    y, target = torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long)
+    attack = MarginPGD(model, eps=0.01, alpha=0.01, steps=1, random_start=False)
+    s = 1 / math.sqrt(1 + 1e-5)
+    with approximate_activations(model) as replaced:
+        assert replaced == 2
+        grad = attack.input_gradient(x, y, target=target)
+    a1 = 0.5 * s
+    a2 = 0.6 * s * a1  # inside (−1, 1) too: g' = 1 at both layers
+    assert abs(a1) < 1 and abs(a2) < 1
+    expected = 2.0 * (0.6 * s * 1.0) * (1.0 * s) * torch.tensor([[1.0, -1.0]])
+    assert torch.allclose(grad, expected, atol=1e-6)
+    # sign forward: h1 = +1, a2 = 0.6 s < 1 still; make the second layer's scale 1.5 instead:
+    with torch.no_grad():
+        act2.bn.weight.fill_(1.5)  # a2 = 1.5 s · h1: 0.75 s with g, 1.5 s with the sign
+    with approximate_activations(model):
+        approx = attack.input_gradient(x, y, target=target)
+    ste = attack.input_gradient(x, y, target=target)
+    assert torch.allclose(approx, 2.0 * 1.5 * s * s * torch.tensor([[1.0, -1.0]]), atol=1e-6)
+    assert torch.equal(ste, torch.zeros_like(ste))  # |a2| = 1.5 s > 1: the STE is cut
+
+
+def test_the_milp_columns_time_includes_its_warm_start():
+    """Khalil et al.: "all methods are run with a time cutoff of 3 minutes"; the MILP column's
+    iterated-FGSM warm start comes out of the same budget and its time is counted."""
+    from test_measures_figures import column_for, task_for
+
+    from bnnrobust.experiments.measures import measure_named
+
+    model = torch_bnn(0)
+    x = torch.full((3, 6), 128 / 255)
+    y = torch.zeros(3, dtype=torch.long)
+    column = column_for("exact", "MILP", "milp", {"eps": 3 / 255, "hint": "none"},
+                        {"start": "fgsm", "start_share": 0.5})
+    assert column.params.time_limit == 5.0  # the profile's limit
+    value = measure_named("exact").compute(task_for("exact", column), model, x, y)
+    for point in value["points"]:
+        assert 0 < point["warm_start_seconds"] <= point["seconds"]
+        assert point["warm_start_seconds"] >= 0.5 * 5.0 * 0.9  # FGSM used its share
+        assert point["seconds"] <= 5.0 + 1.0  # the whole budget, warm start included
+        assert point["trace"][0][0] >= point["warm_start_seconds"]

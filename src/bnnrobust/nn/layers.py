@@ -190,6 +190,20 @@ def seeded(model: nn.Module, seed: int | None) -> Iterator[None]:
             layer._seed, layer.generator = old_seed, old_gen
 
 
+@contextmanager
+def approximate_activations(model: nn.Module) -> Iterator[int]:
+    """For the block, every sign activation of ``model`` computes ``g(x) = clip(x, −1, 1)``
+    in its forward pass instead (Khalil et al. 2019's "approximate BNN", whose gradient their
+    FGSM baseline follows); the weights stay ±1. Yields how many activations were replaced."""
+    handles = [m.register_forward_hook(lambda _m, inputs, _out: inputs[0].clamp(-1.0, 1.0))
+               for m in model.modules() if isinstance(m, Sign)]
+    try:
+        yield len(handles)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
     """Clamp the latent weights of every binary layer to ``[-bound, bound]`` (BinaryConnect)."""

@@ -9,10 +9,17 @@ perturbation that satisfies most first-layer targets. The candidate is run throu
 integer forward pass and becomes the incumbent if it improves objective (1).
 
 Step size ``S``: constant, or ``"adaptive"`` (the paper's: start at 5% of the width, halve after
-5 iterations without improvement). The search stops at the time limit, or at a local optimum:
-every last-layer neuron ideal, or (adaptive) 5 failures at ``S = 1``, or (constant) 25
-consecutive failures. First-layer neurons whose sign cannot change over the ε-box are held at
-their value in (9) (the same interval bounds as the MILP), so targets stay reachable.
+5 iterations without improvement). By default this is the paper's pseudocode: the search runs
+to the time limit (or until every last-layer neuron is ideal, the objective's maximum), and
+problem (10) is solved by the exact pattern search alone. Three additions of ours are named
+options, off by default (the paper profile):
+
+- ``fix_decided``: first-layer neurons whose sign cannot change over the ε-box are held at
+  their value in (9) (the MILP's interval bounds), so that the targets stay reachable;
+- ``greedy_fallback``: problem (10) gets half its time for the exact search, then a greedy pass
+  that keeps the targets the incumbent meets and adds the others while they stay reachable;
+- ``early_stop``: stop at a local optimum of our own definition: 5 failures at ``S = 1``
+  (adaptive), or 25 consecutive failures (constant).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.sat.python import cp_model
 
-from bnnrobust.attacks.base import AttackError, check_choice, check_steps
+from bnnrobust.attacks.base import AttackError, check_choice, check_flag, check_steps
 from bnnrobust.attacks.combinatorial.attack import ExactAttack, TargetedParams
 from bnnrobust.attacks.combinatorial.cpsat import FirstLayer, search
 from bnnrobust.attacks.combinatorial.problem import (
@@ -81,16 +88,16 @@ def propagate_layer(weight: np.ndarray, threshold: np.ndarray, targets: dict[int
 
 
 def perturb_for(first: FirstLayer, targets: np.ndarray, incumbent: np.ndarray, *,
-                time_limit: float, seed: int = 0) -> np.ndarray | None:
+                time_limit: float, seed: int = 0, greedy: bool = False) -> np.ndarray | None:
     """Problem (10): the pixel perturbation (whole steps in the box) that gives the most
     first-layer neurons their target value, or None when none is found in time.
 
-    First solved exactly, like the MILP, over the undecided neurons' patterns
-    (:func:`.cpsat.search`: maximize the number of matches, reachability checked and refined by
-    cores) for half of ``time_limit``; that search has no answer until it has a proof, which
-    with many undecided neurons it may not reach. Then the rest of the time goes to a greedy
-    pass that keeps the targets ``incumbent`` meets and adds the others while they stay
-    reachable (anytime: it returns the last reachable perturbation).
+    Solved exactly, like the MILP, over the undecided neurons' patterns (:func:`.cpsat.search`:
+    maximize the number of matches, reachability checked and refined by cores); that search
+    has no answer until it has a proof, which with many undecided neurons it may not reach.
+    With ``greedy`` it gets half of ``time_limit`` and the rest goes to a greedy pass that
+    keeps the targets ``incumbent`` meets and adds the others while they stay reachable
+    (anytime: it returns the last reachable perturbation).
     """
     deadline = time.perf_counter() + time_limit
     model = cp_model.CpModel()
@@ -100,8 +107,9 @@ def perturb_for(first: FirstLayer, targets: np.ndarray, incumbent: np.ndarray, *
     pre = first.weight @ incumbent
     for q, b in enumerate(b1):
         model.AddHint(b, bool(pre[q] >= first.need[q]))
-    found = search(first, model, b1, deadline=deadline - time_limit / 2, seed=seed)
-    if found.perturbation is not None:
+    exact_until = deadline - time_limit / 2 if greedy else deadline
+    found = search(first, model, b1, deadline=exact_until, seed=seed)
+    if found.perturbation is not None or not greedy:
         return found.perturbation
     return _perturb_greedy(first, want, incumbent, deadline)
 
@@ -138,6 +146,8 @@ class IPropParams(TargetedParams):
         sub_time_limit: seconds per CP-SAT subproblem (paper: 10).
         warm_start: ``"none"`` (zero perturbation, the paper's line 1) or ``"fgsm"`` (start
             from iterated FGSM run for ``warm_start_time`` seconds; the paper's Figure 6: 5 s).
+        fix_decided, greedy_fallback, early_stop: our additions (see the module doc), off by
+            default: the paper's pseudocode.
         eps, time_limit (paper: 180), target (``"second"`` or a class), seed (sampling of G
             and CP-SAT's seed): see the base classes.
     """
@@ -146,6 +156,9 @@ class IPropParams(TargetedParams):
     sub_time_limit: float = 10.0
     warm_start: str = "none"
     warm_start_time: float = 5.0
+    fix_decided: bool = False
+    greedy_fallback: bool = False
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,6 +169,8 @@ class IPropParams(TargetedParams):
         self._set("sub_time_limit", check_seconds("sub_time_limit", self.sub_time_limit))
         self._set("warm_start_time", check_seconds("warm_start_time", self.warm_start_time))
         check_choice("warm_start", self.warm_start, ("none", "fgsm"))
+        for name in ("fix_decided", "greedy_fallback", "early_stop"):
+            check_flag(name, getattr(self, name))
 
 
 class IProp(ExactAttack):
@@ -187,7 +202,7 @@ class IProp(ExactAttack):
         k = eps_steps(p.eps)
         prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
         first = FirstLayer(ib, x, k)
-        decided = first.decided()  # held fixed in problem (9) for the first layer
+        decided = first.decided() if p.fix_decided else {}  # held fixed in problem (9)
         rng = np.random.default_rng(p.seed)
         incumbent = np.zeros_like(x)
         if start is not None:
@@ -228,10 +243,10 @@ class IProp(ExactAttack):
             failures += 1
             stall += 1
             if p.step == "adaptive" and failures >= PATIENCE:
-                if step == 1:
-                    break  # local optimum
+                if step == 1 and p.early_stop:
+                    break  # our local optimum
                 step, failures = max(1, step // 2), 0
-            elif p.step != "adaptive" and stall >= STALL_LIMIT:
+            elif p.step != "adaptive" and stall >= STALL_LIMIT and p.early_stop:
                 break
         return ExactResult("feasible", best, math.inf, incumbent, prediction, target,
                            time.perf_counter() - begin, k, trace, iterations=iterations)
@@ -258,4 +273,5 @@ class IProp(ExactAttack):
         wanted = acts[0].copy()
         for j, v in targets.items():
             wanted[j] = v
-        return perturb_for(first, wanted, incumbent, time_limit=left, seed=seed)
+        return perturb_for(first, wanted, incumbent, time_limit=left, seed=seed,
+                           greedy=self.params.greedy_fallback)
