@@ -24,6 +24,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_seconds,
     eps_steps,
 )
+from bnnrobust.train import eval_mode
 
 TARGETS = ("second", "untargeted")
 
@@ -175,10 +176,40 @@ class ExactAttack(Attack):
         return torch.tensor(np.array(rows), dtype=torch.float32,
                             device=x.device).reshape(x.shape)
 
+    def replay(self, x: torch.Tensor, x_adv: torch.Tensor, results: list, *,
+               ties_count: bool = False) -> None:
+        """Check every result against the model itself (its own arithmetic, float32 for a
+        PyTorch BNN): the prediction at ``x``, and the objective ``f_target − f_prediction``
+        at ``x_adv`` (within 1e-4 relative; a flip must be a flip). A result that does not
+        hold in the model is an :class:`AttackError`, never a result. ``ties_count``: a
+        certification counter-example only needs ``f_target >= f_prediction``."""
+        with torch.no_grad(), eval_mode(self.model):
+            clean = self.model(x).argmax(1).cpu()
+            logits = self.model(x_adv).double().cpu()
+        for i, r in enumerate(results):
+            if int(clean[i]) != r.prediction:
+                raise AttackError(f"point {i}: the model predicts {int(clean[i])} but its integer "
+                                  f"form {r.prediction}: the export disagrees; refusing the result.")
+            if r.target is None or r.perturbation is None:
+                continue
+            got = float(logits[i, r.target] - logits[i, r.prediction])
+            claimed = getattr(r, "objective", None)
+            if claimed is None:  # a certification counter-example: f_target >= f_prediction
+                if got < -1e-4 * (1 + abs(got)):
+                    raise AttackError(f"point {i}: the counter-example does not hold in the model "
+                                      f"(f_target − f_prediction = {got:.6g}); refusing it.")
+                continue
+            if abs(got - claimed) > 1e-4 * (1 + abs(claimed)) or (got > 0) != (claimed > 0):
+                raise AttackError(f"point {i}: the attack reports f_target − f_prediction = "
+                                  f"{claimed:.6g} but the model computes {got:.6g} on the "
+                                  "returned input; refusing the result.")
+
     def _found(self, x: torch.Tensor, pixels: np.ndarray, results: list[ExactResult]) -> Found:
         device = x.device
+        x_adv = self.adversarial(x, pixels, [r.perturbation for r in results])
+        self.replay(x, x_adv, results)
         return Found(
-            x, self.adversarial(x, pixels, [r.perturbation for r in results]),
+            x, x_adv,
             target=torch.tensor([r.target for r in results], device=device),
             success=torch.tensor([r.flipped for r in results], device=device),
             status=tuple(r.status for r in results),

@@ -98,9 +98,16 @@ class IntegerBNNModule(nn.Module):
         self.input_shape = (integer.layers[0].weight.shape[1],)
         self.num_classes = integer.out_weight.shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits by the exact forward pass: in integer arithmetic for inputs on the 1/255
+        grid (8-bit images), else with the real first-layer thresholds."""
         flat = x.detach().reshape(len(x), -1).cpu().double().numpy()
-        return torch.from_numpy(self.integer.logits(flat)).to(x.device)
+        pixels = np.rint(flat * 255.0)
+        if np.abs(flat * 255.0 - pixels).max(initial=0.0) <= 1e-3:
+            logits = self.integer.logits_pixels(pixels.astype(np.int64))
+        else:
+            logits = self.integer.logits(flat)
+        return torch.from_numpy(logits).to(x.device)
 
 
 def _bn_fires(bn: nn.BatchNorm1d, j: int, values: np.ndarray) -> np.ndarray:

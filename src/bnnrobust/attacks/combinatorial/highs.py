@@ -5,14 +5,17 @@ problem (the pixel-grid CP-SAT backend allows only floor(255·ε) whole pixel st
 reached through OR-Tools MathOpt (``SolverType.HIGHS``): OR-Tools bundles its own HiGHS, so a
 separate ``highspy`` cannot share a process with it, and MathOpt avoids the clash.
 
-Formulation: a first-layer neuron fires iff ``W_j·(x + p) >= τ_j``; neurons decided over the box
-(interval bounds) are constants, the others binary ``h`` with big-M constraints
-``a >= L(1 − h)`` (fires ⇒ a >= 0) and ``a <= U·h − δ(1 − h)`` (off ⇒ a <= −δ), where
-``a = W_j·(x + p) − τ_j``. A margin ``δ = 1e-6`` on both sides keeps solutions on the right
-side after the solver's feasibility tolerance, which shrinks the feasible set by a negligible
-sliver next to each threshold. Deeper layers have integer pre-activations and use ``a >= t`` /
-``a <= t − 1`` exactly. Every returned perturbation is re-run through the exact forward pass;
-a disagreement with the solver's objective is an error.
+Formulation: a first-layer neuron fires iff ``W_j·(x + p) >= τ_j``; with
+``a = W_j·(x + p) − τ_j`` and a margin ``δ_j`` (:func:`.problem.float32_margin`: larger than
+the float32 rounding of the model's forward pass, plus the solver's feasibility tolerance), a
+neuron is a constant where ``a >= δ_j`` (or ``a <= −δ_j``) over the whole box, else a binary
+``h`` with big-M constraints ``a >= δ_j h + L(1 − h)`` (fires ⇒ a >= δ_j) and
+``a <= U h − δ_j(1 − h)`` (off ⇒ a <= −δ_j). So every solution fires the same neurons in the
+float32 PyTorch model as in exact arithmetic; the margin shrinks the feasible set by a sliver
+of width 2δ_j next to each threshold (δ ≈ 0.01 on a 784-input layer, against a pre-activation
+range of ±7.8 at ε = 0.01). Deeper layers have integer pre-activations and use ``a >= t`` /
+``a <= t − 1`` exactly. Every returned perturbation is re-run through the exact forward pass
+(and, by the attack, through the PyTorch model); a disagreement is an error.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_seconds,
     deeper_layers,
     eps_steps,
+    float32_margin,
     interval,
     objective_terms,
     resolve_target,
 )
 
-MARGIN = 1e-6
+#: the solver's primal feasibility tolerance is far below this; added to every margin
+SOLVER_SLACK = 1e-6
 
 
 def _objective(ib: IntegerBNN, x: np.ndarray, target: int, prediction: int) -> float:
@@ -98,18 +103,19 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     w = layer.weight.astype(np.float64)
     base = w @ x - layer.threshold
     low, high = interval(w, base, lo, hi)
+    margin = float32_margin(w, x + hi, layer.threshold) + SOLVER_SLACK
     state: list = []  # per neuron: +1 / -1 or a binary variable (1 fires)
     for j in range(len(w)):
-        if low[j] >= 0:
+        if low[j] >= margin[j]:
             state.append(1)
-        elif high[j] < 0:
+        elif high[j] <= -margin[j]:
             state.append(-1)
         else:
             h = model.add_binary_variable(name=f"h0_{j}")
             nz = np.flatnonzero(w[j])
             a = float(base[j]) + mathopt.fast_sum(float(w[j, i]) * p[i] for i in nz)
-            model.add_linear_constraint(a >= float(low[j]) * (1 - h) + MARGIN * h)
-            model.add_linear_constraint(a <= float(high[j]) * h - MARGIN * (1 - h))
+            model.add_linear_constraint(a >= float(low[j]) * (1 - h) + float(margin[j]) * h)
+            model.add_linear_constraint(a <= float(high[j]) * h - float(margin[j]) * (1 - h))
             hint_values[h] = float(acts[0][0, j] > 0)
             state.append(h)
     last = deeper_layers(ib, state, big_m(model, hint_values, acts))

@@ -255,8 +255,10 @@ class Certify(ExactAttack):
 
     def _found(self, x: torch.Tensor, pixels: np.ndarray, results: list) -> Found:
         device = x.device
+        x_adv = self.adversarial(x, pixels, [r.perturbation for r in results])
+        self.replay(x, x_adv, results)
         return Found(
-            x, self.adversarial(x, pixels, [r.perturbation for r in results]),
+            x, x_adv,
             success=torch.tensor([r.status == "attacked" for r in results], device=device),
             status=tuple(r.status for r in results),
             point_seconds=torch.tensor([r.seconds for r in results], dtype=torch.float64,

@@ -118,6 +118,22 @@ def interval(weight: np.ndarray, base: np.ndarray, lo: np.ndarray, hi: np.ndarra
     return base + pos @ lo + neg @ hi, base + pos @ hi + neg @ lo
 
 
+#: unit roundoff of float32, the arithmetic the PyTorch model computes in
+FLOAT32_U = 2.0 ** -24
+
+
+def float32_margin(weight: np.ndarray, upper: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Per first-layer neuron, a margin δ on the pre-activation ``a = W·x' − τ`` such that
+    ``a >= δ`` (``a <= −δ``) in exact arithmetic makes the model's float32 forward pass fire
+    (not fire) at ``x'`` too: the rounding of ``x'`` to float32 and of the dot product
+    (a bound of Higham's γ_n = n·u/(1 − n·u) times ``Σ |W| |x'|``, with ``|x'| <= upper``)
+    and of the batch-norm affine map (a few ulps of ``|τ|`` and ``Σ |W| |x'|``)."""
+    n = weight.shape[1]
+    gamma = (n + 2) * FLOAT32_U / (1 - (n + 2) * FLOAT32_U)
+    scale = np.abs(weight) @ np.abs(upper)
+    return gamma * scale + 8 * FLOAT32_U * (np.abs(threshold) + scale) + 1e-9
+
+
 def over_neurons(weights: Sequence[Any], state: Sequence[Any]) -> tuple[Any, list, list]:
     """``Σ w_i h_i`` over neurons that are fixed (±1 ints) or free (a backend Boolean b with
     h = 2b − 1), skipping dropped ones (None): ``(constant, free terms, their coefficients)``."""
