@@ -482,3 +482,36 @@ def test_the_milp_columns_time_includes_its_warm_start():
         assert point["warm_start_seconds"] >= 0.5 * 5.0 * 0.9  # FGSM used its share
         assert point["seconds"] <= 5.0 + 1.0  # the whole budget, warm start included
         assert point["trace"][0][0] >= point["warm_start_seconds"]
+
+
+def test_iprop_and_fgsm_on_the_continuous_problem_stay_below_its_optimum():
+    """The paper's problem (|p| <= ε, real): IProp (problem (10) as a small MILP) and iterated
+    FGSM never beat HiGHS's proven optimum, stay in the box, and improve where it can."""
+    from bnnrobust.attacks.combinatorial import IteratedFGSM
+
+    rng = np.random.default_rng(12)
+    improved = 0
+    for _ in range(12):
+        ib, x, k = random_case(rng, max_steps=3)
+        model = IntegerBNNModule(ib)
+        x01 = torch.tensor(x[None] / 255.0, dtype=torch.float32)
+        y = torch.zeros(1, dtype=torch.long)
+        eps = k / 255
+        best = MILPAttack(model, eps=eps, backend="highs", hint="none", time_limit=20).run(x01, y)
+        assert best.status == ("optimal",)
+        ip = IProp(model, eps=eps, time_limit=1.0, sub_time_limit=0.3, domain="continuous",
+                   early_stop=True).run(x01, y)
+        assert ip.objective.item() <= best.objective.item() + 1e-9
+        assert ip.linf.item() <= eps + 1e-6
+        clean = ib.logits(x[None] / 255.0)[0]
+        improved += ip.objective.item() > np.sort(clean)[-2] - clean.max() + 1e-9
+    assert improved >= 3
+    for seed in range(3):
+        model = torch_bnn(seed)
+        x01 = torch.full((1, 6), 128 / 255)
+        y = torch.zeros(1, dtype=torch.long)
+        fgsm = IteratedFGSM(model, eps=3 / 255, time_limit=0.3, domain="continuous").run(x01, y)
+        best = MILPAttack(model, eps=3 / 255, backend="highs", hint="none",
+                          time_limit=20).run(x01, y)
+        assert fgsm.linf.item() <= 3 / 255 + 1e-6
+        assert fgsm.objective.item() <= best.objective.item() + 1e-6

@@ -36,8 +36,10 @@ from bnnrobust.attacks.combinatorial.problem import (
 )
 from bnnrobust.attacks.pgd import PGD
 from bnnrobust.nn import approximate_activations
+from bnnrobust.train import eval_mode
 
 GRADIENTS = ("approximate", "ste")
+DOMAINS = ("grid", "continuous")
 
 
 class MarginPGD(PGD):
@@ -56,13 +58,16 @@ class MarginPGD(PGD):
 def iterated_fgsm(model: nn.Module, ib: IntegerBNN, pixels: np.ndarray, *, eps: float,
                   target: int | str = "second", time_limit: float = 180.0, steps: int = 20,
                   restarts: int = 16, max_rounds: int | None = None, seed: int = 0,
-                  gradient: str = "approximate") -> ExactResult:
+                  gradient: str = "approximate", domain: str = "grid") -> ExactResult:
     """Best perturbation iterated FGSM finds within ``time_limit`` seconds.
 
     Args:
         model: the PyTorch BNN (its surrogate gradient is used); ib: its integer form.
-        pixels: one 8-bit input (0..255). eps: L∞ budget; perturbations are whole pixel steps,
-            at most floor(255·ε).
+        pixels: one 8-bit input (0..255). eps: L∞ budget.
+        domain: ``"grid"`` (whole pixel steps, at most floor(255·ε), scored by the integer
+            forward pass; the perturbation in pixel steps) or ``"continuous"`` (the paper's
+            problem: any ``|p| <= ε``, scored by the model itself in its own arithmetic; the
+            perturbation on the [0, 1] scale).
         target: a class or ``"second"``. steps: FGSM iterations per round (20).
         restarts: inputs per round after the first (random starts in the box; 16).
         max_rounds: stop after this many rounds even with time left (None: run to the limit).
@@ -74,33 +79,42 @@ def iterated_fgsm(model: nn.Module, ib: IntegerBNN, pixels: np.ndarray, *, eps: 
     check_steps("steps", steps)
     check_steps("restarts", restarts)
     check_choice("gradient", gradient, GRADIENTS)
+    check_choice("domain", domain, DOMAINS)
     x = check_pixels(pixels, ib)
     k = eps_steps(eps)
+    grid = domain == "grid"
     prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
-    best_p = np.zeros_like(x)
+    x01 = torch.tensor(x / 255.0, dtype=torch.float32)
+    best_p = np.zeros_like(x) if grid else np.zeros(x.size)
     best = objective_of(ib, x, target, prediction)
     trace = [(time.perf_counter() - start, best)]
-    if k == 0:
+    if grid and k == 0:
         return ExactResult("feasible", best, np.inf, best_p, prediction, target,
                            time.perf_counter() - start, k, trace)
     lo, hi = np.maximum(-k, -x), np.minimum(k, 255 - x)
-    x01 = torch.tensor(x / 255.0, dtype=torch.float32)
+    radius = k / 255.0 if grid else float(eps)
     rounds = 0
     while time.perf_counter() - start < time_limit and (max_rounds is None or rounds < max_rounds):
         first = rounds == 0
         n = 1 if first else restarts
-        attack = MarginPGD(model, eps=k / 255.0, alpha=1 / 255.0, steps=steps,
+        attack = MarginPGD(model, eps=radius, alpha=1 / 255.0, steps=steps,
                            random_start=not first, seed=seed + rounds)
         xs = x01.expand(n, -1).reshape(n, *_input_shape(model, x.size))
         ys = torch.full((n,), prediction, dtype=torch.long)
         with approximate_activations(model) if gradient == "approximate" else nullcontext():
             x_adv = attack(xs, ys, target=torch.full((n,), target, dtype=torch.long))
-        steps_taken = np.clip(np.rint(x_adv.reshape(n, -1).double().numpy() * 255) - x, lo, hi)
-        logits = ib.logits_pixels(x[None] + steps_taken.astype(np.int64))
+        flat = x_adv.reshape(n, -1).double().numpy()
+        if grid:
+            taken = np.clip(np.rint(flat * 255) - x, lo, hi).astype(np.int64)
+            logits = ib.logits_pixels(x[None] + taken)
+        else:  # scored by the model itself on the very inputs it would be given
+            taken = flat - x / 255.0
+            with torch.no_grad(), eval_mode(model):
+                logits = model(x_adv).double().numpy()
         scores = logits[:, target] - logits[:, prediction]
         i = int(np.argmax(scores))
         if scores[i] > best:
-            best, best_p = float(scores[i]), steps_taken[i].astype(np.int64)
+            best, best_p = float(scores[i]), taken[i]
             trace.append((time.perf_counter() - start, best))
         rounds += 1
     return ExactResult("feasible", best, np.inf, best_p, prediction, target,
@@ -121,6 +135,8 @@ class IteratedFGSMParams(TargetedParams):
             first (16). max_rounds: stop after this many rounds (default None: run to the
             time limit).
         gradient: ``"approximate"`` (the paper's approximate BNN, default) or ``"ste"``.
+        domain: ``"grid"`` (whole pixel steps, default) or ``"continuous"`` (the paper's
+            problem, ``|p| <= ε``; see :func:`iterated_fgsm`).
         eps, time_limit (paper: 180), target (``"second"`` or a class), seed: see the base
             classes.
     """
@@ -129,6 +145,7 @@ class IteratedFGSMParams(TargetedParams):
     restarts: int = 16
     max_rounds: int | None = None
     gradient: str = "approximate"
+    domain: str = "grid"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -139,6 +156,7 @@ class IteratedFGSMParams(TargetedParams):
         if self.max_rounds is not None:
             check_steps("max_rounds", self.max_rounds)
         check_choice("gradient", self.gradient, GRADIENTS)
+        check_choice("domain", self.domain, DOMAINS)
 
 
 class IteratedFGSM(ExactAttack):
@@ -155,6 +173,10 @@ class IteratedFGSM(ExactAttack):
     name = "iterated-fgsm"
     Params = IteratedFGSMParams
 
+    @property
+    def continuous(self) -> bool:  # noqa: D102
+        return self.params.domain == "continuous"
+
     def gradient_use(self) -> str | None:  # noqa: D102
         return "iterated FGSM"
 
@@ -163,4 +185,5 @@ class IteratedFGSM(ExactAttack):
         p = self.params
         return iterated_fgsm(self.torch_model, self.integer, pixels, eps=p.eps, target=target,
                              time_limit=p.time_limit, steps=p.steps, restarts=p.restarts,
-                             max_rounds=p.max_rounds, seed=p.seed, gradient=p.gradient)
+                             max_rounds=p.max_rounds, seed=p.seed, gradient=p.gradient,
+                             domain=p.domain)

@@ -34,11 +34,14 @@ from ortools.sat.python import cp_model
 from bnnrobust.attacks.base import AttackError, check_choice, check_flag, check_steps
 from bnnrobust.attacks.combinatorial.attack import ExactAttack, TargetedParams
 from bnnrobust.attacks.combinatorial.cpsat import FirstLayer, search
+from bnnrobust.attacks.combinatorial.export import IntegerBNN
 from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
     check_pixels,
     check_seconds,
     eps_steps,
+    float32_margin,
+    interval,
     objective_of,
     resolve_target,
 )
@@ -136,6 +139,110 @@ def _perturb_greedy(first: FirstLayer, want: np.ndarray, incumbent: np.ndarray,
     return best
 
 
+class GridSpace:
+    """IProp's search space on the 1/255 pixel grid: whole pixel steps (:class:`.cpsat.FirstLayer`)."""
+
+    def __init__(self, ib: IntegerBNN, pixels: np.ndarray, eps: float) -> None:
+        self.ib, self.x = ib, pixels
+        self.first = FirstLayer(ib, pixels, eps_steps(eps))
+
+    def zero(self) -> np.ndarray:  # noqa: D102
+        return np.zeros_like(self.x)
+
+    def clip(self, perturbation: np.ndarray) -> np.ndarray:  # noqa: D102
+        return np.clip(np.asarray(perturbation, np.int64), self.first.lo, self.first.hi)
+
+    def decided(self) -> dict[int, int]:  # noqa: D102
+        return self.first.decided()
+
+    def activations(self, perturbation: np.ndarray) -> list[np.ndarray]:  # noqa: D102
+        return [a[0].astype(np.int64) for a in self.ib.hidden_pixels((self.x + perturbation)[None])]
+
+    def objective(self, perturbation: np.ndarray, target: int, prediction: int) -> float:  # noqa: D102
+        return objective_of(self.ib, self.x + perturbation, target, prediction)
+
+    def problem10(self, wanted: np.ndarray, incumbent: np.ndarray, *, time_limit: float,
+                  seed: int, greedy: bool) -> np.ndarray | None:
+        """Problem (10) on the grid: :func:`perturb_for`."""
+        return perturb_for(self.first, wanted, incumbent, time_limit=time_limit, seed=seed,
+                           greedy=greedy)
+
+
+class BoxSpace:
+    """IProp's search space on the paper's continuous problem: ``|p| <= ε``, ``0 <= x + p <= 1``
+    on the [0, 1] scale; problem (10) is a small MILP (HiGHS through OR-Tools MathOpt) with the
+    float32 margins of the continuous MILP (:func:`.problem.float32_margin`)."""
+
+    def __init__(self, ib: IntegerBNN, pixels: np.ndarray, eps: float) -> None:
+        self.ib, self.x = ib, pixels / 255.0
+        self.lo, self.hi = np.maximum(-eps, -self.x), np.minimum(eps, 1.0 - self.x)
+        layer = ib.layers[0]
+        self.weight = layer.weight.astype(np.float64)
+        self.base = self.weight @ self.x - layer.threshold
+        self.low, self.high = interval(self.weight, self.base, self.lo, self.hi)
+        self.margin = float32_margin(self.weight, self.x + self.hi, layer.threshold) + 1e-6
+        on, off = self.low >= self.margin, self.high <= -self.margin
+        self.fixed = np.where(on, 1, -1)
+        self.undecided = np.flatnonzero(~(on | off))
+
+    def zero(self) -> np.ndarray:  # noqa: D102
+        return np.zeros_like(self.x)
+
+    def clip(self, perturbation: np.ndarray) -> np.ndarray:  # noqa: D102
+        return np.clip(np.asarray(perturbation, np.float64), self.lo, self.hi)
+
+    def decided(self) -> dict[int, int]:  # noqa: D102
+        rest = np.setdiff1d(np.arange(len(self.fixed)), self.undecided)
+        return {int(j): int(self.fixed[j]) for j in rest}
+
+    def activations(self, perturbation: np.ndarray) -> list[np.ndarray]:  # noqa: D102
+        return [a[0].astype(np.int64) for a in self.ib.hidden((self.x + perturbation)[None])]
+
+    def objective(self, perturbation: np.ndarray, target: int, prediction: int) -> float:  # noqa: D102
+        logits = self.ib.logits((self.x + perturbation)[None])[0]
+        return float(logits[target] - logits[prediction])
+
+    def problem10(self, wanted: np.ndarray, incumbent: np.ndarray, *, time_limit: float,
+                  seed: int, greedy: bool) -> np.ndarray | None:
+        """Problem (10): maximize the undecided first-layer neurons that take their target,
+        over the real box (a binary per neuron: satisfied or not)."""
+        import datetime
+
+        from ortools.math_opt.python import mathopt
+
+        model = mathopt.Model(name="iprop-10")
+        p = [model.add_variable(lb=float(a), ub=float(b)) for a, b in zip(self.lo, self.hi,
+                                                                           strict=True)]
+        hints = {v: float(val) for v, val in zip(p, incumbent, strict=True)}
+        satisfied = []
+        pre = self.base + self.weight @ incumbent
+        for j in self.undecided:
+            s_j = model.add_binary_variable(name=f"s{j}")
+            nz = np.flatnonzero(self.weight[j])
+            a = float(self.base[j]) + mathopt.fast_sum(float(self.weight[j, i]) * p[i] for i in nz)
+            m = float(self.margin[j])
+            if wanted[j] > 0:  # satisfied => a >= margin (else a >= low always holds)
+                model.add_linear_constraint(a >= m * s_j + float(self.low[j]) * (1 - s_j))
+                hints[s_j] = float(pre[j] >= m)
+            else:  # satisfied => a <= -margin
+                model.add_linear_constraint(a <= -m * s_j + float(self.high[j]) * (1 - s_j))
+                hints[s_j] = float(pre[j] <= -m)
+            satisfied.append(s_j)
+        model.maximize(mathopt.fast_sum(satisfied))
+        params = mathopt.SolveParameters(time_limit=datetime.timedelta(seconds=time_limit),
+                                         random_seed=int(seed))
+        hint = mathopt.ModelSolveParameters(
+            solution_hints=[mathopt.SolutionHint(variable_values=hints)])
+        try:
+            result = mathopt.solve(model, mathopt.SolverType.HIGHS, params=params,
+                                   model_params=hint)
+        except Exception as exc:  # MathOpt wraps solver failures in several exception types
+            raise AttackError(f"HiGHS failed on IProp's problem (10): {exc}") from None
+        if not result.has_primal_feasible_solution():
+            return None
+        return self.clip(np.array(result.variable_values(p), dtype=np.float64))
+
+
 @dataclass(frozen=True, kw_only=True)
 class IPropParams(TargetedParams):
     """IProp's parameters.
@@ -147,7 +254,9 @@ class IPropParams(TargetedParams):
         warm_start: ``"none"`` (zero perturbation, the paper's line 1) or ``"fgsm"`` (start
             from iterated FGSM run for ``warm_start_time`` seconds; the paper's Figure 6: 5 s).
         fix_decided, greedy_fallback, early_stop: our additions (see the module doc), off by
-            default: the paper's pseudocode.
+            default: the paper's pseudocode (``greedy_fallback`` on the grid only).
+        domain: ``"grid"`` (whole pixel steps, default) or ``"continuous"`` (the paper's
+            problem, ``|p| <= ε``: :class:`BoxSpace`).
         eps, time_limit (paper: 180), target (``"second"`` or a class), seed (sampling of G
             and CP-SAT's seed): see the base classes.
     """
@@ -159,6 +268,7 @@ class IPropParams(TargetedParams):
     fix_decided: bool = False
     greedy_fallback: bool = False
     early_stop: bool = False
+    domain: str = "grid"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -171,6 +281,10 @@ class IPropParams(TargetedParams):
         check_choice("warm_start", self.warm_start, ("none", "fgsm"))
         for name in ("fix_decided", "greedy_fallback", "early_stop"):
             check_flag(name, getattr(self, name))
+        check_choice("domain", self.domain, ("grid", "continuous"))
+        if self.greedy_fallback and self.domain == "continuous":
+            raise AttackError("greedy_fallback is a grid-domain addition; leave it off with "
+                              "domain='continuous'.")
 
 
 class IProp(ExactAttack):
@@ -201,25 +315,25 @@ class IProp(ExactAttack):
         ib, x = self.integer, check_pixels(pixels, self.integer)
         k = eps_steps(p.eps)
         prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
-        first = FirstLayer(ib, x, k)
-        decided = first.decided() if p.fix_decided else {}  # held fixed in problem (9)
+        space = (BoxSpace if self.continuous else GridSpace)(ib, x, p.eps)
+        decided = space.decided() if p.fix_decided else {}  # held fixed in problem (9)
         rng = np.random.default_rng(p.seed)
-        incumbent = np.zeros_like(x)
+        incumbent = space.zero()
         if start is not None:
-            incumbent = np.clip(np.asarray(start, np.int64), first.lo, first.hi)
+            incumbent = space.clip(start)
         elif p.warm_start == "fgsm":
             from bnnrobust.attacks.combinatorial.baseline import iterated_fgsm
             incumbent = iterated_fgsm(self.torch_model, ib, x, eps=p.eps, target=target,
                                       time_limit=min(p.warm_start_time, p.time_limit),
-                                      seed=p.seed).perturbation
-        best = objective_of(ib, x + incumbent, target, prediction)
+                                      seed=p.seed, domain=p.domain).perturbation
+        best = space.objective(incumbent, target, prediction)
         trace = [(time.perf_counter() - begin, best)]
         d = ib.out_weight[target] - ib.out_weight[prediction]
         ideal = np.where(d > 0, 1, -1)
         relevant = np.flatnonzero(d != 0)
         width = len(d)
         step = max(1, round(0.05 * width)) if p.step == "adaptive" else int(p.step)
-        acts = [a[0].astype(np.int64) for a in ib.hidden_pixels((x + incumbent)[None])]
+        acts = space.activations(incumbent)
         failures, stall, iterations = 0, 0, 0
         while time.perf_counter() < deadline:
             wrong = relevant[acts[-1][relevant] != ideal[relevant]]
@@ -229,13 +343,13 @@ class IProp(ExactAttack):
             chosen = rng.choice(wrong, size=min(step, len(wrong)), replace=False)
             keep = relevant[acts[-1][relevant] == ideal[relevant]]
             targets = {int(j): int(ideal[j]) for j in np.concatenate([keep, chosen])}
-            candidate = self._propagate(first, decided, targets, acts, incumbent, deadline)
+            candidate = self._propagate(space, decided, targets, acts, incumbent, deadline)
             improved = False
             if candidate is not None:
-                value = objective_of(ib, x + candidate, target, prediction)
+                value = space.objective(candidate, target, prediction)
                 if value > best:
                     best, incumbent, improved = value, candidate, True
-                    acts = [a[0].astype(np.int64) for a in ib.hidden_pixels((x + incumbent)[None])]
+                    acts = space.activations(incumbent)
                     trace.append((time.perf_counter() - begin, best))
             if improved:
                 failures = stall = 0
@@ -251,7 +365,12 @@ class IProp(ExactAttack):
         return ExactResult("feasible", best, math.inf, incumbent, prediction, target,
                            time.perf_counter() - begin, k, trace, iterations=iterations)
 
-    def _propagate(self, first: FirstLayer, decided: dict[int, int], targets: dict[int, int],
+    @property
+    def continuous(self) -> bool:  # noqa: D102
+        return self.params.domain == "continuous"
+
+    def _propagate(self, space: GridSpace | BoxSpace, decided: dict[int, int],
+                   targets: dict[int, int],
                    acts: list[np.ndarray], incumbent: np.ndarray,
                    deadline: float) -> np.ndarray | None:
         """One backward pass of target propagation, then problem (10)."""
@@ -273,5 +392,5 @@ class IProp(ExactAttack):
         wanted = acts[0].copy()
         for j, v in targets.items():
             wanted[j] = v
-        return perturb_for(first, wanted, incumbent, time_limit=left, seed=seed,
-                           greedy=self.params.greedy_fallback)
+        return space.problem10(wanted, incumbent, time_limit=left, seed=seed,
+                               greedy=self.params.greedy_fallback)

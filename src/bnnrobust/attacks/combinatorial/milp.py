@@ -136,8 +136,9 @@ class MILPAttack(ExactAttack):
         from bnnrobust.attacks.combinatorial.baseline import iterated_fgsm
         found = iterated_fgsm(self.torch_model, self.integer, pixels, eps=self.params.eps,
                               target=target, time_limit=max(budget, 1e-3), max_rounds=1,
-                              seed=self.params.seed)
-        return found.perturbation / 255.0 if self.continuous else found.perturbation
+                              seed=self.params.seed,
+                              domain="continuous" if self.continuous else "grid")
+        return found.perturbation
 
     def attack_point(self, pixels: np.ndarray, *, target: int | str,
                      start: np.ndarray | None = None,

@@ -114,8 +114,11 @@ class ExactMeasure(Measure):
             return {"points": [{"index": task.points[0] + i, "label": int(y[i]), **p}
                                for i, p in enumerate(result.extra["points"])]}
         warm_limit = params.time_limit * options.start_share
+        continuous = getattr(params, "backend", None) == "highs" \
+            or getattr(params, "domain", None) == "continuous"
         warm = entry("iterated-fgsm").make(
-            model, {"eps": params.eps, "time_limit": warm_limit, "seed": params.seed}).run(x, y)
+            model, {"eps": params.eps, "time_limit": warm_limit, "seed": params.seed,
+                    "domain": "continuous" if continuous else "grid"}).run(x, y)
         rest = dataclasses.replace(params, time_limit=params.time_limit - warm_limit)
         result = entry(task.column.attack).make(model, rest).run(x, y, start=warm.x_adv)
         points = []
