@@ -301,6 +301,29 @@ def test_report_puts_ours_beside_the_papers_values(tmp_path, fake_mnist):
     assert "code version" in page and "torch" in page
 
 
+def test_a_drop_column_is_the_difference_of_two_columns_per_seed(tmp_path, fake_mnist):
+    text = TINY + """
+[[attacks]]
+label = "drop to FGSM"
+attack = "drop"
+options = { drop_from = "clean", drop_to = "FGSM ε=0.1" }
+"""
+    spec = load(write_spec(tmp_path, text, name="drop"))
+    assert len(plan(spec, "quick")) == 12  # the drop column has no units of its own
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        _, (rep,) = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    cells = rep.tables[0].rows["F8"]
+    assert cells["drop to FGSM"].values == pytest.approx(
+        [a - b for a, b in zip(cells["clean"].values, cells["FGSM ε=0.1"].values, strict=True)])
+    bad = text.replace('drop_to = "FGSM ε=0.1"', 'drop_to = "FGSM ε=0.9"')
+    with pytest.raises(SpecError, match="'FGSM ε=0.9' is not a column of profile"):
+        load(write_spec(tmp_path, bad, name="baddrop"))
+    with pytest.raises(SpecError, match="a drop column .* needs options drop_from and drop_to"):
+        load(write_spec(tmp_path, text.replace('options = { drop_from = "clean", '
+                                               'drop_to = "FGSM ε=0.1" }', ""), name="nodrop"))
+
+
 def test_report_of_an_unrun_spec_says_nothing_is_stored(tmp_path):
     spec = load(write_spec(tmp_path))
     with ResultStore(tmp_path / "s.sqlite") as store:

@@ -30,6 +30,7 @@ from bnnrobust.attacks.catalogue import entry, names
 from bnnrobust.data import discretize_like
 from bnnrobust.evaluate import expand_targets, run_batched
 from bnnrobust.experiments.measures.base import (
+    Cell,
     Measure,
     MeasureError,
     Options,
@@ -62,11 +63,16 @@ class AccuracyOptions(Options):
             quantizer first, the attack starts there, and the model discretizes its
             adversarial image again; with ``bpda`` the attack's gradient is the one with
             respect to the network's discretized input).
+        drop_from, drop_to: for a ``drop`` column (no attack of its own): the labels of two
+            columns of the spec; the cell is the first's value minus the second's per seed
+            (e.g. the accuracy lost from clean to FGSM ε = 16/255, a gap the paper prints).
     """
 
     passes: int = 5
     all_targets: bool = False
     inputs: str = "raw"
+    drop_from: str | None = None
+    drop_to: str | None = None
 
     def __post_init__(self) -> None:
         check_count("passes", self.passes)
@@ -80,10 +86,31 @@ class AccuracyMeasure(Measure):
     """See the module docstring."""
 
     name = "accuracy"
-    own = ("clean",)
-    attacks = ("clean", *names("gradient"))
+    own = ("clean", "drop")
+    attacks = ("clean", "drop", *names("gradient"))
     Options = AccuracyOptions
     metrics = METRICS
+
+    def check_column(self, column) -> None:  # noqa: D102
+        derived = column.options.drop_from is not None or column.options.drop_to is not None
+        if (column.attack == "drop") != derived or \
+                (derived and None in (column.options.drop_from, column.options.drop_to)):
+            raise MeasureError("a drop column (attack = \"drop\") needs options drop_from and "
+                               "drop_to, the labels of two other columns; no other column "
+                               "takes them.")
+
+    def check_spec(self, spec) -> None:  # noqa: D102
+        for name in spec.profiles:
+            labels = {c.label for c in spec.columns_for(name)}
+            for c in spec.columns_for(name):
+                for ref in (c.options.drop_from, c.options.drop_to):
+                    if c.attack == "drop" and ref not in labels:
+                        raise MeasureError(f"column {c.label!r}: {ref!r} is not a column of "
+                                           f"profile {name!r}; valid: {', '.join(sorted(labels))}.")
+
+    def tasks(self, spec, profile, **kwargs) -> list[Task]:
+        """The units of every column but the derived ``drop`` ones (read from the others)."""
+        return [t for t in super().tasks(spec, profile, **kwargs) if t.column.attack != "drop"]
 
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Counts over the task's test points (see the module docstring)."""
@@ -121,6 +148,14 @@ class AccuracyMeasure(Measure):
             for (model, col), cell in cells_by_seed(rows, value_of(column),
                                                     expected=units).items():
                 table.rows[model][col] = cell
+        for column in spec.columns_for(profile.name):
+            if column.attack == "drop":
+                for model, cells in table.rows.items():
+                    a, b = cells.get(column.options.drop_from), cells.get(column.options.drop_to)
+                    cell = Cell(complete=bool(a and b and a.complete and b.complete))
+                    if a is not None and b is not None and len(a.values) == len(b.values):
+                        cell.values = [u - v for u, v in zip(a.values, b.values, strict=True)]
+                    cells[column.label] = cell
         return [attach_references(spec, table)]
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bnnrobust.attacks.base import model_device
+from bnnrobust.attacks.catalogue import names
 from bnnrobust.experiments.measures.accuracy import AccuracyMeasure, attacked
 from bnnrobust.experiments.measures.base import (
     MeasureError,
@@ -64,6 +65,8 @@ class ActivationNormMeasure(AccuracyMeasure):
     """See the module docstring (columns are validated as the accuracy measure's)."""
 
     name = "activation_norm"
+    own = ("clean",)
+    attacks = ("clean", *names("gradient"))
 
     def table_columns(self, spec, profile: str = "paper") -> list[str]:  # noqa: D102
         columns = spec.columns_for(profile)
