@@ -150,7 +150,7 @@ class AccuracyMeasure(Measure):
                 table.rows[model][col] = cell
         for column in spec.columns_for(profile.name):
             if column.attack == "drop":
-                for model, cells in table.rows.items():
+                for cells in table.rows.values():
                     a, b = cells.get(column.options.drop_from), cells.get(column.options.drop_to)
                     cell = Cell(complete=bool(a and b and a.complete and b.complete))
                     if a is not None and b is not None and len(a.values) == len(b.values):
