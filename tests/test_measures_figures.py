@@ -20,6 +20,7 @@ from bnnrobust.experiments.parse import load
 from bnnrobust.experiments.runner import reproduce
 from bnnrobust.experiments.spec import Column, Profile, SpecError
 from bnnrobust.experiments.store import ResultStore, Unit
+from bnnrobust.models import build
 from bnnrobust.report import report
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -241,3 +242,45 @@ def test_figure_spec_errors(tmp_path, spec, old, new, message):
     with pytest.raises(SpecError, match=message) as info:
         load(path)
     assert str(path) in str(info.value)
+
+
+# ---------------------------------------------------------------- input sweep (Khalil Fig. 1)
+def test_input_sweep_is_the_bnn_and_its_approximate_bnn_in_closed_form():
+    from bnnrobust.experiments.measures.input_sweep import sign_changes
+
+    torch.manual_seed(3)
+    model = build("fc-bnn", depth=1, width=4, in_features=6, num_classes=3).eval()
+    lin, act, out = model.body[1], model.body[2], model.body[3]
+    with torch.no_grad():
+        act.bn.running_mean.uniform_(-1, 1)
+        act.bn.running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 6)
+    column = column_for("input_sweep", "sweep", "sweep", {},
+                        {"index": 1, "feature": 2, "radius": 0.2, "points": 5})
+    value = measure_named("input_sweep").compute(task_for("input_sweep", column), model, x,
+                                                 torch.zeros(2, dtype=torch.long))
+    first, second = value["classes"]
+    w = torch.where(lin.weight >= 0, 1.0, -1.0)
+    bn = act.bn
+    for v, bnn, approx in zip(value["values"], value["bnn"], value["approximate"], strict=True):
+        z = x[1].clone()
+        z[2] = v
+        a = (w @ z - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        for h, got in ((torch.where(a >= 0, 1.0, -1.0), bnn), (a.clamp(-1, 1), approx)):
+            logits = out.weight @ h + out.bias
+            assert got == pytest.approx([logits[first].item(), logits[second].item()], abs=1e-4)
+    assert value["values"][0] == pytest.approx(max(0.0, x[1, 2].item() - 0.2), abs=1e-6)
+    assert sign_changes([1, -2, 0, -1, 3, 3]) == 2
+
+
+def test_khalil_figure1_quick_runs_and_reports(tmp_path, fake_mnist):
+    spec = load(EXPERIMENTS / "khalil2019" / "figure1.toml")
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        summary = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                            cache_dir=str(tmp_path / "ckpt"), progress=False)
+        assert summary.computed == 1
+        _, (rep,) = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    (table,) = rep.tables
+    assert set(table.rows["3x30"]) == {"sign changes (BNN)", "sign changes (approximate)",
+                                       "largest gap"}
+    assert (tmp_path / "r" / "khalil2019" / "figure1.png").stat().st_size > 1000

@@ -112,9 +112,26 @@ def toy_surface(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
                      caption=caption)] if panels else []
 
 
+def input_sweep(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
+                out: Path) -> list[Figure]:
+    """The two outputs along the sweep, true BNN and approximate BNN, per model (first seed)."""
+    panels = {}
+    for row in measure.first_seed_rows(spec, profile, rows):
+        v = row.value
+        for network in ("bnn", "approximate"):
+            panels[(row.unit.model, "BNN" if network == "bnn" else "approximate BNN")] = {
+                f"class {c}": list(zip(v["values"], [o[k] for o in v[network]], strict=True))
+                for k, c in enumerate(v["classes"])}
+    caption = (f"Output-layer values of the two top classes as one input dimension of one test "
+               f"image varies (seed {profile.seeds[0]}): the BNN (left) and its approximate BNN "
+               "(right), which the FGSM baseline differentiates.")
+    return [panels_of_lines(spec, panels, out, xlabel="input value", ylabel="output",
+                            caption=caption)] if panels else []
+
+
 #: measure name -> its figures
 FIGURES: dict[str, Callable[[Measure, Spec, Profile, Rows, Path], list[Figure]]] = {
     "accuracy": accuracy, "activation_norm": activation_norm, "blackbox": blackbox,
     "cw_curve": cw_curve, "exact": exact, "logit_sweep": logit_sweep,
-    "toy_surface": toy_surface,
+    "toy_surface": toy_surface, "input_sweep": input_sweep,
 }

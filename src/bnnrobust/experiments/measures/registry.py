@@ -27,6 +27,7 @@ MEASURES = {
     "toy_surface": "bnnrobust.experiments.measures.toy_surface:ToySurfaceMeasure",
     "logit_sweep": "bnnrobust.experiments.measures.logit_sweep:LogitSweepMeasure",
     "activation_norm": "bnnrobust.experiments.measures.activation_norm:ActivationNormMeasure",
+    "input_sweep": "bnnrobust.experiments.measures.input_sweep:InputSweepMeasure",
 }
 _INSTANCES: dict[str, Measure] = {}
 
