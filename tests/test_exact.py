@@ -477,7 +477,10 @@ def test_the_milp_columns_time_includes_its_warm_start():
                         {"start": "fgsm", "start_share": 0.5})
     assert column.params.time_limit == 5.0  # the profile's limit
     value = measure_named("exact").compute(task_for("exact", column), model, x, y)
+    ib = export(model)
     for point in value["points"]:
+        assert point["clean_objective"] == objective_of(ib, np.full(6, 128), point["target"],
+                                                        point["prediction"])
         assert 0 < point["warm_start_seconds"] <= point["seconds"]
         assert point["warm_start_seconds"] >= 0.5 * 5.0 * 0.9  # FGSM used its share
         assert point["seconds"] <= 5.0 + 1.0  # the whole budget, warm start included
@@ -515,3 +518,11 @@ def test_iprop_and_fgsm_on_the_continuous_problem_stay_below_its_optimum():
                           time_limit=20).run(x01, y)
         assert fgsm.linf.item() <= 3 / 255 + 1e-6
         assert fgsm.objective.item() <= best.objective.item() + 1e-6
+
+
+def test_the_normalized_objective_is_the_objective_over_the_starting_gap():
+    from bnnrobust.experiments.measures.exact import normalized_objective
+
+    assert normalized_objective({"objective": -2.0, "clean_objective": -2.0}) == -1.0
+    assert normalized_objective({"objective": 1.0, "clean_objective": -2.0}) == 0.5
+    assert normalized_objective({"objective": 9.0, "clean_objective": -2.0}, -1.0) == -0.5

@@ -89,7 +89,7 @@ BAD_SPECS = [
      r"models\[0\]\.params: model 'fc-bnn' has no parameter\(s\) 'dept'; valid parameters: "),
     ('attack = "fgsm"', 'attack = "fgsn"',
      r"attacks\[1\]\.attack = 'fgsn' is unknown \(an attack the 'accuracy' measure runs\); "
-     r"valid choices: clean, fgsm"),
+     r"valid choices: clean, drop, fgsm"),
     ('params = { eps = 0.1 }', 'params = { epsilon = 0.1 }',
      r"attacks\[1\] \('FGSM ε=0.1'\): fgsm has no parameter 'epsilon'; valid parameters: "
      r"bpda, eot_samples, eps"),

@@ -117,3 +117,28 @@ def test_wrong_input_shape_is_named():
     data = (torch.rand(8, 3, 32, 32), torch.zeros(8, dtype=torch.long))
     with pytest.raises(BnnRobustError, match=r"3×32×32 but the model takes 1×28×28.*channels=3"):
         fit(model, data, epochs=1, progress=False)
+
+
+def test_binarynet_schedule_cuts_the_rate_once_at_epochs_40_and_80():
+    from bnnrobust.train.loop import schedule_factor
+
+    factors = [schedule_factor("binarynet-mnist", e) for e in range(1, 101)]
+    assert [e for e, f in enumerate(factors, 1) if f != 1.0] == [40, 80]
+    assert all(f == 0.1 for f in factors if f != 1.0)
+    assert all(schedule_factor("constant", e) == 1.0 for e in range(1, 101))
+
+
+def test_fit_applies_the_schedule_and_refuses_an_unknown_one(monkeypatch):
+    import bnnrobust.train.loop as loop
+
+    torch.manual_seed(0)
+    model = build("fc-bnn", width=8)
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    seen = []
+    monkeypatch.setattr(loop, "schedule_factor", lambda s, e: seen.append((s, e)) or 0.5)
+    loop.fit(model, (x, y), epochs=3, batch_size=8, lr=0.01, schedule="binarynet-mnist",
+             progress=False)
+    assert seen == [("binarynet-mnist", 1), ("binarynet-mnist", 2), ("binarynet-mnist", 3)]
+    monkeypatch.undo()
+    with pytest.raises(TrainingError, match="unknown learning-rate schedule 'cosine'"):
+        loop.fit(model, (x, y), epochs=1, schedule="cosine", progress=False)

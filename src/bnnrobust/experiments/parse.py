@@ -61,6 +61,7 @@ from bnnrobust.experiments.spec import (
     SpecError,
 )
 from bnnrobust.models import available, resolve_params
+from bnnrobust.train.loop import SCHEDULES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,7 +83,7 @@ ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
                     "alpha": float, "label": str, "loss_label": str, "crafting_bn": str,
                     "sigma": str}
 TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool,
-                 "epochs": int}
+                 "epochs": int, "schedule": str}
 ATTACK_KEYS = {"label": str, "attack": str, "params": dict, "options": dict, "adaptive": bool,
                "metric": str, "note": str, "only": list}
 REFERENCE_KEYS = {"model": str, "attack": str, "value": float, "pm": float, "printed": str,
@@ -224,6 +225,9 @@ def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
         raise SpecError(f"{path}: {where}.params: {exc}") from None
     training = dict(entry.get("training", {}))
     _keys(path, f"{where}.training", training, TRAINING_KEYS, required=())
+    if training.get("schedule", "constant") not in SCHEDULES:
+        raise SpecError(f"{path}: {where}.training.schedule = {training['schedule']!r} is "
+                        f"unknown; valid choices: {', '.join(SCHEDULES)}.")
     own_epochs = training.get("epochs", paper_epochs)  # this model's paper-profile epochs
     if own_epochs < 1:
         raise SpecError(f"{path}: {where}.training.epochs = {own_epochs} must be >= 1.")

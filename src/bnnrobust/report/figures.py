@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnnrobust.experiments.measures import Measure
+from bnnrobust.experiments.measures.exact import normalized_objective
 from bnnrobust.experiments.spec import Profile, Spec
 from bnnrobust.experiments.store import StoredRow
 from bnnrobust.report.plots import (
@@ -68,13 +69,25 @@ def cw_curve(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Pa
 
 
 def exact(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Path) -> list[Figure]:
-    """Flip-rate bars and the mean incumbent objective over time (Khalil Figure 4)."""
+    """Flip-rate bars, box plots of the normalized objective (Khalil Figure 3) and the mean
+    normalized incumbent objective over time (Figure 4)."""
     flips = measure.tables(spec, profile, rows)[0]
     figures = [bars(flips, figure_path(out, spec.name))]
     series: dict[str, list] = {}
+    groups: dict[str, dict[str, list[float]]] = {}
     for row in rows.values():
         for p in row.value["points"]:
-            series.setdefault(f"{row.unit.model} {row.unit.attack}", []).append(p["trace"])
+            if "clean_objective" not in p:
+                continue
+            series.setdefault(f"{row.unit.model} {row.unit.attack}", []).append(
+                [(t, normalized_objective(p, v)) for t, v in p["trace"]])
+            groups.setdefault(row.unit.model, {}).setdefault(row.unit.attack, []).append(
+                normalized_objective(p))
+    if groups:
+        figures.append(boxes(spec, groups, out, ylabel="normalized objective", suffix="-boxes",
+                             caption="Normalized objective (f_t − f_p) / |f_t − f_p at x| per "
+                                     "point, per model and attack (> 0: a flip); whiskers at "
+                                     "min and max."))
     if series:
         figures.append(traces(spec, series, out, horizon=profile.time_limit))
     return figures

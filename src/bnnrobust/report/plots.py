@@ -139,7 +139,8 @@ def lines_by_parameter(spec, table: Table, out: Path, columns) -> Figure:
 
 def traces(spec, series: dict[str, list], out: Path, *, horizon: float) -> Figure:
     """Mean incumbent objective over time (Khalil Figure 4): each series is a list of per-point
-    traces ``[(seconds, objective), ...]``; a point counts from its first incumbent on."""
+    traces ``[(seconds, objective), ...]`` (the caller normalizes them); a point counts from
+    its first incumbent on."""
     import numpy as np
 
     grid = np.linspace(0, horizon, 200)
@@ -157,14 +158,14 @@ def traces(spec, series: dict[str, list], out: Path, *, horizon: float) -> Figur
                 warnings.simplefilter("ignore", RuntimeWarning)
                 ax.plot(grid, np.nanmean(np.array(curves), axis=0), label=name)
     ax.set_xlabel("seconds")
-    ax.set_ylabel("mean incumbent objective")
+    ax.set_ylabel("mean normalized incumbent objective")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=7)
     ax.set_title(f"{spec.title}: objective over time", fontsize=9)
     path = figure_path(out, spec.name, "-traces")
     save(fig, path)
-    return Figure(path, "Mean incumbent objective over time per model and attack (objective "
-                        "> 0 flips the point).")
+    return Figure(path, "Mean normalized incumbent objective over time per model and attack "
+                        "(the objective over the point's starting gap; > 0 flips the point).")
 
 
 def heatmaps(spec, rows: list, out: Path, *, xlabel: str, ylabel: str, caption: str) -> Figure:
@@ -213,7 +214,7 @@ def panels_of_lines(spec, panels: dict[tuple[str, str], dict[str, list]], out: P
 
 
 def boxes(spec, groups: dict[str, dict[str, list[float]]], out: Path, *, ylabel: str,
-          caption: str) -> Figure:
+          caption: str, suffix: str = "") -> Figure:
     """One panel per group (e.g. model), one box per entry (e.g. ε) of per-input values."""
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.4), squeeze=False,
                              sharey=True)
@@ -224,6 +225,6 @@ def boxes(spec, groups: dict[str, dict[str, list[float]]], out: Path, *, ylabel:
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(spec.title, fontsize=9)
     fig.tight_layout()
-    path = figure_path(out, spec.name)
+    path = figure_path(out, spec.name, suffix)
     save(fig, path)
     return Figure(path, caption)

@@ -57,6 +57,7 @@ class TrainRequest:
     clip_weights: bool = False
     train_limit: int | None = None
     hook: dict[str, Any] | None = None
+    schedule: str = "constant"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, with the model parameters resolved (defaults filled in)."""
@@ -112,7 +113,8 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
     test = load(request.dataset, "test", root=data_root)
     history = fit(model, train, test, epochs=request.epochs, batch_size=request.batch_size,
                   lr=request.lr, seed=request.seed, device=device, optimizer=request.optimizer,
-                  clip_weights=request.clip_weights, batch_hook=batch_hook, progress=progress,
+                  clip_weights=request.clip_weights, batch_hook=batch_hook,
+                  schedule=request.schedule, progress=progress,
                   console=console)
     metrics = history.as_dict()
     save(model, path, train_config=request.as_dict(), metrics=metrics)

@@ -72,7 +72,29 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y)
 
 
-def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str) -> None:
+#: learning-rate schedules: name -> (1-based epoch -> factor applied at its start)
+SCHEDULES = ("constant", "binarynet-mnist")
+
+
+def schedule_factor(schedule: str, epoch: int) -> float:
+    """The factor the learning rate is multiplied by at the start of (1-based) ``epoch``.
+
+    ``"constant"``: 1. ``"binarynet-mnist"``: BinaryNet.pytorch's ``main_mnist.py``, ×0.1 at
+    epochs 40, 80, ... (its ``if epoch % 40 == 0``). The script applies that line inside its
+    batch loop, so the rate is cut at every batch of epoch 40 and underflows to zero within
+    a few hundred steps (the weights then stop changing); the repository's fix (commit
+    48e46fd) adds the per-epoch line. We apply it once per epoch, the evident intent.
+    """
+    if schedule == "binarynet-mnist" and epoch % 40 == 0:
+        return 0.1
+    return 1.0
+
+
+def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
+                   schedule: str = "constant") -> None:
+    if schedule not in SCHEDULES:
+        raise TrainingError(f"unknown learning-rate schedule {schedule!r}; expected one of "
+                            f"{', '.join(SCHEDULES)}.")
     if not isinstance(epochs, int) or epochs < 1:
         raise TrainingError(f"epochs must be a positive integer, got {epochs!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -89,16 +111,18 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
         device: str | torch.device = "auto", optimizer: str = "adam",
         clip_weights: bool = False, batch_hook: BatchHook | None = None,
-        progress: bool = True, console: Console | None = None) -> History:
+        schedule: str = "constant", progress: bool = True,
+        console: Console | None = None) -> History:
     """Train ``model`` in place on ``train = (x, y)``; evaluate on ``test`` after each epoch.
 
     Defaults are the papers' (Galloway et al.): Adam, learning rate 1e-3, batch 128. Shuffling,
     stochastic layers and the hook draw from generators seeded with ``seed``, so a CPU run is
     deterministic. ``clip_weights`` clamps the latent weights of binary layers to [-1, 1] after
     each step (BinaryConnect). ``batch_hook`` turns each batch into the batches whose mean loss
-    is minimized (see :class:`BatchHook`).
+    is minimized (see :class:`BatchHook`). ``schedule``: the learning-rate schedule
+    (:func:`schedule_factor`; default constant).
     """
-    _check_options(epochs, batch_size, lr, optimizer)
+    _check_options(epochs, batch_size, lr, optimizer, schedule)
     x_train, y_train = train
     if len(x_train) != len(y_train) or len(x_train) == 0:
         raise TrainingError(f"training set has {len(x_train)} inputs and {len(y_train)} labels; "
@@ -118,6 +142,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
             for epoch in range(epochs):
+                for group in opt.param_groups:
+                    group["lr"] *= schedule_factor(schedule, epoch + 1)
                 start = time.perf_counter()
                 model.train()
                 task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches, loss=0.0)
