@@ -68,7 +68,7 @@ def test_negative_and_zero_batchnorm_scales(depth, width, inputs):
 
 @pytest.mark.parametrize(("name", "params", "layer"), [
     ("galloway-cnn", {"width": 4}, "'0' \\(ZeroPad2d\\)"),
-    ("fcn", {"width": 8}, "'10' \\(BatchNorm1d\\)"),
+    ("fcn", {"width": 8}, "'1' \\(Normalize\\)"),
     ("fc-bnn", {"width": 8, "input_bits": 2}, "'input_layer' \\(InputQuantizer\\)"),
 ])
 def test_unsupported_models_name_the_layer(name, params, layer):

@@ -57,8 +57,8 @@ def test_flat_models_take_images_of_their_size():
 
 
 def test_fcn_default_widths():
-    assert build("fcn", arch="fcn1").body[1].weight.shape == (6144, 784)
-    assert build("fcn", arch="fcn2").body[1].weight.shape == (600, 784)
+    assert build("fcn", arch="fcn1").body[2].weight.shape == (6144, 784)  # after Normalize
+    assert build("fcn", arch="fcn2").body[2].weight.shape == (600, 784)
 
 
 @pytest.mark.parametrize("k", [32, 64])
@@ -112,3 +112,28 @@ def test_cli_strings_are_coerced():
 def test_bad_names_and_parameters(name, params, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(")):
         build(name, **params)
+
+
+def test_panda_binary_fcn_is_binarynet_mnist_with_four_hidden_layers():
+    """BinaryNet.pytorch main_mnist.py's network: normalization inside the model, binary
+    linear layers with real biases (inputs binarized from the second layer on), batch norm,
+    Hardtanh, dropout before the last hidden batch norm, a full-precision output layer."""
+    from bnnrobust.nn import BinaryLinear, Normalize, Sign, clip_latent_weights
+
+    torch.manual_seed(0)
+    model = build("fcn", arch="fcn2", precision="binary", width=12).eval()
+    kinds = [type(m).__name__ for m in model.body]
+    assert kinds[:2] == ["Flatten", "Normalize"] and kinds[-1] == "Linear"
+    assert kinds.count("BinaryLinear") == 4 and kinds.count("Sign") == 3
+    assert kinds.index("Dropout") == len(kinds) - 4  # then BatchNorm1d, Hardtanh, Linear
+    norm = next(m for m in model.body if isinstance(m, Normalize))
+    assert (norm.mean, norm.std) == (0.1307, 0.3081)
+    binary = [m for m in model.body if isinstance(m, BinaryLinear)]
+    assert all(m.bias is not None for m in binary)
+    assert not any(isinstance(m, Sign) for m in list(model.body)[:3])  # real first-layer input
+    with torch.no_grad():
+        for m in binary:
+            m.weight.mul_(5)
+            m.bias.fill_(3.0)
+    clip_latent_weights(model)
+    assert all(m.weight.abs().max() <= 1 and m.bias.abs().max() <= 1 for m in binary)

@@ -6,10 +6,14 @@ first taking the real-valued input in [0, 1]; the output layer is a real-valued 
 (linear with bias) of the last hidden layer. Straight-through rule: Hubara's (the surrogate
 ``clip(x, -1, 1)`` the paper describes). This exact form is what the MILP export expects.
 
-``fcn`` (Panda et al.): FCN1 784-6144×4-10 and FCN2 784-600×4-10. ``binary``: the BinaryNet
-(Hubara et al., BinaryNet.pytorch) MNIST network — binary hidden layers as above and a binary
-output layer followed by batch norm; ``full``: linear → batch norm → ReLU hidden layers and a
-linear output.
+``fcn`` (Panda et al.): FCN1 784-6144×4-10 and FCN2 784-600×4-10. ``binary``: BinaryNet.pytorch's
+MNIST network (``main_mnist.py``, the code Panda et al. cite) with four hidden layers instead of
+its three: the input normalized inside the model ((x − 0.1307)/0.3081), then per hidden layer a
+binary linear layer with a real bias (its input binarized by sign from the second layer on),
+batch norm and Hardtanh; dropout 0.5 between the last hidden linear layer and its batch norm;
+a full-precision linear output on the last Hardtanh (the script's LogSoftmax + cross-entropy is
+the plain cross-entropy here). ``full``: linear → batch norm → ReLU hidden layers and a linear
+output.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from torch import nn
 
 from bnnrobust.models.base import INPUT_BITS, ModelEntry, Param, register
-from bnnrobust.nn import BinaryActivation, BinaryLinear
+from bnnrobust.nn import BinaryActivation, BinaryLinear, Normalize, Sign
 
 FCN_WIDTHS = {"fcn1": 6144, "fcn2": 600}
 
@@ -44,15 +48,29 @@ def fcn(*, arch: str, precision: str, width: int | None, in_features: int,
     width = width or FCN_WIDTHS[arch]
     depth = 4
     if precision == "binary":
-        return nn.Sequential(
-            nn.Flatten(), *binary_hidden_stack(in_features, width, depth),
-            BinaryLinear(width, num_classes, ste="hubara", init_std=None),
-            nn.BatchNorm1d(num_classes),
-        )
+        return binarynet_mnist(in_features=in_features, width=width, depth=depth,
+                               num_classes=num_classes)
     layers: list[nn.Module] = [nn.Flatten()]
     for i in range(depth):
         layers += [nn.Linear(in_features if i == 0 else width, width), nn.BatchNorm1d(width),
                    nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+
+def binarynet_mnist(*, in_features: int, width: int, depth: int,
+                    num_classes: int) -> nn.Sequential:
+    """BinaryNet.pytorch's ``main_mnist.py`` network with ``depth`` hidden layers (see the
+    module docstring): fc → BN → Hardtanh, the next fc binarizing its input; dropout before
+    the last hidden BN; a full-precision output layer."""
+    layers: list[nn.Module] = [nn.Flatten(), Normalize(0.1307, 0.3081)]
+    for i in range(depth):
+        layers.append(BinaryLinear(in_features if i == 0 else width, width, bias=True,
+                                   binarize_input=False, ste="hubara", init_std=None))
+        if i > 0:  # sign of the previous Hardtanh (Binarize(input) in BinarizeLinear)
+            layers.insert(-1, Sign(ste="hubara"))
+        if i == depth - 1:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.BatchNorm1d(width), nn.Hardtanh()]
     return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 

@@ -55,6 +55,21 @@ class BinaryActivation(nn.Module):
         return self.sign(self.bn(x))
 
 
+class Normalize(nn.Module):
+    """``(x − mean) / std`` inside the model, so that attacks keep seeing [0, 1] inputs (e.g.
+    BinaryNet.pytorch's MNIST normalization, mean 0.1307, std 0.3081)."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = float(mean), float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"mean={self.mean}, std={self.std}"
+
+
 class LearnedScale(nn.Module):
     """Multiply by one learned scalar (Galloway et al.'s scaled ReLU; init 0.05)."""
 
@@ -206,6 +221,9 @@ def approximate_activations(model: nn.Module) -> Iterator[int]:
 
 @torch.no_grad()
 def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
-    """Clamp the latent weights of every binary layer to ``[-bound, bound]`` (BinaryConnect)."""
+    """Clamp the latent weights (and biases) of every binary layer to ``[-bound, bound]``
+    (BinaryConnect; BinaryNet.pytorch clamps both through their ``.org`` copies)."""
     for layer in binary_layers(model):
         layer.weight.clamp_(-bound, bound)
+        if layer.bias is not None:
+            layer.bias.clamp_(-bound, bound)
