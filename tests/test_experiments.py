@@ -299,6 +299,13 @@ def test_report_puts_ours_beside_the_papers_values(tmp_path, fake_mnist):
     page = index.read_text()
     assert "<table class='results'>" in page and "galloway2018/tiny.png" in page
     assert "code version" in page and "torch" in page
+    assert "<details class='notes' open>" not in page  # the tiny spec has no notes
+    noted = load(write_spec(tmp_path, TINY.replace('dataset = "mnist"', 'dataset = "mnist"\n'
+                                                    'notes = "chosen: this; departs: that"'),
+                            name="noted"))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        index, _ = report([noted], profile="quick", store=store, out=tmp_path / "r2")
+    assert "chosen: this; departs: that" in index.read_text()
 
 
 def test_a_drop_column_is_the_difference_of_two_columns_per_seed(tmp_path, fake_mnist):

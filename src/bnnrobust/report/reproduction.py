@@ -203,6 +203,10 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
                      f"<a href='{esc(rep.spec.name)}.md'>Markdown</a></p>")
         if rep.missing:
             parts.append(f"<p class='missing'>Not run: {esc(rep.missing)}</p>")
+        if rep.spec.notes:
+            parts.append("<details class='notes' open><summary>What this spec computes, "
+                         "and where it departs from the paper</summary>"
+                         f"<p>{esc(' '.join(rep.spec.notes.split()))}</p></details>")
         for table in rep.tables:
             parts.append(_html_table(table))
         for fig in rep.figures:
