@@ -25,9 +25,10 @@ def _hidden_signs(model, x):
     return [s.to(torch.int8).numpy() for s in signs]
 
 
-def test_agrees_on_every_mnist_test_image(data_root):
+@pytest.mark.parametrize("recipe", ["plain", "binarynet"])
+def test_agrees_on_every_mnist_test_image(data_root, recipe):
     torch.manual_seed(0)
-    model = build("fc-bnn", depth=2, width=100)
+    model = build("fc-bnn", depth=2, width=100, recipe=recipe)
     fit(model, load("mnist", "train", root=data_root, limit=20000), epochs=1, progress=False)
     ib = export(model)
     x, _ = load("mnist", "test", root=data_root)
@@ -41,10 +42,19 @@ def test_agrees_on_every_mnist_test_image(data_root):
     assert np.array_equal(ib.logits_pixels(pixels).argmax(1), ref_logits.argmax(1))
 
 
-@pytest.mark.parametrize(("depth", "width", "inputs"), [(3, 12, 20), (1, 7, 5), (4, 30, 784)])
-def test_negative_and_zero_batchnorm_scales(depth, width, inputs):
+@pytest.mark.parametrize(("depth", "width", "inputs", "recipe"),
+                         [(3, 12, 20, "plain"), (1, 7, 5, "plain"), (4, 30, 784, "plain"),
+                          (3, 12, 20, "binarynet"), (2, 30, 784, "binarynet")])
+def test_negative_and_zero_batchnorm_scales(depth, width, inputs, recipe):
+    """Agreement with PyTorch on 500 random 8-bit inputs, batch-norm scales negative and zero;
+    with the BinaryNet layers also biases, the first layer's input normalization and dropout."""
     torch.manual_seed(depth)
-    model = build("fc-bnn", depth=depth, width=width, in_features=inputs)
+    model = build("fc-bnn", depth=depth, width=width, in_features=inputs, recipe=recipe)
+    if recipe == "binarynet":
+        with torch.no_grad():
+            for m in model.modules():
+                if getattr(m, "bias", None) is not None and hasattr(m, "binary_weight"):
+                    m.bias.copy_(torch.randn_like(m.bias) * 2)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, BinaryActivation):

@@ -35,6 +35,18 @@ def test_binary_linear_forward_and_distinct_weights():
     assert not torch.equal(wb, layer.weight)  # the latent weights are kept apart
 
 
+def test_binary_linear_input_normalization_is_normalize_then_linear():
+    torch.manual_seed(0)
+    layer = BinaryLinear(6, 3, bias=True, input_normalization=(0.1307, 0.3081))
+    x = torch.rand(4, 6)
+    expected = F.linear((x - 0.1307) / 0.3081, _sign(layer.weight), layer.bias)
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+    # the gradient w.r.t. the input is the normalized layer's
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert torch.allclose(x.grad, (_sign(layer.weight).sum(0) / 0.3081).expand(4, 6), atol=1e-5)
+
+
 def test_binary_conv_forward():
     torch.manual_seed(0)
     layer = BinaryConv2d(2, 4, 3, stride=2, padding=1)

@@ -4,7 +4,10 @@
 each ``sign(BN(W h))`` with ±1 weights ``W`` (no bias; batch norm supplies the threshold), the
 first taking the real-valued input in [0, 1]; the output layer is a real-valued weighted sum
 (linear with bias) of the last hidden layer. Straight-through rule: Hubara's (the surrogate
-``clip(x, -1, 1)`` the paper describes). This exact form is what the MILP export expects.
+``clip(x, -1, 1)`` the paper describes). ``recipe="binarynet"`` takes the layers of the code the
+paper cites (BinaryNet.pytorch ``main_mnist.py``): the input normalized by (0.1307, 0.3081)
+inside the first layer, real biases, dropout 0.5 before the last hidden batch norm. Both forms
+export to integer form for the MILP.
 
 ``fcn`` (Panda et al.): FCN1 784-6144×4-10 and FCN2 784-600×4-10. ``binary``: BinaryNet.pytorch's
 MNIST network (``main_mnist.py``, the code Panda et al. cite) with four hidden layers instead of
@@ -24,6 +27,8 @@ from bnnrobust.models.base import INPUT_BITS, ModelEntry, Param, register
 from bnnrobust.nn import BinaryActivation, BinaryLinear, Normalize, Sign
 
 FCN_WIDTHS = {"fcn1": 6144, "fcn2": 600}
+#: BinaryNet.pytorch main_mnist.py's input normalization, transforms.Normalize((0.1307,), (0.3081,))
+MNIST_NORMALIZATION = (0.1307, 0.3081)
 
 
 def binary_hidden_stack(in_features: int, width: int, depth: int) -> list[nn.Module]:
@@ -36,10 +41,21 @@ def binary_hidden_stack(in_features: int, width: int, depth: int) -> list[nn.Mod
     return layers
 
 
-def fc_bnn(*, depth: int, width: int, in_features: int, num_classes: int) -> nn.Sequential:
+def fc_bnn(*, depth: int, width: int, in_features: int, num_classes: int,
+           recipe: str = "plain") -> nn.Sequential:
     """Khalil et al.'s fully connected BNN (see the module docstring)."""
-    return nn.Sequential(nn.Flatten(), *binary_hidden_stack(in_features, width, depth),
-                         nn.Linear(width, num_classes))
+    if recipe == "plain":
+        return nn.Sequential(nn.Flatten(), *binary_hidden_stack(in_features, width, depth),
+                             nn.Linear(width, num_classes))
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        layers.append(BinaryLinear(in_features if i == 0 else width, width, bias=True,
+                                   ste="hubara", init_std=None,
+                                   input_normalization=MNIST_NORMALIZATION if i == 0 else None))
+        if i == depth - 1:
+            layers.append(nn.Dropout(0.5))
+        layers.append(BinaryActivation(width, dims=1, ste="hubara"))
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
 def fcn(*, arch: str, precision: str, width: int | None, in_features: int,
@@ -62,7 +78,7 @@ def binarynet_mnist(*, in_features: int, width: int, depth: int,
     """BinaryNet.pytorch's ``main_mnist.py`` network with ``depth`` hidden layers (see the
     module docstring): fc → BN → Hardtanh, the next fc binarizing its input; dropout before
     the last hidden BN; a full-precision output layer."""
-    layers: list[nn.Module] = [nn.Flatten(), Normalize(0.1307, 0.3081)]
+    layers: list[nn.Module] = [nn.Flatten(), Normalize(*MNIST_NORMALIZATION)]
     for i in range(depth):
         layers.append(BinaryLinear(in_features if i == 0 else width, width, bias=True,
                                    binarize_input=False, ste="hubara", init_std=None))
@@ -86,6 +102,10 @@ register(ModelEntry(
         "width": Param(100, "neurons per hidden layer (paper: 100 to 500)"),
         "in_features": Param(784, "input size (784 = a flattened 28×28 image)"),
         "num_classes": Param(10, "number of classes"),
+        "recipe": Param("plain", "plain (no bias, no dropout, raw [0, 1] inputs) or binarynet "
+                        "(BinaryNet.pytorch main_mnist.py's layers: input normalization, "
+                        "biases, dropout 0.5 before the last hidden batch norm)", str,
+                        choices=("plain", "binarynet")),
         "input_bits": INPUT_BITS,
     },
     description="Khalil et al. 2019 fully connected BNN: depth × width hidden sign(BN(W h))",

@@ -163,17 +163,31 @@ class BinaryConv2d(_BinaryLayer, nn.Conv2d):
 
 
 class BinaryLinear(_BinaryLayer, nn.Linear):
-    """Fully connected layer with ±1 weights (latent init truncated normal σ = ``init_std``)."""
+    """Fully connected layer with ±1 weights (latent init truncated normal σ = ``init_std``).
+
+    ``input_normalization=(mean, std)`` applies ``(x − mean) / std`` to the input inside the
+    layer, computed as ``(W·x − mean·ΣW) / std`` after the product (the same map; written so that
+    the layer is a function of the ±1 sum ``W·x``, which the integer export relies on); the
+    bias is added last.
+    """
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = False,
                  binarize_input: bool = False, stochastic: bool = False, xnor: bool = False,
-                 ste: str = "galloway", init_std: float | None = 0.2) -> None:
+                 ste: str = "galloway", init_std: float | None = 0.2,
+                 input_normalization: tuple[float, float] | None = None) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias=bias)
         self._setup(in_features, binarize_input=binarize_input, input_dims=1,
                     stochastic=stochastic, xnor=xnor, ste=ste, init_std=init_std)
+        self.input_normalization = None if input_normalization is None else \
+            (float(input_normalization[0]), float(input_normalization[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return F.linear(self._prepare_input(x), self.effective_weight(), self.bias)
+        weight = self.effective_weight()
+        if self.input_normalization is None:
+            return F.linear(self._prepare_input(x), weight, self.bias)
+        mean, std = self.input_normalization
+        out = (F.linear(self._prepare_input(x), weight) - mean * weight.sum(1)) / std
+        return out if self.bias is None else out + self.bias
 
 
 def binary_layers(model: nn.Module) -> list[_BinaryLayer]:
