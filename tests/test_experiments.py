@@ -120,6 +120,9 @@ BAD_SPECS = [
      r"attacks\[0\]\.metric = 'auc' is unknown; valid choices: accuracy, error"),
     ('epochs = 1\ntest_points', 'epochs = "one"\ntest_points', r"profiles\.paper\.epochs must be int"),
     ('title = "tiny"', 'title = "tiny', r"not valid TOML"),
+    ('printed = "50±5%"', 'printed = "50±5%"\n\n[[reference]]\nmodel = "F8"\n'
+     'attack = "FGSM ε=0.1"\nvalue = 40',
+     r"reference\[1\] repeats reference\[0\] \(model 'F8', column 'FGSM ε=0.1'\)"),
 ]
 
 
@@ -300,12 +303,20 @@ def test_report_puts_ours_beside_the_papers_values(tmp_path, fake_mnist):
     assert "<table class='results'>" in page and "galloway2018/tiny.png" in page
     assert "code version" in page and "torch" in page
     assert "<details class='notes' open>" not in page  # the tiny spec has no notes
-    noted = load(write_spec(tmp_path, TINY.replace('dataset = "mnist"', 'dataset = "mnist"\n'
-                                                    'notes = "chosen: this; departs: that"'),
-                            name="noted"))
+    text = (TINY.replace('dataset = "mnist"', 'dataset = "mnist"\n'
+                         'notes = "chosen: this; departs: that"')
+            .replace('loss = "margin" }', 'loss = "margin" }\nnote = "a column note"')
+            .replace('printed = "50±5%"', 'printed = "50±5%"\nnote = "a reference note"'))
+    noted = load(write_spec(tmp_path, text, name="noted"))
     with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(noted, profile="quick", store=store, executor=LocalExecutor(), progress=False)
         index, _ = report([noted], profile="quick", store=store, out=tmp_path / "r2")
-    assert "chosen: this; departs: that" in index.read_text()
+    page = index.read_text()
+    md = (tmp_path / "r2" / "galloway2018" / "noted.md").read_text()
+    for shown in (page, md):
+        assert "chosen: this; departs: that" in shown
+        assert "PGD-logits ε=0.1: a column note" in shown
+        assert "F8, FGSM ε=0.1 (paper: 50±5%): a reference note" in shown
 
 
 def test_a_drop_column_is_the_difference_of_two_columns_per_seed(tmp_path, fake_mnist):

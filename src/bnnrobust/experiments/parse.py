@@ -206,7 +206,13 @@ def _unique(path: Path, labels: list[str], *, kind: str, profile: str, example: 
 
 def _check_references(spec: Spec, columns: list[str]) -> None:
     models = {p.label for p in spec.model_plans("paper")}
+    seen: dict[tuple[str, str], int] = {}
     for i, ref in enumerate(spec.reference):
+        if (ref.model, ref.attack) in seen:
+            raise SpecError(f"{spec.path}: reference[{i}] repeats reference"
+                            f"[{seen[ref.model, ref.attack]}] (model {ref.model!r}, column "
+                            f"{ref.attack!r}); a cell has one paper value: remove one of them.")
+        seen[ref.model, ref.attack] = i
         if ref.model not in models:
             raise SpecError(f"{spec.path}: reference[{i}].model = {ref.model!r} is not a model "
                             f"of the paper profile; valid models: {', '.join(sorted(models))}.")

@@ -230,10 +230,12 @@ def _html_table(table: Table) -> str:
             tds.append(f"<td class='{'outside' if outside else ''}'>{esc(text)}"
                        f"{' ⚠' if outside else ''}</td>")
         body.append(f"<tr><td>{esc(model)}</td>{''.join(tds)}</tr>")
+    notes = "".join(f"<li>{esc(n)}</li>" for n in table.notes)
     return (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference)"
             f"{', ' + esc(table.unit) if table.unit else ''}; ⚠ outside the paper's ±; "
             "† adaptive attack</caption>"
-            f"<thead><tr><th>Model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+            f"<thead><tr><th>Model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            + (f"<ul class='table-notes'>{notes}</ul>" if notes else ""))
 
 
 def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,

@@ -340,9 +340,23 @@ def model_rows(spec: Spec, profile: Profile) -> dict[str, dict[str, Cell]]:
 
 def attach_references(spec: Spec, table: Table) -> Table:
     """Put the paper's values (and ±) into the cells they belong to (adding empty cells for
-    rows the profile did not run only when the row exists)."""
+    rows the profile did not run only when the row exists), and the spec's column and
+    reference notes for what the table shows into its notes."""
     for ref in spec.reference:
         if ref.model in table.rows and ref.attack in table.columns:
             cell = table.rows[ref.model].setdefault(ref.attack, Cell(complete=False))
             cell.paper, cell.pm = ref.value, ref.pm
+            if ref.note:
+                _add_note(table, f"{ref.model}, {ref.attack} (paper: "
+                                 f"{ref.printed or ref.value}): {ref.note}")
+    for columns in spec.columns.values():
+        for column in columns:
+            if column.note and any(c == column.label or c.startswith(column.label + " ")
+                                   for c in table.columns):
+                _add_note(table, f"{column.label}: {column.note}")
     return table
+
+
+def _add_note(table: Table, note: str) -> None:
+    if note not in table.notes:
+        table.notes.append(note)
