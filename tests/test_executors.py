@@ -59,6 +59,16 @@ def test_exact_attacks_agree_across_executors():
         ray.shutdown()
 
 
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capfd):
+    run(LocalExecutor(), functools.partial(square_plus, 0), list(range(5)),
+        description="squares", progress=True)
+    err = capfd.readouterr().err
+    assert err.startswith("squares: 5/5 done, ") and err.count("\n") == 1
+    assert "\x1b" not in err  # no terminal control sequences
+    run(LocalExecutor(), functools.partial(square_plus, 0), [1], progress=False)
+    assert capfd.readouterr().err == ""
+
+
 def test_interrupt_keeps_finished_results():
     seen = []
     outcome = run(LocalExecutor(), stop_at_three, list(range(6)), progress=False,
