@@ -84,3 +84,11 @@ def test_negative_and_zero_batchnorm_scales(depth, width, inputs, recipe):
 def test_unsupported_models_name_the_layer(name, params, layer):
     with pytest.raises(ExportError, match=f"cannot export layer {layer}"):
         export(build(name, **params))
+
+
+def test_input_normalization_after_the_first_layer_is_refused():
+    model = build("fc-bnn", depth=2, width=8, recipe="binarynet")
+    model.body[3].input_normalization = (0.5, 0.5)  # the second BinaryLinear
+    with pytest.raises(ExportError, match="cannot export layer '3'.*input normalization on the "
+                                          "first layer only"):
+        export(model)

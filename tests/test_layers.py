@@ -47,6 +47,12 @@ def test_binary_linear_input_normalization_is_normalize_then_linear():
     assert torch.allclose(x.grad, (_sign(layer.weight).sum(0) / 0.3081).expand(4, 6), atol=1e-5)
 
 
+@pytest.mark.parametrize("value", [(0.1, 0.0), (0.1, -1.0), (float("nan"), 1.0), (0.1,), "ab"])
+def test_binary_linear_rejects_bad_input_normalization(value):
+    with pytest.raises(BnnRobustError, match="input_normalization"):
+        BinaryLinear(6, 3, input_normalization=value)
+
+
 def test_binary_conv_forward():
     torch.manual_seed(0)
     layer = BinaryConv2d(2, 4, 3, stride=2, padding=1)

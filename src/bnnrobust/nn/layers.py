@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnnrobust.errors import BnnRobustError
 from bnnrobust.nn.binarize import _check_rule, sign_ste, stochastic_binarize
 
 
@@ -179,7 +180,7 @@ class BinaryLinear(_BinaryLayer, nn.Linear):
         self._setup(in_features, binarize_input=binarize_input, input_dims=1,
                     stochastic=stochastic, xnor=xnor, ste=ste, init_std=init_std)
         self.input_normalization = None if input_normalization is None else \
-            (float(input_normalization[0]), float(input_normalization[1]))
+            _check_normalization(input_normalization)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         weight = self.effective_weight()
@@ -188,6 +189,19 @@ class BinaryLinear(_BinaryLayer, nn.Linear):
         mean, std = self.input_normalization
         out = (F.linear(self._prepare_input(x), weight) - mean * weight.sum(1)) / std
         return out if self.bias is None else out + self.bias
+
+
+def _check_normalization(value: tuple[float, float]) -> tuple[float, float]:
+    """``(mean, std)`` as floats, both finite and ``std > 0``, or a clear error."""
+    try:
+        mean, std = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise BnnRobustError(f"input_normalization must be a pair (mean, std) of numbers; got "
+                             f"{value!r}.") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise BnnRobustError(f"input_normalization = ({mean}, {std}): expected a finite mean "
+                             "and a finite std > 0.")
+    return mean, std
 
 
 def binary_layers(model: nn.Module) -> list[_BinaryLayer]:
