@@ -132,3 +132,83 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code or 0
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------- generated ILSVRC2012 archives
+import io  # noqa: E402
+import tarfile  # noqa: E402
+
+#: leaf synsets of the generated devkit, listed by ILSVRC2012 id (deliberately not sorted)
+FAKE_WNIDS = ("n01484850", "n01440764", "n01443537")
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def class_jpeg(label: int, *, seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
+    """A JPEG whose colour encodes the class: channel ``label % 3`` bright, plus noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 70, size=(size[1], size[0], 3)).astype(np.uint8)
+    pixels[..., label % 3] += 180
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def make_imagenet(root: Path, *, per_class: int = 3, n_val: int = 6) -> DatasetSpec:
+    """Write the three ILSVRC2012 files (train tar of class tars, val tar, devkit with meta.mat
+    and the ground truth) for the classes of FAKE_WNIDS under root/imagenet; return the
+    matching DatasetSpec. Validation image k (1-based) has leaf id ``(k - 1) % 3 + 1``."""
+    from scipy.io import savemat
+
+    folder = root / "imagenet"
+    folder.mkdir(parents=True, exist_ok=True)
+    sorted_wnids = sorted(FAKE_WNIDS)
+    train = folder / "ILSVRC2012_img_train.tar"
+    with tarfile.open(train, "w") as outer:
+        for c, wnid in enumerate(FAKE_WNIDS):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for i in range(per_class):
+                    label = sorted_wnids.index(wnid)
+                    _tar_add(tar, f"{wnid}_{i}.JPEG",
+                             class_jpeg(label, seed=100 * c + i, size=(48 + 8 * i, 40)))
+            _tar_add(outer, f"{wnid}.tar", inner.getvalue())
+    val = folder / "ILSVRC2012_img_val.tar"
+    truth = [(k - 1) % 3 + 1 for k in range(1, n_val + 1)]
+    with tarfile.open(val, "w") as tar:
+        for k in reversed(range(1, n_val + 1)):  # out of order, as an archive may be
+            label = sorted_wnids.index(FAKE_WNIDS[truth[k - 1] - 1])
+            _tar_add(tar, f"ILSVRC2012_val_{k:08d}.JPEG",
+                     class_jpeg(label, seed=1000 + k, size=(40, 52)))
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+    synsets = np.zeros((len(FAKE_WNIDS) + 1, 1), dtype=fields)
+    for i, wnid in enumerate(FAKE_WNIDS):
+        synsets[i, 0] = (i + 1, wnid, wnid, 0)
+    synsets[len(FAKE_WNIDS), 0] = (len(FAKE_WNIDS) + 1, "n00001740", "entity", 3)
+    meta = io.BytesIO()
+    savemat(meta, {"synsets": synsets})
+    devkit = folder / "ILSVRC2012_devkit_t12.tar.gz"
+    with tarfile.open(devkit, "w:gz") as tar:
+        _tar_add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
+        _tar_add(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
+                 "".join(f"{t}\n" for t in truth).encode())
+    kit = FileSpec(devkit.name, md5_of(devkit))
+    return DatasetSpec(name="imagenet", format="ilsvrc", shape=(3, 224, 224), num_classes=1000,
+                       splits={"train": (FileSpec(train.name, md5_of(train)), kit),
+                               "test": (FileSpec(val.name, md5_of(val)), kit)},
+                       mirrors=())
+
+
+@pytest.fixture
+def fake_imagenet(tmp_path, monkeypatch) -> Path:
+    """Generated ILSVRC2012 archives registered as 'imagenet' (md5s match); returns the root."""
+    root = tmp_path / "data"
+    monkeypatch.setitem(REGISTRY, "imagenet", make_imagenet(root))
+    monkeypatch.setenv("BNNROBUST_DATA", str(root))
+    return root

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from bnnrobust.data.download import VerifiedFiles, fetch
+from bnnrobust.data.imagenet import ArchiveImages, archive_index
 from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
-from bnnrobust.data.registry import REGISTRY, SPLITS, DatasetSpec, FileSpec
+from bnnrobust.data.registry import REGISTRY, SPLITS, STREAMED, DatasetSpec, FileSpec
 from bnnrobust.data.synthetic import GENERATED
 from bnnrobust.errors import DatasetError
 from bnnrobust.files import atomic_write, cache_root
@@ -71,6 +72,9 @@ def _ensure(spec: DatasetSpec, folder: Path, files: tuple[FileSpec, ...], *, dow
             verified: VerifiedFiles) -> list[Path]:
     """Make sure ``files`` are in ``folder`` and verified; download missing ones if allowed."""
     missing = [f for f in files if not (folder / f.name).exists()]
+    if missing and not spec.mirrors:
+        raise _missing_error(spec, folder, missing, "the files are not present (they cannot be "
+                                                    "downloaded automatically).")
     if missing and not download:
         raise _missing_error(spec, folder, missing, "download=False and the files are not present.")
     failures: list[str] = []
@@ -173,8 +177,10 @@ def load_arrays(name: str, split: str = "train", *, root: str | Path | None = No
                 download: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The raw dataset: ``(uint8 images N×C×H×W, int64 labels N)``. See :func:`load`."""
     spec = get_spec(name)
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r} for {name!r}; expected 'train' or 'test'.")
+    _check_split(name, split)
+    if name in STREAMED:
+        raise DatasetError(f"dataset {name!r} is too large to load as arrays; it is read as a "
+                           "stream of images: use bnnrobust.data.images(...).")
     folder = data_root(root) / spec.name
     verified = VerifiedFiles(cache_root())
     if spec.format == "idx":
@@ -183,6 +189,33 @@ def load_arrays(name: str, split: str = "train", *, root: str | Path | None = No
     else:
         kind, paths = _cifar_sources(spec, folder, split, download=download, verified=verified)
     return _decoded_cache(spec, split, kind, paths)
+
+
+def _check_split(name: str, split: str) -> None:
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r} for {name!r}; expected 'train' or 'test'.")
+
+
+def images(name: str, split: str = "train", *, size: int, train: bool,
+           root: str | Path | None = None, limit: int | None = None,
+           seed: int = 0) -> ArchiveImages:
+    """A streamed split (ImageNet) as a map-style dataset of ``(3×size×size image in [0, 1],
+    label)``: the md5-checked original archives, indexed once (see
+    :mod:`bnnrobust.data.imagenet`). ``train``: random crops and flips (training), else centre
+    crops (evaluation). ``limit``: a seeded random subset for training, the first images for
+    evaluation. Nothing is downloaded (ImageNet needs a login)."""
+    spec = get_spec(name)
+    _check_split(name, split)
+    if name not in STREAMED:
+        raise DatasetError(f"dataset {name!r} is loaded as arrays: use bnnrobust.data.load(...).")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"limit must be a positive integer or None, got {limit!r}.")
+    files = spec.splits[split]
+    verified = VerifiedFiles(cache_root())
+    archive, devkit = _ensure(spec, data_root(root) / spec.name, files, download=False,
+                              verified=verified)
+    index = archive_index(split, archive, devkit, md5s=tuple(f.md5 for f in files))
+    return ArchiveImages(index, size=size, train=train, limit=limit, seed=seed)
 
 
 def load(name: str, split: str = "train", *, root: str | Path | None = None,
@@ -200,9 +233,7 @@ def load(name: str, split: str = "train", *, root: str | Path | None = None,
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise DatasetError(f"limit must be a positive integer or None, got {limit!r}.")
     if name in GENERATED:
-        if split not in SPLITS:
-            raise DatasetError(f"unknown split {split!r} for {name!r}; expected 'train' or "
-                               "'test'.")
+        _check_split(name, split)
         x, y = GENERATED[name]()
         return (x, y) if limit is None else (x[:limit], y[:limit])
     images, labels = load_arrays(name, split, root=root, download=download)
@@ -226,7 +257,7 @@ def status(name: str, *, root: str | Path | None = None, verify: bool = True) ->
     """Whether a dataset's files are present and (with ``verify``) match their md5."""
     spec = get_spec(name)
     folder = data_root(root) / spec.name
-    candidates = [folder / f.name for f in spec.files() if spec.format == "idx"]
+    candidates = [folder / f.name for f in spec.files() if spec.format in ("idx", "ilsvrc")]
     if spec.format == "cifar":
         py = [folder / spec.archive_folder / f.name for f in spec.files()]
         candidates = py if all(p.exists() for p in py) else [folder / spec.archive.name]

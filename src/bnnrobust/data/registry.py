@@ -24,7 +24,8 @@ class DatasetSpec:
     """A dataset: its registry name, file format, files per split and mirrors to fetch them from.
 
     ``format`` is ``"idx"`` (MNIST-style gzipped IDX files, one image and one label file per
-    split) or ``"cifar"`` (CIFAR python batches, shipped in ``archive``).
+    split), ``"cifar"`` (CIFAR python batches, shipped in ``archive``) or ``"ilsvrc"`` (the
+    ImageNet archives, streamed by :mod:`bnnrobust.data.imagenet`, never loaded whole).
     """
 
     name: str
@@ -134,8 +135,29 @@ CIFAR100 = DatasetSpec(
     homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
 )
 
+_DEVKIT = FileSpec("ILSVRC2012_devkit_t12.tar.gz", "fa75699e90414af021442c21a62c3abf")
+
+IMAGENET = DatasetSpec(
+    name="imagenet",
+    format="ilsvrc",
+    shape=(3, 224, 224),
+    num_classes=1000,
+    splits={
+        "train": (FileSpec("ILSVRC2012_img_train.tar", "1d675b47d978889d74fa0da5fadfb00e"),
+                  _DEVKIT),
+        "test": (FileSpec("ILSVRC2012_img_val.tar", "29b22e2961454d5413ddabcf34fc5622"),
+                 _DEVKIT),
+    },
+    mirrors=(),
+    homepage="https://image-net.org/download (a login is needed; files cannot be fetched "
+             "for you)",
+)
+
 REGISTRY: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100)
+    spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100, IMAGENET)
 }
+
+#: data sets read as a stream of images (map-style torch datasets), never as whole arrays
+STREAMED = frozenset(n for n, s in REGISTRY.items() if s.format == "ilsvrc")
 
 SPLITS = ("train", "test")
