@@ -83,7 +83,7 @@ def test_datasets_and_models(monkeypatch, capsys, fake_mnist):
     (["train", "resnet"], "unknown model 'resnet'"),
     (["train", "fc-bnn", "--param", "width"], "--param expects key=value"),
     (["train", "fc-bnn", "--param", "wdth=3"], "valid parameters: depth"),
-    (["train", "fc-bnn", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "fc-bnn", "--dataset", "svhn"], "unknown dataset 'svhn'"),
     (["train", "fc-bnn", "--epochs", "0"], "epochs must be a positive integer"),
     (["train", "fc-bnn", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval", "/nonexistent.pt"], "does not exist"),

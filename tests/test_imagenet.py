@@ -166,3 +166,64 @@ def test_a_devkit_without_its_tables_and_a_corrupt_jpeg_are_clear_errors(tmp_pat
         imagenet.devkit_labels(kit)
     with pytest.raises(DatasetError, match="not a readable image"):
         imagenet._decode(b"not a jpeg", "somewhere")
+
+
+def _figure8_small(tmp_path) -> Path:
+    """panda2019/figure8 with a quick profile that fits the generated archives, 2-bit inputs
+    only and no PGD column."""
+    from tests.test_experiments import EXPERIMENTS
+
+    text = (EXPERIMENTS / "panda2019" / "figure8.toml").read_text(encoding="utf-8")
+    start = text.index("[profiles.quick]")
+    end = text.index("[[models]]")
+    text = text[:start] + ('[profiles.quick]\nepochs = 2\ntrain_limit = 9\ntest_points = 6\n'
+                           'seeds = [0]\nchunk = 3\ngrid = { B = [2] }\n\n') + text[end:]
+    pgd = text.index('[[attacks]]\nlabel = "PGD-40-BPDA')
+    text = text[:pgd] + text[text.index("[figure]"):]
+    path = tmp_path / "specs" / "panda2019" / "figure8.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_figure8_runs_end_to_end_on_generated_archives(tmp_path, fake_imagenet):
+    """The runner trains the XNOR and full-precision ImageNet AlexNets on the streamed archive
+    and measures top-5 accuracy on the streamed validation crops; the stored clean top-5 is
+    what the trained model computes on those crops."""
+    from bnnrobust.experiments import LocalExecutor
+    from bnnrobust.experiments.measures.base import train_request, trained_model
+    from bnnrobust.experiments.parse import load as load_spec
+    from bnnrobust.experiments.runner import reproduce
+    from bnnrobust.experiments.store import ResultStore
+    from bnnrobust.report import report
+    from tests.test_experiments import table_values
+
+    spec = load_spec(_figure8_small(tmp_path))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        summary = reproduce(spec, profile="quick", store=store, executor=LocalExecutor(),
+                            progress=False)
+        assert summary.missing is None and summary.computed == summary.planned > 0
+        report([spec], profile="quick", store=store, out=tmp_path / "report")
+    rows = table_values(tmp_path / "report")["panda2019/figure8"][0]
+    profile = spec.profile("quick")
+    x, y = images("imagenet", "test", size=227, train=False).batch(0, 6)
+    for plan in spec.model_plans("quick"):
+        model = trained_model(train_request(plan, profile, "imagenet", 0), device="cpu",
+                              data_root=None, cache_dir=None).model.eval()
+        with torch.no_grad():
+            top5 = (model(x).topk(5, 1).indices == y[:, None]).any(1).float().mean().item()
+        cell = rows[plan.label]["clean top-5"]
+        assert cell["values"] == [pytest.approx(100 * top5)]
+
+
+def test_figure8_names_the_three_files_when_they_are_absent(tmp_path, monkeypatch):
+    from bnnrobust.experiments.parse import load as load_spec
+    from bnnrobust.experiments.runner import missing_data
+    from tests.test_experiments import EXPERIMENTS
+
+    spec = load_spec(EXPERIMENTS / "panda2019" / "figure8.toml")
+    line = missing_data(spec, data_root=str(tmp_path))
+    assert "\n" not in line
+    for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar",
+                 "ILSVRC2012_devkit_t12.tar.gz"):
+        assert name in line

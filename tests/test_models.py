@@ -22,6 +22,8 @@ CASES = [
     ("fcn", {"arch": "fcn2", "precision": "full", "width": 32}, (1, 28, 28), 10),
     ("alexnet-cifar", {"fc_width": 64}, (3, 32, 32), 10),
     ("alexnet-cifar", {"fc_width": 64, "precision": "full", "num_classes": 100}, (3, 32, 32), 100),
+    ("alexnet-imagenet", {}, (3, 227, 227), 1000),
+    ("alexnet-imagenet", {"precision": "full", "num_classes": 10}, (3, 227, 227), 10),
     ("resnet20", {"width": 4}, (3, 32, 32), 100),
     ("resnet20", {"width": 4, "precision": "full", "num_classes": 10}, (3, 32, 32), 10),
     ("toy-mlp", {"hidden": 4, "quantized": True}, (2,), 1),
@@ -98,7 +100,8 @@ def test_cli_strings_are_coerced():
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [
-    ("resnet-20", {}, "available models: alexnet-cifar, fc-bnn, fcn, galloway-cnn, mlp, resnet20"),
+    ("resnet-20", {}, "available models: alexnet-cifar, alexnet-imagenet, fc-bnn, fcn, "
+                   "galloway-cnn, mlp, resnet20"),
     ("galloway-cnn", {"filters": 64}, "valid parameters: channels, input_bits, num_classes, "
                                       "precision, size, width"),
     ("galloway-cnn", {"precision": "ternary"}, "valid values: full, binary, scaled, stochastic"),
@@ -137,3 +140,38 @@ def test_panda_binary_fcn_is_binarynet_mnist_with_four_hidden_layers():
             m.bias.fill_(3.0)
     clip_latent_weights(model)
     assert all(m.weight.abs().max() <= 1 and m.bias.abs().max() <= 1 for m in binary)
+
+
+def test_imagenet_alexnet_is_the_xnor_net_reference_layout():
+    from bnnrobust.nn import BinaryActivation, BinaryConv2d, BinaryLinear, binary_layers
+
+    torch.manual_seed(0)
+    xnor = build("alexnet-imagenet")
+    layers = binary_layers(xnor)
+    assert [type(m) for m in layers] == [BinaryConv2d] * 4 + [BinaryLinear] * 2
+    assert [m.weight.shape[0] for m in layers] == [256, 384, 384, 256, 4096, 4096]
+    assert all(m.xnor and m.bias is not None for m in layers)
+    convs = [m for m in xnor.modules() if type(m) is torch.nn.Conv2d]
+    assert [tuple(c.weight.shape) for c in convs] == [(96, 3, 11, 11)]  # full-precision first
+    assert type(xnor.body[-1]) is torch.nn.Linear and xnor.body[-1].weight.shape == (1000, 4096)
+    acts = [m for m in xnor.modules() if isinstance(m, BinaryActivation)]
+    assert len(acts) == 6 and all(a.bn.eps == 1e-4 for a in acts)
+    # the forward weights are ±α per output channel, α the channel's mean |W|
+    w = layers[0].weight
+    alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.equal(layers[0].effective_weight(), torch.where(w >= 0, 1.0, -1.0) * alpha)
+    full = build("alexnet-imagenet", precision="full")
+    assert binary_layers(full) == [] and not any(isinstance(m, BinaryActivation)
+                                                 for m in full.modules())
+    assert sum(p.numel() for p in full.parameters()) == sum(p.numel() for p in xnor.parameters())
+
+
+def test_imagenet_alexnet_normalizes_inside_at_the_pixel_scale():
+    from bnnrobust.nn import Normalize
+
+    model = build("alexnet-imagenet")
+    norm = model.body[0]
+    assert isinstance(norm, Normalize)
+    x = torch.full((1, 3, 2, 2), 0.5)
+    out = norm(x)
+    assert torch.allclose(out[0, :, 0, 0], (0.5 - torch.tensor([0.485, 0.456, 0.406])) * 255)

@@ -142,3 +142,87 @@ def test_fit_applies_the_schedule_and_refuses_an_unknown_one(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(TrainingError, match="unknown learning-rate schedule 'cosine'"):
         loop.fit(model, (x, y), epochs=1, schedule="cosine", progress=False)
+
+
+def test_reference_schedules_cut_the_rate_where_the_cited_code_does():
+    from bnnrobust.train.loop import schedule_factor
+
+    def rates(name, lr, epochs):
+        out = []
+        for e in range(1, epochs + 1):
+            lr *= schedule_factor(name, e)
+            out.append(lr)
+        return out
+
+    alex = rates("binarynet-alexnet", 5e-3, 45)  # regime {0: 5e-3, 20: 1e-3, 30: 5e-4, ...}
+    for epoch0, lr in ((0, 5e-3), (19, 5e-3), (20, 1e-3), (30, 5e-4), (35, 1e-4), (40, 1e-5)):
+        assert alex[epoch0] == pytest.approx(lr)
+    xnor = rates("xnor-imagenet", 1e-3, 60)  # lr · 0.1 ** (epoch // 25), epochs from 0
+    assert all(xnor[e] == pytest.approx(1e-3 * 0.1 ** (e // 25)) for e in range(60))
+    step = rates("step30", 0.01, 90)
+    assert all(step[e] == pytest.approx(0.01 * 0.1 ** (e // 30)) for e in range(90))
+
+
+def test_center_xnor_weights_centres_over_input_channels_and_clamps():
+    from bnnrobust.nn import BinaryConv2d, center_xnor_weights
+
+    layer = BinaryConv2d(3, 2, 3, xnor=True, init_std=None)
+    plain = BinaryConv2d(3, 2, 3, init_std=None)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(2, 3, 3, 3) * 2)
+        plain.weight.copy_(layer.weight)
+    before = layer.weight.detach().clone()
+    center_xnor_weights(torch.nn.Sequential(layer, plain))
+    want = (before - before.mean(dim=1, keepdim=True)).clamp(-1, 1)
+    assert torch.equal(layer.weight.detach(), want)
+    assert torch.equal(plain.weight.detach(), before)  # only XNOR layers
+
+
+def test_weight_decay_spares_the_latent_weights_of_binary_layers():
+    from bnnrobust.train.loop import _optimizer
+
+    model = build("fc-bnn", width=8)
+    opt = _optimizer(model, optimizer="adam", lr=1e-3, weight_decay=1e-5)
+    latent = {id(m.weight) for m in model.modules() if hasattr(m, "binary_weight")}
+    for group in opt.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert group["weight_decay"] == (0.0 if ids <= latent else 1e-5)
+        assert ids <= latent or not ids & latent
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_crop_flip_pads_crops_and_flips_by_the_generator():
+    from bnnrobust.train.loop import crop_flip
+
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6) + 1
+    a = crop_flip(x, torch.Generator().manual_seed(3), pad=2)
+    b = crop_flip(x, torch.Generator().manual_seed(3), pad=2)
+    assert a.shape == x.shape and torch.equal(a, b)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):  # each output is one window of the padded image, maybe mirrored
+        windows = [padded[i, :, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(-1)) for w in windows)
+
+
+def test_fit_trains_on_a_streamed_dataset(fake_imagenet):
+    from bnnrobust.data import images
+    from bnnrobust.train import fit
+
+    torch.manual_seed(0)
+    model = build("alexnet-imagenet", num_classes=3)
+    train = images("imagenet", "train", size=227, train=True)
+    test = images("imagenet", "test", size=227, train=False)
+    history = fit(model, train, test, epochs=1, batch_size=4, progress=False, center_weights=True,
+                  weight_decay=1e-5)
+    assert len(history.epochs) == 1 and 0.0 <= history.final_test_accuracy <= 1.0
+    assert all(m.weight.abs().max() <= 1 for m in model.modules() if getattr(m, "xnor", False))
+
+
+def test_fit_refuses_bad_new_options():
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    model = build("fc-bnn", width=8)
+    for kwargs, message in (({"weight_decay": -1.0}, "weight_decay must be"),
+                            ({"workers": -1}, "workers must be"),
+                            ({"augment": "mixup"}, "unknown augmentation 'mixup'")):
+        with pytest.raises(TrainingError, match=message):
+            fit(model, (x, y), epochs=1, progress=False, **kwargs)

@@ -69,9 +69,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 #: datasets a spec may name without a reader here: such a spec reports what it needs
-UNSUPPORTED_DATASETS = {"imagenet": "ImageNet ILSVRC2012 (ILSVRC2012_img_train.tar, "
-                                    "ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz); "
-                                    "bnnrobust has no ImageNet reader yet"}
 TOP_KEYS = {"title": str, "paper": str, "dataset": str, "measure": str, "notes": str,
             "profiles": dict, "models": list, "attacks": list, "reference": list,
             "figure": dict}
@@ -83,7 +80,8 @@ ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
                     "alpha": float, "label": str, "loss_label": str, "crafting_bn": str,
                     "sigma": str}
 TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool,
-                 "epochs": int, "schedule": str}
+                 "epochs": int, "schedule": str, "weight_decay": float, "center_weights": bool,
+                 "augment": str}
 ATTACK_KEYS = {"label": str, "attack": str, "params": dict, "options": dict, "adaptive": bool,
                "metric": str, "note": str, "only": list}
 REFERENCE_KEYS = {"model": str, "attack": str, "value": float, "pm": float, "printed": str,
@@ -109,7 +107,7 @@ def load(path: Path | str) -> Spec:
     _keys(path, "", data, TOP_KEYS, required=("title", "paper", "dataset", "measure",
                                               "profiles", "models"))
     _choice(path, "paper", data["paper"], PAPERS)
-    _choice(path, "dataset", data["dataset"], (*REGISTRY, *GENERATED, *UNSUPPORTED_DATASETS))
+    _choice(path, "dataset", data["dataset"], (*REGISTRY, *GENERATED))
     try:
         measure = measure_named(data["measure"], where=f"{path}: measure")
     except BnnRobustError as exc:

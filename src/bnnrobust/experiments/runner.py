@@ -27,7 +27,6 @@ from bnnrobust.data import data_root as resolve_root
 from bnnrobust.experiments.executors import Executor, run
 from bnnrobust.experiments.measures import Computed, Task, execute, measure_named
 from bnnrobust.experiments.measures.base import trained_model
-from bnnrobust.experiments.parse import UNSUPPORTED_DATASETS
 from bnnrobust.experiments.spec import Spec, SpecError
 from bnnrobust.experiments.store import ResultStore
 
@@ -73,8 +72,6 @@ def missing_data(spec: Spec, *, data_root: str | Path | None = None) -> str | No
     """One line naming what the spec needs when its dataset is not here, else None."""
     if spec.dataset in GENERATED:
         return None
-    if spec.dataset in UNSUPPORTED_DATASETS:
-        return f"{spec.name}: needs {UNSUPPORTED_DATASETS[spec.dataset]}."
     state = status(spec.dataset, root=data_root, verify=False)
     if state.state != "missing":
         return None

@@ -58,14 +58,21 @@ class BinaryActivation(nn.Module):
 
 class Normalize(nn.Module):
     """``(x − mean) / std`` inside the model, so that attacks keep seeing [0, 1] inputs (e.g.
-    BinaryNet.pytorch's MNIST normalization, mean 0.1307, std 0.3081)."""
+    BinaryNet.pytorch's MNIST normalization, mean 0.1307, std 0.3081). ``mean`` and ``std`` are
+    numbers, or one number per channel of an N×C×H×W input (e.g. ImageNet's RGB means)."""
 
-    def __init__(self, mean: float, std: float) -> None:
+    def __init__(self, mean: float | tuple[float, ...], std: float | tuple[float, ...]) -> None:
         super().__init__()
-        self.mean, self.std = float(mean), float(std)
+        self.mean = tuple(map(float, mean)) if isinstance(mean, tuple | list) else float(mean)
+        self.std = tuple(map(float, std)) if isinstance(std, tuple | list) else float(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return (x - self.mean) / self.std
+        if isinstance(self.mean, float) and isinstance(self.std, float):
+            return (x - self.mean) / self.std
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).reshape(shape)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).reshape(shape)
+        return (x - mean) / std
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"mean={self.mean}, std={self.std}"
@@ -255,3 +262,13 @@ def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
         layer.weight.clamp_(-bound, bound)
         if layer.bias is not None:
             layer.bias.clamp_(-bound, bound)
+
+
+@torch.no_grad()
+def center_xnor_weights(model: nn.Module) -> None:
+    """Centre and clamp the latent weights of every XNOR layer: subtract their mean over the
+    input channels (dimension 1), then clamp to [-1, 1] (XNOR-Net-PyTorch's
+    ``meancenterConvParams`` and ``clampConvParams``, run before each forward pass)."""
+    for layer in binary_layers(model):
+        if layer.xnor:
+            layer.weight.sub_(layer.weight.mean(dim=1, keepdim=True)).clamp_(-1.0, 1.0)

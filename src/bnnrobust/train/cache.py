@@ -2,17 +2,19 @@
 
 The key is a hash of everything that determines the trained weights: the model family and all
 its parameters, the dataset and how much of it, epochs, batch size, learning rate, optimizer,
-seed, weight clipping, the batch hook's configuration (e.g. adversarial training) and a
-fingerprint of the training code (:func:`training_code`: the source of the training loop, the
-models, the layers, the data readers and adversarial training). Files live in
-``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default ``~/.cache/bnnrobust``). The device is
-not part of the key: a GPU run and a CPU run of the same request share one entry.
+seed, weight clipping and centring, weight decay, augmentation, the batch hook's configuration
+(e.g. adversarial training) and a fingerprint of the training code (:func:`training_code`:
+the source of the training loop, the models, the layers, the data readers and adversarial
+training). Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default
+``~/.cache/bnnrobust``). The device is not part of the key: a GPU run and a CPU run of the
+same request share one entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import torch
 from rich.console import Console
 
 from bnnrobust.code import closure, fingerprint
-from bnnrobust.data import load
+from bnnrobust.data import STREAMED, images, load
 from bnnrobust.device import global_seed
 from bnnrobust.errors import CheckpointError, TrainingError
 from bnnrobust.files import cache_root
@@ -58,6 +60,9 @@ class TrainRequest:
     train_limit: int | None = None
     hook: dict[str, Any] | None = None
     schedule: str = "constant"
+    weight_decay: float = 0.0
+    center_weights: bool = False
+    augment: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, with the model parameters resolved (defaults filled in)."""
@@ -87,13 +92,27 @@ def checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) if cache_dir is not None else cache_root() / "checkpoints"
 
 
+def _data(request: TrainRequest, model: ZooModel, data_root: str | Path | None):
+    """The training and test data of ``request``: tensors, or for a streamed data set
+    (ImageNet) datasets of crops the model's size (random crops and flips for training)."""
+    if request.dataset not in STREAMED:
+        return (load(request.dataset, "train", root=data_root, limit=request.train_limit),
+                load(request.dataset, "test", root=data_root))
+    size = model.input_shape[-1]
+    return (images(request.dataset, "train", size=size, train=True, root=data_root,
+                   limit=request.train_limit, seed=request.seed),
+            images(request.dataset, "test", size=size, train=False, root=data_root))
+
+
 def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
                  device: str | torch.device = "auto", cache_dir: str | Path | None = None,
                  data_root: str | Path | None = None, progress: bool = True,
-                 console: Console | None = None) -> CachedModel:
+                 console: Console | None = None, workers: int | None = None) -> CachedModel:
     """Return the model ``request`` describes: from the cache, or trained and then cached.
 
     ``batch_hook`` must match ``request.hook`` (its ``config()``), so that the key describes it.
+    ``workers``: DataLoader processes for a streamed data set (default: the CPU count less
+    one, at most 8; not part of the key, it does not change the weights' distribution).
     """
     hook_config = batch_hook.config() if batch_hook is not None else None
     if hook_config != request.hook:
@@ -109,13 +128,15 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
             (console or Console(stderr=True)).print(f"[yellow]ignoring damaged cache entry: {exc}")
     with global_seed(request.seed):
         model = build(request.model, **request.params)
-    train = load(request.dataset, "train", root=data_root, limit=request.train_limit)
-    test = load(request.dataset, "test", root=data_root)
+    train, test = _data(request, model, data_root)
+    if workers is None:
+        workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if request.dataset in STREAMED else 0
     history = fit(model, train, test, epochs=request.epochs, batch_size=request.batch_size,
                   lr=request.lr, seed=request.seed, device=device, optimizer=request.optimizer,
-                  clip_weights=request.clip_weights, batch_hook=batch_hook,
-                  schedule=request.schedule, progress=progress,
-                  console=console)
+                  clip_weights=request.clip_weights, center_weights=request.center_weights,
+                  weight_decay=request.weight_decay, augment=request.augment,
+                  batch_hook=batch_hook, schedule=request.schedule, workers=workers,
+                  progress=progress, console=console)
     metrics = history.as_dict()
     save(model, path, train_config=request.as_dict(), metrics=metrics)
     return CachedModel(model, path, False, metrics)

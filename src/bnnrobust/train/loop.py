@@ -9,6 +9,7 @@ clean batch alone; adversarial training returns the clean and the adversarial ba
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -17,13 +18,18 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from bnnrobust.device import global_seed, resolve_device
 from bnnrobust.errors import TrainingError
-from bnnrobust.nn import clip_latent_weights, seed_stochastic
-from bnnrobust.train.metrics import accuracy, check_input_shape, correct
+from bnnrobust.nn import binary_layers, center_xnor_weights, clip_latent_weights, seed_stochastic
+from bnnrobust.train.metrics import accuracy, check_input_shape, correct, dataset_accuracy
 
 OPTIMIZERS = ("adam", "sgd")
+#: training-time augmentation of tensor data: none, or BinaryNet.pytorch's CIFAR
+#: ``pad_random_crop`` (4 zero pixels of padding, a random crop of the original size, a random
+#: horizontal flip). Streamed data sets (ImageNet) crop and flip in their reader.
+AUGMENTATIONS = ("none", "crop-flip")
 
 
 class BatchHook(Protocol):
@@ -72,26 +78,43 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y)
 
 
-#: learning-rate schedules: name -> (1-based epoch -> factor applied at its start)
-SCHEDULES = ("constant", "binarynet-mnist")
+#: learning-rate schedules (see :func:`schedule_factor`)
+SCHEDULES = ("constant", "binarynet-mnist", "binarynet-alexnet", "xnor-imagenet", "step30")
+
+#: BinaryNet.pytorch ``models/alexnet_binary.py`` regime (0-based epoch: lr): 0: 5e-3, 20: 1e-3,
+#: 30: 5e-4, 35: 1e-4, 40: 1e-5, as factors at the start of each 1-based epoch
+_BINARYNET_ALEXNET = {21: 1e-3 / 5e-3, 31: 5e-4 / 1e-3, 36: 1e-4 / 5e-4, 41: 1e-5 / 1e-4}
 
 
 def schedule_factor(schedule: str, epoch: int) -> float:
     """The factor the learning rate is multiplied by at the start of (1-based) ``epoch``.
 
-    ``"constant"``: 1. ``"binarynet-mnist"``: BinaryNet.pytorch's ``main_mnist.py``, ×0.1 at
-    epochs 40, 80, ... (its ``if epoch % 40 == 0``). The script applies that line inside its
-    batch loop, so the rate is cut at every batch of epoch 40 and underflows to zero within
-    a few hundred steps (the weights then stop changing); the repository's fix (commit
-    48e46fd) adds the per-epoch line. We apply it once per epoch, the evident intent.
+    - ``"constant"``: 1.
+    - ``"binarynet-mnist"``: BinaryNet.pytorch's ``main_mnist.py``, ×0.1 at epochs 40, 80, ...
+      (its ``if epoch % 40 == 0``). The script applies that line inside its batch loop, so the
+      rate is cut at every batch of epoch 40 and underflows to zero within a few hundred steps
+      (the weights then stop changing); the repository's fix (commit 48e46fd) adds the
+      per-epoch line. We apply it once per epoch, the evident intent.
+    - ``"binarynet-alexnet"``: the regime of BinaryNet.pytorch's ``alexnet_binary.py`` (Adam
+      5e-3, then 1e-3, 5e-4, 1e-4, 1e-5 from its epochs 20, 30, 35, 40, counted from 0).
+    - ``"xnor-imagenet"``: XNOR-Net-PyTorch's ImageNet ``main.py``, ×0.1 every 25 epochs
+      (``lr · 0.1 ** (epoch // 25)``, epochs counted from 0).
+    - ``"step30"``: ×0.1 every 30 epochs (the PyTorch ImageNet example's AlexNet recipe).
     """
     if schedule == "binarynet-mnist" and epoch % 40 == 0:
+        return 0.1
+    if schedule == "binarynet-alexnet":
+        return _BINARYNET_ALEXNET.get(epoch, 1.0)
+    if schedule == "xnor-imagenet" and epoch > 1 and (epoch - 1) % 25 == 0:
+        return 0.1
+    if schedule == "step30" and epoch > 1 and (epoch - 1) % 30 == 0:
         return 0.1
     return 1.0
 
 
 def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
-                   schedule: str = "constant") -> None:
+                   schedule: str = "constant", weight_decay: float = 0.0,
+                   workers: int = 0, augment: str = "none") -> None:
     if schedule not in SCHEDULES:
         raise TrainingError(f"unknown learning-rate schedule {schedule!r}; expected one of "
                             f"{', '.join(SCHEDULES)}.")
@@ -104,54 +127,136 @@ def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
     if optimizer not in OPTIMIZERS:
         raise TrainingError(f"unknown optimizer {optimizer!r}; expected one of "
                             f"{', '.join(OPTIMIZERS)}.")
+    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
+        raise TrainingError(f"weight_decay must be a number >= 0, got {weight_decay!r}.")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise TrainingError(f"workers must be an integer >= 0, got {workers!r}.")
+    if augment not in AUGMENTATIONS:
+        raise TrainingError(f"unknown augmentation {augment!r}; expected one of "
+                            f"{', '.join(AUGMENTATIONS)}.")
 
 
-def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
-        test: tuple[torch.Tensor, torch.Tensor] | None = None, *, epochs: int,
+def crop_flip(x: torch.Tensor, gen: torch.Generator, *, pad: int = 4) -> torch.Tensor:
+    """Each N×C×H×W image zero-padded by ``pad``, cropped back to H×W at a random offset and
+    flipped left-right with probability 1/2 (offsets and flips drawn from ``gen``)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    cols = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    out = torch.stack([padded[i, :, r:r + h, c:c + w]
+                       for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True))])
+    out[flips] = out[flips].flip(-1)
+    return out
+
+
+#: training or test data: ``(x, y)`` tensors, or a map-style dataset of ``(image, label)`` (a
+#: streamed split such as ImageNet's, read by a DataLoader)
+Data = tuple[torch.Tensor, torch.Tensor] | Dataset
+
+
+def _size(data: Data) -> int:
+    if isinstance(data, tuple):
+        if len(data[0]) != len(data[1]):
+            raise TrainingError(f"training set has {len(data[0])} inputs and {len(data[1])} "
+                                "labels; expected the same, non-zero number.")
+        return len(data[0])
+    return len(data)
+
+
+def _first_batch(data: Data) -> torch.Tensor:
+    return data[0][:1] if isinstance(data, tuple) else data[0][0][None]
+
+
+def _batches(data: Data, batch_size: int, gen: torch.Generator, workers: int
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled batches (tensors: indexed by a seeded permutation; a dataset: a
+    DataLoader whose sampler and workers' seeds come from ``gen``)."""
+    if isinstance(data, tuple):
+        x, y = data
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            yield x[idx], y[idx]
+        return
+    yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen,
+                          num_workers=workers, persistent_workers=False)
+
+
+def _optimizer(model: nn.Module, *, optimizer: str, lr: float,
+               weight_decay: float) -> torch.optim.Optimizer:
+    """Adam or SGD (momentum 0.9). Weight decay spares the latent weights of binary layers (the
+    XNOR-Net code scales their gradients by 1e9, which makes its decay vanish there)."""
+    latent = {id(layer.weight) for layer in binary_layers(model)}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in latent],
+               "weight_decay": weight_decay},
+              {"params": [p for p in model.parameters() if id(p) in latent],
+               "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+
+
+def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
         device: str | torch.device = "auto", optimizer: str = "adam",
-        clip_weights: bool = False, batch_hook: BatchHook | None = None,
-        schedule: str = "constant", progress: bool = True,
+        clip_weights: bool = False, center_weights: bool = False, weight_decay: float = 0.0,
+        augment: str = "none", batch_hook: BatchHook | None = None,
+        schedule: str = "constant", workers: int = 0, progress: bool = True,
         console: Console | None = None) -> History:
-    """Train ``model`` in place on ``train = (x, y)``; evaluate on ``test`` after each epoch.
+    """Train ``model`` in place on ``train``; evaluate on ``test`` after each epoch.
 
-    Defaults are the papers' (Galloway et al.): Adam, learning rate 1e-3, batch 128. Shuffling,
-    stochastic layers and the hook draw from generators seeded with ``seed``, so a CPU run is
-    deterministic. ``clip_weights`` clamps the latent weights of binary layers to [-1, 1] after
-    each step (BinaryConnect). ``batch_hook`` turns each batch into the batches whose mean loss
-    is minimized (see :class:`BatchHook`). ``schedule``: the learning-rate schedule
-    (:func:`schedule_factor`; default constant).
+    ``train`` and ``test`` are ``(x, y)`` tensors or map-style datasets (:data:`Data`; a
+    dataset is read by a DataLoader with ``workers`` processes). Defaults are the papers'
+    (Galloway et al.): Adam, learning rate 1e-3, batch 128. Shuffling, stochastic layers and
+    the hook draw from generators seeded with ``seed``, so a CPU run is deterministic.
+    ``clip_weights`` clamps the latent weights of binary layers to [-1, 1] after each step
+    (BinaryConnect). ``center_weights``: before each forward pass, the latent weights of every
+    XNOR layer are centred (their mean over input channels subtracted) and clamped to [-1, 1]
+    (XNOR-Net-PyTorch's ``BinOp.binarization``). A last batch of one example is skipped in a
+    model with batch norm (which cannot normalize it). ``weight_decay``: L2 decay of every parameter
+    but binary layers' latent weights (see :func:`_optimizer`). ``augment``: see
+    :data:`AUGMENTATIONS` (tensor data only; drawn from the seeded generator). ``batch_hook`` turns each
+    batch into the batches whose mean loss is minimized (see :class:`BatchHook`).
+    ``schedule``: the learning-rate schedule (:func:`schedule_factor`; default constant).
     """
-    _check_options(epochs, batch_size, lr, optimizer, schedule)
-    x_train, y_train = train
-    if len(x_train) != len(y_train) or len(x_train) == 0:
-        raise TrainingError(f"training set has {len(x_train)} inputs and {len(y_train)} labels; "
-                            "expected the same, non-zero number.")
-    check_input_shape(model, x_train, what="training inputs")
+    _check_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, workers, augment)
+    n_train = _size(train)
+    if n_train == 0:
+        raise TrainingError("training set has 0 inputs; expected a non-zero number.")
+    check_input_shape(model, _first_batch(train), what="training inputs")
     dev = resolve_device(device)
     with global_seed(seed):  # dropout and the like; the caller's RNG is left as it was
         gen = torch.Generator().manual_seed(seed)
         seed_stochastic(model, seed)
         model.to(dev)
-        opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
-               else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
+        opt = _optimizer(model, optimizer=optimizer, lr=lr, weight_decay=weight_decay)
         console = console or Console(stderr=True)
         history = History()
-        n_batches = (len(x_train) + batch_size - 1) // batch_size
+        n_batches = (n_train + batch_size - 1) // batch_size
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if has_bn and n_train < 2:
+            raise TrainingError("a model with batch norm needs at least 2 training examples.")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
             for epoch in range(epochs):
+                factor = schedule_factor(schedule, epoch + 1)
                 for group in opt.param_groups:
-                    group["lr"] *= schedule_factor(schedule, epoch + 1)
+                    group["lr"] *= factor
                 start = time.perf_counter()
                 model.train()
                 task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches, loss=0.0)
-                order = torch.randperm(len(x_train), generator=gen)
                 total_loss, total_correct, seen = 0.0, 0, 0
-                for b in range(n_batches):
-                    idx = order[b * batch_size:(b + 1) * batch_size]
-                    xb, yb = x_train[idx].to(dev), y_train[idx].to(dev)
+                for xb, yb in _batches(train, batch_size, gen, workers):
+                    if len(yb) == 1 and has_bn:
+                        continue  # batch norm cannot normalize a batch of one (a last remainder)
+                    if augment == "crop-flip":
+                        xb = crop_flip(xb, gen)
+                    xb, yb = xb.to(dev), yb.to(dev)
+                    if center_weights:
+                        center_xnor_weights(model)
                     pairs = batch_hook(model, xb, yb, epoch=epoch) if batch_hook else [(xb, yb)]
                     opt.zero_grad(set_to_none=True)
                     logits = model(pairs[0][0])
@@ -163,13 +268,14 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                     opt.step()
                     if clip_weights:
                         clip_latent_weights(model)
-                    total_loss += loss.item() * len(idx)
+                    total_loss += loss.item() * len(yb)
                     total_correct += int(correct(logits.detach(), pairs[0][1]).sum())
-                    seen += len(idx)
+                    seen += len(yb)
                     bar.update(task, advance=1, loss=total_loss / seen)
                 bar.remove_task(task)
-                test_acc = (accuracy(model, *test, device=dev, seed=seed) if test is not None
-                            else None)
+                if center_weights:
+                    center_xnor_weights(model)
+                test_acc = _evaluate(model, test, dev, seed, workers)
                 stats = EpochStats(epoch + 1, total_loss / seen, total_correct / seen, test_acc,
                                    time.perf_counter() - start)
                 history.epochs.append(stats)
@@ -181,3 +287,12 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         seed_stochastic(model, None)
         model.eval()
         return history
+
+
+def _evaluate(model: nn.Module, test: Data | None, dev: torch.device, seed: int,
+              workers: int) -> float | None:
+    if test is None:
+        return None
+    if isinstance(test, tuple):
+        return accuracy(model, *test, device=dev, seed=seed)
+    return dataset_accuracy(model, test, device=dev, seed=seed, workers=workers)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
@@ -119,3 +120,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     stochastic model, the mean over ``passes`` seeded passes of the per-pass accuracy)."""
     return correct_fraction(model, x, y, batch_size=batch_size, device=device, passes=passes,
                             seed=seed).mean().item()
+
+
+def dataset_accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 256,
+                     device: str | torch.device = "auto", workers: int = 0, passes: int = 5,
+                     seed: int = 0) -> float:
+    """:func:`accuracy` over a map-style dataset of ``(image, label)`` (a streamed split such as
+    ImageNet's), read in order in batches by a DataLoader with ``workers`` processes."""
+    _check_count("batch_size", batch_size)
+    total, seen = 0.0, 0
+    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers):
+        total += correct_fraction(model, x, y, batch_size=batch_size, device=device,
+                                  passes=passes, seed=seed).sum().item()
+        seen += len(y)
+    if seen == 0:
+        raise BnnRobustError("the evaluation dataset is empty.")
+    return total / seen

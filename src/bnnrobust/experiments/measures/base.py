@@ -26,7 +26,7 @@ import torch
 from bnnrobust.attacks import AdversarialTraining, AttackParams
 from bnnrobust.attacks.catalogue import CATALOGUE, entry
 from bnnrobust.code import closure, fingerprint
-from bnnrobust.data import load
+from bnnrobust.data import STREAMED, images, load
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.experiments.spec import Column, ModelPlan, Profile, Spec
 from bnnrobust.experiments.store import StoredRow, Unit
@@ -299,8 +299,32 @@ def model_for(request_json: str, device: str, data_root: str | None, cache_dir: 
 
 
 @functools.lru_cache(maxsize=2)
-def test_set(dataset: str, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _test_arrays(dataset: str, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     return load(dataset, "test", root=data_root, download=False)
+
+
+@functools.lru_cache(maxsize=2)
+def _test_stream(dataset: str, data_root: str | None, size: int):
+    return images(dataset, "test", size=size, train=False, root=data_root)
+
+
+def test_points(task: Task, model: torch.nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test points ``task.points`` of the task's data set (for a streamed data set such as
+    ImageNet, the centre crops at the model's input size, decoded for this chunk only)."""
+    start, stop = task.points
+    if stop <= start:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    if task.dataset in STREAMED:
+        size = getattr(model, "input_shape", (224,))[-1]
+        data = _test_stream(task.dataset, task.data_root, size)
+        total = len(data)
+    else:
+        x, y = _test_arrays(task.dataset, task.data_root)
+        total = len(x)
+    if stop > total:
+        raise MeasureError(f"{task.unit.spec}: asks for test points up to {stop} but "
+                           f"{task.dataset} has {total}.")
+    return data.batch(start, stop) if task.dataset in STREAMED else (x[start:stop], y[start:stop])
 
 
 def cells_by_seed(rows: dict[str, StoredRow], value_of, *, expected: Sequence[Unit]

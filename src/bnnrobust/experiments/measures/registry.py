@@ -7,15 +7,13 @@ import importlib
 import json
 import time
 
-import torch
-
 from bnnrobust.experiments.measures.base import (
     Computed,
     Measure,
     MeasureError,
     Task,
     model_for,
-    test_set,
+    test_points,
 )
 
 #: measure name -> "module:class" (imported on first use)
@@ -51,14 +49,7 @@ def execute(task: Task) -> Computed:
     if task.model is not None:
         model = model_for(json.dumps(task.model, sort_keys=True), task.device, task.data_root,
                            task.cache_dir)
-    if task.points[1] > task.points[0]:
-        x, y = test_set(task.dataset, task.data_root)
-        if task.points[1] > len(x):
-            raise MeasureError(f"{task.unit.spec}: asks for test points up to {task.points[1]} "
-                               f"but {task.dataset} has {len(x)}.")
-        x, y = x[task.points[0]:task.points[1]], y[task.points[0]:task.points[1]]
-    else:
-        x, y = torch.empty(0), torch.empty(0, dtype=torch.long)
+    x, y = test_points(task, model)
     value = measure.compute(task, model, x, y)
     return Computed(value, time.perf_counter() - start, task.device)
 
