@@ -226,3 +226,24 @@ def test_fit_refuses_bad_new_options():
                             ({"augment": "mixup"}, "unknown augmentation 'mixup'")):
         with pytest.raises(TrainingError, match=message):
             fit(model, (x, y), epochs=1, progress=False, **kwargs)
+
+
+def test_cifar_schedules_and_the_full_alexnet_weight_decay_switch():
+    from bnnrobust.train.loop import schedule_factor, schedule_weight_decay
+
+    def cuts(name, epochs):
+        return [e for e in range(1, epochs + 1) if schedule_factor(name, e) != 1.0]
+
+    assert cuts("xnor-cifar", 320) == [120, 200, 240, 280]
+    assert cuts("resnet-cifar", 164) == [83, 124]
+    lr = 1e-2
+    rates = []
+    for e in range(1, 31):
+        lr *= schedule_factor("binarynet-alexnet-full", e)
+        rates.append(lr)
+    for epoch0, want in ((0, 1e-2), (10, 5e-3), (15, 1e-3), (20, 5e-4), (25, 1e-4)):
+        assert rates[epoch0] == pytest.approx(want)
+    assert [e for e in range(1, 31) if schedule_weight_decay("binarynet-alexnet-full", e)
+            is not None] == [16]
+    assert schedule_weight_decay("binarynet-alexnet-full", 16) == 0.0
+    assert all(schedule_weight_decay("step30", e) is None for e in range(1, 91))

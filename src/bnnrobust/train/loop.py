@@ -79,11 +79,19 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 #: learning-rate schedules (see :func:`schedule_factor`)
-SCHEDULES = ("constant", "binarynet-mnist", "binarynet-alexnet", "xnor-imagenet", "step30")
+SCHEDULES = ("constant", "binarynet-mnist", "binarynet-alexnet", "binarynet-alexnet-full",
+             "xnor-imagenet", "xnor-cifar", "resnet-cifar", "step30")
 
 #: BinaryNet.pytorch ``models/alexnet_binary.py`` regime (0-based epoch: lr): 0: 5e-3, 20: 1e-3,
 #: 30: 5e-4, 35: 1e-4, 40: 1e-5, as factors at the start of each 1-based epoch
 _BINARYNET_ALEXNET = {21: 1e-3 / 5e-3, 31: 5e-4 / 1e-3, 36: 1e-4 / 5e-4, 41: 1e-5 / 1e-4}
+#: BinaryNet.pytorch ``models/alexnet.py`` (full precision): SGD 1e-2, then 5e-3, 1e-3 (weight
+#: decay off), 5e-4, 1e-4 from its epochs 10, 15, 20, 25
+_BINARYNET_ALEXNET_FULL = {11: 0.5, 16: 0.2, 21: 0.5, 26: 0.2}
+#: 1-based epochs at whose start the rate is cut ×0.1: XNOR-Net-PyTorch's CIFAR-10 ``main.py``
+#: (``update_list = [120, 200, 240, 280]``) and He et al.'s CIFAR ResNets (iterations 32k and
+#: 48k of 64k = epochs 82 and 123 of 164, counted from 0)
+_STEPS = {"xnor-cifar": (120, 200, 240, 280), "resnet-cifar": (83, 124)}
 
 
 def schedule_factor(schedule: str, epoch: int) -> float:
@@ -97,19 +105,37 @@ def schedule_factor(schedule: str, epoch: int) -> float:
       per-epoch line. We apply it once per epoch, the evident intent.
     - ``"binarynet-alexnet"``: the regime of BinaryNet.pytorch's ``alexnet_binary.py`` (Adam
       5e-3, then 1e-3, 5e-4, 1e-4, 1e-5 from its epochs 20, 30, 35, 40, counted from 0).
+    - ``"binarynet-alexnet-full"``: the regime of BinaryNet.pytorch's full-precision
+      ``alexnet.py`` (SGD 1e-2, then 5e-3, 1e-3, 5e-4, 1e-4 from its epochs 10, 15, 20, 25;
+      weight decay off from epoch 15: :func:`schedule_weight_decay`).
     - ``"xnor-imagenet"``: XNOR-Net-PyTorch's ImageNet ``main.py``, ×0.1 every 25 epochs
       (``lr · 0.1 ** (epoch // 25)``, epochs counted from 0).
+    - ``"xnor-cifar"``: XNOR-Net-PyTorch's CIFAR-10 ``main.py``, ×0.1 at epochs 120, 200, 240
+      and 280.
+    - ``"resnet-cifar"``: He et al.'s CIFAR ResNet schedule, ×0.1 after epochs 82 and 123.
     - ``"step30"``: ×0.1 every 30 epochs (the PyTorch ImageNet example's AlexNet recipe).
     """
     if schedule == "binarynet-mnist" and epoch % 40 == 0:
         return 0.1
     if schedule == "binarynet-alexnet":
         return _BINARYNET_ALEXNET.get(epoch, 1.0)
+    if schedule == "binarynet-alexnet-full":
+        return _BINARYNET_ALEXNET_FULL.get(epoch, 1.0)
+    if epoch in _STEPS.get(schedule, ()):
+        return 0.1
     if schedule == "xnor-imagenet" and epoch > 1 and (epoch - 1) % 25 == 0:
         return 0.1
     if schedule == "step30" and epoch > 1 and (epoch - 1) % 30 == 0:
         return 0.1
     return 1.0
+
+
+def schedule_weight_decay(schedule: str, epoch: int) -> float | None:
+    """The weight decay a schedule sets at the start of (1-based) ``epoch``, or None to keep it
+    (``"binarynet-alexnet-full"`` turns it off from its epoch 15, counted from 0)."""
+    if schedule == "binarynet-alexnet-full" and epoch == 16:
+        return 0.0
+    return None
 
 
 def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
@@ -243,8 +269,11 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
             for epoch in range(epochs):
                 factor = schedule_factor(schedule, epoch + 1)
+                decay = schedule_weight_decay(schedule, epoch + 1)
                 for group in opt.param_groups:
                     group["lr"] *= factor
+                    if decay is not None:
+                        group["weight_decay"] = decay
                 start = time.perf_counter()
                 model.train()
                 task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_batches, loss=0.0)
