@@ -342,6 +342,27 @@ options = { drop_from = "clean", drop_to = "FGSM ε=0.1" }
                                                'drop_to = "FGSM ε=0.1" }', ""), name="nodrop"))
 
 
+def test_a_drop_column_with_drop_model_is_a_gap_between_models(tmp_path, fake_mnist):
+    text = TINY.replace("grid = { W = [8] }", "grid = { W = [8, 16] }") + """
+[[attacks]]
+label = "FGSM gain over F8"
+attack = "drop"
+options = { drop_from = "FGSM ε=0.1", drop_to = "FGSM ε=0.1", drop_model = "F8" }
+"""
+    spec = load(write_spec(tmp_path, text, name="gain"))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        _, (rep,) = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    rows = rep.tables[0].rows
+    assert rows["F16"]["FGSM gain over F8"].values == pytest.approx(
+        [a - b for a, b in zip(rows["F16"]["FGSM ε=0.1"].values, rows["F8"]["FGSM ε=0.1"].values,
+                               strict=True)])
+    assert rows["F8"]["FGSM gain over F8"].values == [0.0, 0.0]
+    with pytest.raises(SpecError, match="drop_model 'F32' is not a model of profile"):
+        load(write_spec(tmp_path, text.replace('drop_model = "F8"', 'drop_model = "F32"'),
+                        name="badgain"))
+
+
 def test_report_of_an_unrun_spec_says_nothing_is_stored(tmp_path):
     spec = load(write_spec(tmp_path))
     with ResultStore(tmp_path / "s.sqlite") as store:

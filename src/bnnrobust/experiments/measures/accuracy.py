@@ -66,6 +66,10 @@ class AccuracyOptions(Options):
         drop_from, drop_to: for a ``drop`` column (no attack of its own): the labels of two
             columns of the spec; the cell is the first's value minus the second's per seed
             (e.g. the accuracy lost from clean to FGSM ε = 16/255, a gap the paper prints).
+        drop_model: for a ``drop`` column, read ``drop_to`` from this model's row instead of
+            each row's own: the cell is then a gap between models (e.g. with ``drop_from`` =
+            ``drop_to`` = "JSMA" and ``drop_model`` = "A64", how many points B64 beats A64
+            by under JSMA); seeds pair in the profile's order.
     """
 
     passes: int = 5
@@ -73,6 +77,7 @@ class AccuracyOptions(Options):
     inputs: str = "raw"
     drop_from: str | None = None
     drop_to: str | None = None
+    drop_model: str | None = None
 
     def __post_init__(self) -> None:
         check_count("passes", self.passes)
@@ -94,10 +99,11 @@ class AccuracyMeasure(Measure):
     def check_column(self, column) -> None:  # noqa: D102
         derived = column.options.drop_from is not None or column.options.drop_to is not None
         if (column.attack == "drop") != derived or \
-                (derived and None in (column.options.drop_from, column.options.drop_to)):
+                (derived and None in (column.options.drop_from, column.options.drop_to)) or \
+                (column.options.drop_model is not None and not derived):
             raise MeasureError("a drop column (attack = \"drop\") needs options drop_from and "
-                               "drop_to, the labels of two other columns; no other column "
-                               "takes them.")
+                               "drop_to, the labels of two other columns (and may take "
+                               "drop_model); no other column takes them.")
 
     def check_spec(self, spec) -> None:  # noqa: D102
         for name in spec.profiles:
@@ -107,6 +113,11 @@ class AccuracyMeasure(Measure):
                     if c.attack == "drop" and ref not in labels:
                         raise MeasureError(f"column {c.label!r}: {ref!r} is not a column of "
                                            f"profile {name!r}; valid: {', '.join(sorted(labels))}.")
+                models = [p.label for p in spec.model_plans(name)]
+                if c.options.drop_model is not None and c.options.drop_model not in models:
+                    raise MeasureError(f"column {c.label!r}: drop_model {c.options.drop_model!r} "
+                                       f"is not a model of profile {name!r}; valid: "
+                                       f"{', '.join(models)}.")
 
     def tasks(self, spec, profile, **kwargs) -> list[Task]:
         """The units of every column but the derived ``drop`` ones (read from the others)."""
@@ -150,8 +161,10 @@ class AccuracyMeasure(Measure):
                 table.rows[model][col] = cell
         for column in spec.columns_for(profile.name):
             if column.attack == "drop":
+                base = column.options.drop_model
                 for cells in table.rows.values():
-                    a, b = cells.get(column.options.drop_from), cells.get(column.options.drop_to)
+                    a = cells.get(column.options.drop_from)
+                    b = (table.rows[base] if base else cells).get(column.options.drop_to)
                     cell = Cell(complete=bool(a and b and a.complete and b.complete))
                     if a is not None and b is not None and len(a.values) == len(b.values):
                         cell.values = [u - v for u, v in zip(a.values, b.values, strict=True)]
