@@ -1,6 +1,7 @@
 """The model zoo: ``build(name, **params)``, ``available()``.
 
-Families: ``galloway-cnn``, ``fc-bnn``, ``fcn``, ``alexnet-cifar``, ``resnet20``, ``toy-mlp``,
+Families: ``galloway-cnn``, ``fc-bnn``, ``fcn``, ``alexnet-cifar``, ``alexnet-imagenet``,
+``resnet20``, ``toy-mlp``,
 ``mlp`` (the black-box substitute).
 """
 
