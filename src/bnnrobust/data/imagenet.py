@@ -109,8 +109,8 @@ def devkit_labels(devkit: Path) -> tuple[tuple[str, ...], dict[int, str], list[i
     return tuple(sorted(by_id.values())), by_id, ground_truth
 
 
-def _member_span(tar: tarfile.TarFile, member: tarfile.TarInfo, base: int,
-                 archive: Path) -> tuple[int, int]:
+def _member_span(member: tarfile.TarInfo, base: int, archive: Path) -> tuple[int, int]:
+    """Where ``member``'s data lies in ``archive`` (``base`` + its offset) and its size."""
     if not member.isfile():
         raise DatasetError(f"{archive}: member {member.name!r} is not a regular file; refused.")
     if member.size <= 0 or member.size > MAX_IMAGE_BYTES:
@@ -138,7 +138,7 @@ def index_train(train_tar: Path, wnids: tuple[str, ...]) -> ArchiveIndex:
             try:
                 with tarfile.open(fileobj=outer.extractfile(member), mode="r:") as inner:
                     for image in inner:
-                        offset, size = _member_span(inner, image, member.offset_data, train_tar)
+                        offset, size = _member_span(image, member.offset_data, train_tar)
                         offsets.append(offset)
                         sizes.append(size)
                         labels.append(label)
@@ -164,7 +164,7 @@ def index_val(val_tar: Path, wnids: tuple[str, ...], by_id: dict[int, str],
                 raise DatasetError(f"{val_tar}: member {member.name!r} is not one of the "
                                    f"{len(ground_truth)} validation images of the devkit "
                                    "(ILSVRC2012_val_NNNNNNNN.JPEG), or is repeated.")
-            found[number] = _member_span(tar, member, 0, val_tar)
+            found[number] = _member_span(member, 0, val_tar)
     if len(found) != len(ground_truth):
         raise DatasetError(f"{val_tar}: holds {len(found)} images; the devkit's ground truth "
                            f"lists {len(ground_truth)}.")
