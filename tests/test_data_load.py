@@ -201,7 +201,8 @@ def test_cifar_archive_is_verified_and_extracted(tmp_path, monkeypatch):
 
 
 def test_cifar_binary_layout(tmp_path, monkeypatch):
-    monkeypatch.setitem(REGISTRY, "cifar10", replace(CIFAR10, mirrors=("http://127.0.0.1:9/",)))
+    monkeypatch.setitem(REGISTRY, "cifar10", replace(CIFAR10, mirrors=("http://127.0.0.1:9/",),
+                                                     binary_records=6))
     folder = tmp_path / "root" / "cifar10" / CIFAR10.binary_folder
     folder.mkdir(parents=True)
     rng = np.random.default_rng(3)
@@ -211,6 +212,12 @@ def test_cifar_binary_layout(tmp_path, monkeypatch):
     x, y = load("cifar10", "test", root=tmp_path / "root")
     assert x.shape == (6, 3, 32, 32)
     np.testing.assert_array_equal(y.numpy(), records[:, 0])
+    from bnnrobust.files import cache_root
+
+    assert not list((cache_root() / "arrays").glob("cifar10-*"))  # size-checked only: no cache
+    (folder / "test_batch.bin").write_bytes(records[:5].tobytes())  # one record short
+    with pytest.raises(DatasetError, match="holds 6 records"):
+        load("cifar10", "test", root=tmp_path / "root")
 
 
 def test_cifar_missing_names_archive(tmp_path):

@@ -35,7 +35,7 @@ def test_idx_huge_claim_does_not_allocate(tmp_path):
     # header claims 4e9 x 4e9 bytes; the reader must fail on the real size, not allocate.
     path = tmp_path / "huge.idx.gz"
     path.write_bytes(gzip.compress(bytes([0, 0, 8, 2]) + (4_000_000_000).to_bytes(4, "big") * 2))
-    with pytest.raises(DatasetError, match="promises"):
+    with pytest.raises(DatasetError, match="claims 16000000000000000000 bytes"):
         read_idx(path)
 
 
@@ -92,7 +92,7 @@ def test_cifar_binary(tmp_path, gz):
     raw = np.concatenate([labels[:, None], pixels], axis=1).tobytes()
     path = tmp_path / ("data_batch_1.bin.gz" if gz else "data_batch_1.bin")
     path.write_bytes(gzip.compress(raw) if gz else raw)
-    x, y = read_cifar_binary(path)
+    x, y = read_cifar_binary(path, records=5)
     np.testing.assert_array_equal(y, labels)
     np.testing.assert_array_equal(x.reshape(5, -1), pixels)
 
@@ -100,5 +100,40 @@ def test_cifar_binary(tmp_path, gz):
 def test_cifar_binary_partial_record(tmp_path):
     path = tmp_path / "test_batch.bin"
     path.write_bytes(bytes(3073 * 2 + 5))
-    with pytest.raises(DatasetError, match="whole number"):
-        read_cifar_binary(path)
+    with pytest.raises(DatasetError, match="holds 2 records, 6146 bytes of data but the file "
+                                           "holds more"):
+        read_cifar_binary(path, records=2)
+    with pytest.raises(DatasetError, match="holds only 6151"):
+        read_cifar_binary(path, records=3)
+
+
+def test_cifar_binary_gzip_bomb_stops_at_the_expected_size(tmp_path, monkeypatch):
+    """A small .bin.gz that inflates far past a batch's size is refused after reading the
+    expected size plus one byte, not inflated whole."""
+    import bnnrobust.data.readers as readers
+
+    path = tmp_path / "test_batch.bin.gz"
+    path.write_bytes(gzip.compress(bytes(3073 * 2000), compresslevel=9))  # 6 MB from ~6 KB
+    read = []
+    original = readers._read
+    monkeypatch.setattr(readers, "_read", lambda s, n, p: read.append(n) or original(s, n, p))
+    with pytest.raises(DatasetError, match="holds more"):
+        read_cifar_binary(path, records=3)
+    assert sum(read) == 3 * 3073 + 1
+
+
+def test_a_zlib_corrupt_binary_batch_is_a_dataset_error(tmp_path):
+    data = bytearray(gzip.compress(bytes(3073 * 4)))
+    data[20:30] = b"\xff" * 10
+    path = tmp_path / "test_batch.bin.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="cannot be read"):
+        read_cifar_binary(path, records=4)
+
+
+@pytest.mark.parametrize("reader", [read_idx, read_cifar_pickle, read_cifar_binary])
+def test_missing_files_and_folders_are_dataset_errors(tmp_path, reader):
+    with pytest.raises(DatasetError, match="does not exist"):
+        reader(tmp_path / "nope.bin")
+    with pytest.raises(DatasetError, match="is a folder"):
+        reader(tmp_path)

@@ -139,7 +139,8 @@ def _decode(spec: DatasetSpec, kind: str, paths: list[Path]) -> tuple[np.ndarray
             )
         return images[:, None, :, :].astype(np.uint8), labels.astype(np.int64)
     parts = [
-        read_cifar_pickle(p, label_key=spec.label_key) if kind == "pickle" else read_cifar_binary(p)
+        read_cifar_pickle(p, label_key=spec.label_key) if kind == "pickle"
+        else read_cifar_binary(p, records=spec.binary_records)
         for p in paths
     ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -163,6 +164,9 @@ def _decoded_cache(spec: DatasetSpec, split: str, kind: str,
             arrays = None
     if arrays is None:
         arrays = _decode(spec, kind, paths)
+        if kind == "binary":  # size-checked only (no published md5): never cached on disk
+            _MEMORY[key] = arrays
+            return arrays
         try:
             buf = io.BytesIO()
             np.savez(buf, x=arrays[0], y=arrays[1])

@@ -4,15 +4,23 @@
   real amount of data before the array is built.
 - CIFAR-10/100 python pickles: a restricted unpickler admits only built-in containers, bytes and
   NumPy arrays.
-- CIFAR-10 binary version (``data_batch_N.bin``, ``test_batch.bin``, plain or ``.gz``).
+- CIFAR-10 binary version (``data_batch_N.bin``, ``test_batch.bin``, plain or ``.gz``): read in
+  bounded chunks and only when it holds exactly the expected number of records (a gzip bomb
+  stops at the expected size plus one byte).
+
+Every fault of a file — missing, a folder, truncated, corrupt compression, a foreign or altered
+layout — is a :class:`~bnnrobust.errors.DatasetError` naming the file and what is wrong; memory
+never grows past the expected size or the file's real content.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,28 +36,51 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _CHUNK = 1 << 20
+#: the most data an IDX header may claim (MNIST's largest file holds 47 MB)
+MAX_IDX_BYTES = 1 << 30
+#: the largest pickle batch read (CIFAR-100's training batch is 155 MB)
+MAX_PICKLE_BYTES = 512 << 20
+#: records in each CIFAR-10 binary batch
+CIFAR_RECORDS = 10000
+#: the stream faults of a corrupt plain or gzipped file
+_STREAM_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
 
 
 def _open(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-
-
-def _read_exact(stream: io.BufferedIOBase, nbytes: int, path: Path) -> bytes:
-    """Read exactly ``nbytes`` in chunks (memory grows with the real data, not with a claim)."""
-    buf = bytearray()
+    """Open ``path`` for reading (gunzipped when its name ends in ``.gz``)."""
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, not a data file.")
     try:
-        while len(buf) <= nbytes:
-            chunk = stream.read(min(_CHUNK, nbytes + 1 - len(buf)))
-            if not chunk:
-                break
-            buf.extend(chunk)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc}); the file is corrupt or truncated.") from exc
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: does not exist.") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be opened ({exc}).") from None
+
+
+def _read(stream: io.BufferedIOBase, nbytes: int, path: Path) -> bytes:
+    """Up to ``nbytes`` from ``stream``; a corrupt stream is a DatasetError."""
+    try:
+        return stream.read(nbytes)
+    except _STREAM_ERRORS as exc:
+        raise DatasetError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
+                           "corrupt or truncated.") from None
+
+
+def _read_exact(stream: io.BufferedIOBase, nbytes: int, path: Path, *, what: str) -> bytes:
+    """Read exactly ``nbytes`` in chunks (memory grows with the real data, not with a claim:
+    at most ``nbytes + 1`` bytes are read)."""
+    buf = bytearray()
+    while len(buf) <= nbytes:
+        chunk = _read(stream, min(_CHUNK, nbytes + 1 - len(buf)), path)
+        if not chunk:
+            break
+        buf.extend(chunk)
     if len(buf) != nbytes:
-        what = "more" if len(buf) > nbytes else f"only {len(buf)}"
+        held = "more" if len(buf) > nbytes else f"only {len(buf)}"
         raise DatasetError(
-            f"{path}: its header promises {nbytes} bytes of data but the file holds {what}; "
-            "the file is truncated or not an IDX file. Delete it and fetch it again."
+            f"{path}: {what} {nbytes} bytes of data but the file holds {held}; the file is "
+            "truncated, altered or of another kind. Delete it and fetch it again."
         )
     return bytes(buf)
 
@@ -58,10 +89,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzipped when the name ends in ``.gz``) into a NumPy array."""
     path = Path(path)
     with _open(path) as stream:
-        try:
-            head = stream.read(4)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise DatasetError(f"{path}: not a readable IDX file ({exc}).") from exc
+        head = _read(stream, 4, path)
         if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
             raise DatasetError(
                 f"{path}: not an IDX file (magic bytes {head.hex() or 'missing'}; expected "
@@ -70,12 +98,16 @@ def read_idx(path: str | Path) -> np.ndarray:
         dtype, ndim = _IDX_DTYPES[head[2]], head[3]
         if ndim == 0:
             raise DatasetError(f"{path}: IDX header declares 0 dimensions.")
-        dims_raw = stream.read(4 * ndim)
+        dims_raw = _read(stream, 4 * ndim, path)
         if len(dims_raw) != 4 * ndim:
             raise DatasetError(f"{path}: IDX header is truncated.")
         dims = struct.unpack(f">{ndim}I", dims_raw)
-        nbytes = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-        data = _read_exact(stream, nbytes, path)
+        nbytes = math.prod(dims) * dtype.itemsize
+        if nbytes > MAX_IDX_BYTES:
+            raise DatasetError(f"{path}: its IDX header claims {nbytes} bytes of data (dims "
+                               f"{dims}); at most {MAX_IDX_BYTES} are read. Not an MNIST-style "
+                               "file, or altered.")
+        data = _read_exact(stream, nbytes, path, what="its IDX header promises")
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -101,43 +133,51 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def read_cifar_pickle(path: str | Path, *, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch: ``(images uint8 N×3×32×32, labels int64 N)``.
 
-    ``label_key`` is ``"labels"`` for CIFAR-10 and ``"fine_labels"`` for CIFAR-100.
+    ``label_key`` is ``"labels"`` for CIFAR-10 and ``"fine_labels"`` for CIFAR-100. The file is
+    read whole (at most :data:`MAX_PICKLE_BYTES`) and unpickled from memory, so that no pickle
+    framing claim can allocate more than the file holds.
     """
     path = Path(path)
+    with _open(path) as handle:
+        raw = _read(handle, MAX_PICKLE_BYTES + 1, path)
+    if len(raw) > MAX_PICKLE_BYTES:
+        raise DatasetError(f"{path}: larger than {MAX_PICKLE_BYTES} bytes; not a CIFAR batch.")
     try:
-        with open(path, "rb") as fh:
-            batch = _RestrictedUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DatasetError(f"{path}: refused as a CIFAR batch ({exc}).") from exc
+        batch = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - any fault of the unpickler on a foreign file
+        raise DatasetError(f"{path}: refused as a CIFAR batch ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}).") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: a CIFAR batch must be a dict, found {type(batch).__name__}.")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
-        raise DatasetError(
-            f"{path}: CIFAR batch lacks 'data' or {label_key!r} (keys: {sorted(batch)})."
-        )
-    data, labels = batch["data"], np.asarray(batch[label_key], dtype=np.int64)
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetError(f"{path}: CIFAR batch lacks 'data' or {label_key!r} (keys: "
+                           f"{', '.join(sorted(map(repr, batch)))[:300]}).")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072:
         raise DatasetError(f"{path}: 'data' must be an N×3072 uint8 array.")
+    try:
+        labels = np.asarray(batch[label_key])
+        ok = labels.ndim == 1 and labels.dtype.kind in "iu" and (labels >= 0).all()
+    except Exception:  # noqa: BLE001 - whatever a foreign label list holds
+        ok = False
+    if not ok:
+        raise DatasetError(f"{path}: {label_key!r} must be a list of non-negative integers.")
     if data.shape[0] != labels.shape[0]:
         raise DatasetError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels.")
-    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
+    return data.reshape(-1, 3, 32, 32).copy(), labels.astype(np.int64)
 
 
-def read_cifar_binary(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 binary batch (records of 1 label byte + 3072 pixel bytes)."""
+def read_cifar_binary(path: str | Path, *, records: int = CIFAR_RECORDS
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 binary batch: exactly ``records`` records of 1 label byte + 3072 pixel
+    bytes (10,000 in every batch of the release), read in bounded chunks."""
     path = Path(path)
     record = 1 + 3072
     with _open(path) as stream:
-        try:
-            data = stream.read()
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise DatasetError(f"{path}: cannot be read ({exc}).") from exc
-    if not data or len(data) % record:
-        raise DatasetError(
-            f"{path}: {len(data)} bytes is not a whole number of CIFAR-10 records "
-            f"({record} bytes each); the file is truncated or not a CIFAR-10 binary batch."
-        )
+        data = _read_exact(stream, records * record, path,
+                           what=f"a CIFAR-10 binary batch holds {records} records,")
     arr = np.frombuffer(data, dtype=np.uint8).reshape(-1, record)
     labels = arr[:, 0].astype(np.int64)
     if labels.max() > 9:

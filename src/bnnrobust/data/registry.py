@@ -37,6 +37,7 @@ class DatasetSpec:
     archive: FileSpec | None = None
     archive_folder: str | None = None
     binary_folder: str | None = None
+    binary_records: int = 10000
     label_key: str = "labels"
     homepage: str = ""
 
