@@ -148,3 +148,54 @@ def test_hook_must_match_request(fake_mnist):
     with pytest.raises(TrainingError, match="config"):
         train_cached(TrainRequest("fc-bnn", {}, "mnist", epochs=1), batch_hook=Hook(),
                      progress=False)
+
+
+def _edited(tmp_path, **changes):
+    """A saved fc-bnn checkpoint with payload fields replaced."""
+    from bnnrobust.train.checkpoint import save as save_ckpt
+
+    torch.manual_seed(0)
+    path = save_ckpt(build("fc-bnn", width=8, depth=1), tmp_path / "ok.pt")
+    payload = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        payload[key] = value(payload) if callable(value) else value
+    out = tmp_path / "edited.pt"
+    torch.save(payload, out)
+    return out
+
+
+def test_a_header_claiming_a_huge_model_is_refused_before_anything_is_built(tmp_path):
+    import json
+    import resource
+
+    from bnnrobust.train.checkpoint import load as load_ckpt
+
+    def huge(payload):
+        config = json.loads(payload["model"])
+        config["params"]["width"] = 1_000_000
+        return json.dumps(config)
+
+    path = _edited(tmp_path, model=huge)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="do not fit .*shape mismatch"):
+        load_ckpt(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200  # building the claim for real would take about 3 GB
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"model": lambda p: p["model"].replace('"params": {', '"params": [{').replace("}}", "}]}")},
+     "must name a model and a dict of parameters"),
+    ({"metrics": "{not json"}, "'metrics' field is not valid JSON"),
+    ({"train_config": 7}, "'train_config' field must be a JSON object"),
+    ({"state_dict": lambda p: list(p["state_dict"].values())}, "has no weights"),
+    ({"state_dict": lambda p: {k: (v.fill_(float("nan")) if v.is_floating_point() else v)
+                               for k, v in p["state_dict"].items()}}, "NaN or infinite"),
+    ({"state_dict": lambda p: {k: v.to(torch.int32) if v.is_floating_point() else v
+                               for k, v in p["state_dict"].items()}}, "dtype mismatch"),
+])
+def test_edited_checkpoint_fields_are_checkpoint_errors(tmp_path, changes, message):
+    from bnnrobust.train.checkpoint import load as load_ckpt
+
+    with pytest.raises(CheckpointError, match=message):
+        load_ckpt(_edited(tmp_path, **changes))

@@ -89,34 +89,48 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
-def load(path: str | Path, *, expected_model: str | None = None,
-         device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model stored at ``path`` (in eval mode, on ``device``).
+def _json_dict(payload: dict[str, Any], key: str, path: Path, *, default: str = "{}"
+               ) -> dict[str, Any]:
+    """Field ``key`` of the payload: a JSON text that must hold an object."""
+    text = payload.get(key, default)
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its {key!r} field is not valid JSON ({exc}); the file "
+                              "was altered.") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: its {key!r} field must be a JSON object, found "
+                              f"{type(value).__name__ if value is not None else type(text).__name__}"
+                              "; the file was altered.")
+    return value
 
-    ``expected_model``: refuse a checkpoint of another zoo family (e.g. ``"fc-bnn"``).
-    """
-    path = Path(path)
-    payload = _read(path)
+
+def _skeleton(name: str, params: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The state dict the claimed architecture needs, built on the meta device (no memory is
+    allocated, however large the claim)."""
     try:
-        config = json.loads(payload["model"])
-        name, params = config["name"], config["params"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: its model description is damaged ({exc}).") from exc
-    if expected_model is not None and name != expected_model:
-        raise CheckpointError(f"{path} holds a {name!r} model, but a {expected_model!r} model "
-                              "is needed here.")
-    try:
-        model = build(name, **params)
+        with torch.device("meta"):
+            return build(name, **params).state_dict()
     except BnnRobustError as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
-    state = payload.get("state_dict")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: has no weights (state_dict).")
-    own = model.state_dict()
+    except Exception as exc:  # noqa: BLE001 - an absurd claim fails in many ways
+        raise CheckpointError(f"{path}: its model description ({name!r}, {params}) cannot be "
+                              f"built ({type(exc).__name__}); the file was altered.") from None
+
+
+def _check_state(state: Any, own: dict[str, torch.Tensor], name: str, params: dict[str, Any],
+                 path: Path) -> None:
+    """Refuse weights that do not fit the claimed architecture (names, shapes, dtypes) or that
+    are not finite."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise CheckpointError(f"{path}: has no weights (a state_dict of tensors).")
     missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
+    unexpected = sorted(map(str, set(state) - set(own)))
+    common = sorted(set(own) & set(state))
+    wrong = [k for k in common if own[k].shape != state[k].shape]
+    dtype = [k for k in common if own[k].dtype != state[k].dtype]
+    if missing or unexpected or wrong or dtype:
         parts = []
         if missing:
             parts.append(f"missing {', '.join(missing[:5])}")
@@ -125,12 +139,48 @@ def load(path: str | Path, *, expected_model: str | None = None,
         if wrong:
             parts.append("shape mismatch " + ", ".join(
                 f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
+        if dtype:
+            parts.append("dtype mismatch " + ", ".join(
+                f"{k} {state[k].dtype} vs {own[k].dtype}" for k in dtype[:5]))
         raise CheckpointError(f"{path}: its weights do not fit a {name!r} model with parameters "
                               f"{params} ({'; '.join(parts)}); the file is from another "
                               "architecture or was altered.")
-    model.load_state_dict(state)
+    bad = [k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights {', '.join(bad[:5])} hold NaN or infinite values; "
+                              "a model with non-finite weights is refused (its training "
+                              "diverged, or the file was altered).")
+
+
+def load(path: str | Path, *, expected_model: str | None = None,
+         device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model stored at ``path`` (in eval mode, on ``device``).
+
+    The claimed architecture is first built on the meta device and every stored tensor checked
+    against it (names, shapes, dtypes, finite values) before anything is allocated, so a header
+    cannot claim more memory than the file's weights hold. ``expected_model``: refuse a
+    checkpoint of another zoo family (e.g. ``"fc-bnn"``).
+    """
+    path = Path(path)
+    payload = _read(path)
+    config = _json_dict(payload, "model", path, default="")
+    name, params = config.get("name"), config.get("params")
+    if not isinstance(name, str) or not isinstance(params, dict):
+        raise CheckpointError(f"{path}: its model description must name a model and a dict of "
+                              f"parameters, found {config!r:.200}; the file was altered.")
+    if expected_model is not None and name != expected_model:
+        raise CheckpointError(f"{path} holds a {name!r} model, but a {expected_model!r} model "
+                              "is needed here.")
+    state = payload.get("state_dict")
+    _check_state(state, _skeleton(name, params, path), name, params, path)
+    train_config = _json_dict(payload, "train_config", path)
+    metrics = _json_dict(payload, "metrics", path)
+    versions = _json_dict(payload, "versions", path)
+    try:
+        model = build(name, **params)
+        model.load_state_dict(state)
+    except (BnnRobustError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
     model.to(torch.device(device) if not isinstance(device, torch.device) else device).eval()
-    return Checkpoint(model=model, path=path,
-                      train_config=json.loads(payload.get("train_config", "{}")),
-                      metrics=json.loads(payload.get("metrics", "{}")),
-                      versions=json.loads(payload.get("versions", "{}")))
+    return Checkpoint(model=model, path=path, train_config=train_config, metrics=metrics,
+                      versions=versions)
