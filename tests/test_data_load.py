@@ -70,8 +70,13 @@ def test_offline_error_names_everything(tmp_path, monkeypatch):
     assert "dataset 'mnist'" in text and "download failed" in text
     for f in spec.splits["train"]:
         assert f.name in text and f.md5 in text
-    assert str(root / "mnist") in text and "BNNROBUST_DATA" in text
-    assert not any((root / "mnist").glob("*.gz")), "a failed download must leave nothing behind"
+    # the root was given: the error points at it, not at BNNROBUST_DATA, and creates nothing
+    assert str(root / "mnist") in text and "--root" in text and "BNNROBUST_DATA" not in text
+    assert not root.exists(), "a failed load must not create the root folder"
+    monkeypatch.setenv("BNNROBUST_DATA", str(root))
+    with pytest.raises(DatasetError, match="set BNNROBUST_DATA"):
+        load("mnist", "train")
+    assert not root.exists()
 
 
 def test_download_false_reports_missing(tmp_path, monkeypatch):
@@ -117,7 +122,7 @@ def test_download_with_wrong_content_is_discarded(tmp_path, monkeypatch, http_mi
     monkeypatch.setitem(REGISTRY, "mnist", replace(spec, mirrors=(url,)))
     with pytest.raises(DatasetError, match="md5"):
         load("mnist", "test", root=tmp_path / "root")
-    assert not any((tmp_path / "root" / "mnist").iterdir())
+    assert not (tmp_path / "root").exists()
 
 
 def test_download_from_file_mirror(tmp_path, monkeypatch):

@@ -48,15 +48,26 @@ def get_spec(name: str) -> DatasetSpec:
         ) from None
 
 
-def _missing_error(spec: DatasetSpec, folder: Path, missing: list[FileSpec], why: str) -> DatasetError:
+def _missing_error(spec: DatasetSpec, folder: Path, missing: list[FileSpec], why: str, *,
+                   explicit: bool = False) -> DatasetError:
     lines = [f"dataset {spec.name!r} is not available: {why}", f"Missing file(s) in {folder}:"]
     lines += [f"  {f.name}  (md5 {f.md5})" for f in missing]
-    lines += [
-        f"Put the original files there (from {spec.homepage or 'the official mirrors'}), or set "
-        f"BNNROBUST_DATA to a folder that holds '{spec.name}/' with them "
-        f"(e.g. export BNNROBUST_DATA=/path/to/data)."
-    ]
+    where = (f"or give as the data root (--root / root=) a folder that holds '{spec.name}/' with "
+             "them." if explicit else
+             f"or set BNNROBUST_DATA to a folder that holds '{spec.name}/' with them (e.g. "
+             "export BNNROBUST_DATA=/path/to/data).")
+    lines += [f"Put the original files there (from {spec.homepage or 'the official mirrors'}), "
+              + where]
     return DatasetError("\n".join(lines))
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    while not folder.exists():
+        out.append(folder)
+        folder = folder.parent
+    return out
 
 
 def _verify_or_fail(spec: DatasetSpec, path: Path, fspec: FileSpec, verified: VerifiedFiles) -> None:
@@ -69,21 +80,27 @@ def _verify_or_fail(spec: DatasetSpec, path: Path, fspec: FileSpec, verified: Ve
 
 
 def _ensure(spec: DatasetSpec, folder: Path, files: tuple[FileSpec, ...], *, download: bool,
-            verified: VerifiedFiles) -> list[Path]:
-    """Make sure ``files`` are in ``folder`` and verified; download missing ones if allowed."""
+            verified: VerifiedFiles, explicit: bool = False) -> list[Path]:
+    """Make sure ``files`` are in ``folder`` and verified; download missing ones if allowed (a
+    folder created for a download that fails is removed again)."""
     missing = [f for f in files if not (folder / f.name).exists()]
     if missing and not spec.mirrors:
         raise _missing_error(spec, folder, missing, "the files are not present (they cannot be "
-                                                    "downloaded automatically).")
+                                                    "downloaded automatically).", explicit=explicit)
     if missing and not download:
-        raise _missing_error(spec, folder, missing, "download=False and the files are not present.")
+        raise _missing_error(spec, folder, missing, "download=False and the files are not present.",
+                             explicit=explicit)
+    created = _missing_dirs(folder)
     failures: list[str] = []
     for fspec in missing:
         failures += fetch(fspec, folder / fspec.name, spec.mirrors)
     still = [f for f in files if not (folder / f.name).exists()]
     if still:
+        for made in created:  # a failed load leaves no new folders behind
+            if made.is_dir() and not any(made.iterdir()):
+                made.rmdir()
         reason = "the download failed:\n    " + "\n    ".join(failures) if failures else "not found."
-        raise _missing_error(spec, folder, still, reason)
+        raise _missing_error(spec, folder, still, reason, explicit=explicit)
     for fspec in files:
         _verify_or_fail(spec, folder / fspec.name, fspec, verified)
     return [folder / f.name for f in files]
@@ -104,7 +121,7 @@ def _extract(archive: Path, into: Path, members: list[str]) -> None:
 
 
 def _cifar_sources(spec: DatasetSpec, folder: Path, split: str, *, download: bool,
-                   verified: VerifiedFiles) -> tuple[str, list[Path]]:
+                   verified: VerifiedFiles, explicit: bool) -> tuple[str, list[Path]]:
     """Locate a CIFAR split: python batches, else binary batches, else the archive (fetched)."""
     files = spec.splits[split]
     py_dir = folder / spec.archive_folder
@@ -122,7 +139,8 @@ def _cifar_sources(spec: DatasetSpec, folder: Path, split: str, *, download: boo
                     break
         if len(paths) == len(files):
             return "binary", paths
-    archive = _ensure(spec, folder, (spec.archive,), download=download, verified=verified)[0]
+    archive = _ensure(spec, folder, (spec.archive,), download=download, verified=verified,
+                      explicit=explicit)[0]
     _extract(archive, folder, [f"{spec.archive_folder}/{f.name}" for f in spec.files()])
     for f in files:
         _verify_or_fail(spec, py_dir / f.name, f, verified)
@@ -187,11 +205,13 @@ def load_arrays(name: str, split: str = "train", *, root: str | Path | None = No
                            "stream of images: use bnnrobust.data.images(...).")
     folder = data_root(root) / spec.name
     verified = VerifiedFiles(cache_root())
+    explicit = root is not None
     if spec.format == "idx":
         kind, paths = "idx", _ensure(spec, folder, spec.splits[split], download=download,
-                                     verified=verified)
+                                     verified=verified, explicit=explicit)
     else:
-        kind, paths = _cifar_sources(spec, folder, split, download=download, verified=verified)
+        kind, paths = _cifar_sources(spec, folder, split, download=download, verified=verified,
+                                     explicit=explicit)
     return _decoded_cache(spec, split, kind, paths)
 
 
@@ -217,7 +237,7 @@ def images(name: str, split: str = "train", *, size: int, train: bool,
     files = spec.splits[split]
     verified = VerifiedFiles(cache_root())
     archive, devkit = _ensure(spec, data_root(root) / spec.name, files, download=False,
-                              verified=verified)
+                              verified=verified, explicit=root is not None)
     index = archive_index(split, archive, devkit, md5s=tuple(f.md5 for f in files))
     return ArchiveImages(index, size=size, train=train, limit=limit, seed=seed)
 
