@@ -199,3 +199,35 @@ def test_edited_checkpoint_fields_are_checkpoint_errors(tmp_path, changes, messa
 
     with pytest.raises(CheckpointError, match=message):
         load_ckpt(_edited(tmp_path, **changes))
+
+
+def test_the_cache_key_carries_the_identity_of_the_training_data(tmp_path, monkeypatch):
+    """A model trained on (unverifiable) CIFAR-10 binary batches is keyed by their content: other
+    files, or no files at all, give another key; md5-checked data is keyed by its md5s."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from bnnrobust.data import identity
+    from bnnrobust.data.registry import CIFAR10, REGISTRY
+    from bnnrobust.train import TrainRequest
+
+    monkeypatch.setitem(REGISTRY, "cifar10", replace(CIFAR10, binary_records=2))
+    root = tmp_path / "root"
+    request = TrainRequest("fc-bnn", {"width": 8, "in_features": 3072}, "cifar10", epochs=1)
+    no_files = request.key(data_root=root)
+    assert identity("cifar10", root=root) == tuple(f"{f.name}:{f.md5}"
+                                                    for f in CIFAR10.splits["train"])
+    folder = root / "cifar10" / CIFAR10.binary_folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}.bin").write_bytes(
+            np.concatenate([rng.integers(0, 10, (2, 1)), rng.integers(0, 256, (2, 3072))],
+                           axis=1).astype(np.uint8).tobytes())
+    fake = request.key(data_root=root)
+    (folder / "data_batch_3.bin").write_bytes(bytes(2 * 3073))
+    other = request.key(data_root=root)
+    assert len({no_files, fake, other}) == 3
+    mnist = TrainRequest("fc-bnn", {"width": 8}, "mnist", epochs=1)
+    assert mnist.as_dict()["data"][0] == "train-images-idx3-ubyte.gz:f68b3c2dcbeaaa9fbdd348bbdeb94873"

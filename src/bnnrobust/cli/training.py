@@ -95,7 +95,7 @@ def train(
     out.print(f"checkpoint: {path}")
     if json_path is not None:
         atomic_write(json_path, json.dumps({"checkpoint": str(path), "cache_hit": result.hit,
-                                            "request": request.as_dict(), **result.metrics},
+                                            "request": request.as_dict(data_root=root), **result.metrics},
                                            indent=2))
 
 

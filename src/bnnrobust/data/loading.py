@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnnrobust.data.download import VerifiedFiles, fetch
+from bnnrobust.data.download import VerifiedFiles, fetch, md5sum
 from bnnrobust.data.imagenet import ArchiveImages, archive_index
 from bnnrobust.data.readers import read_cifar_binary, read_cifar_pickle, read_idx
 from bnnrobust.data.registry import REGISTRY, SPLITS, STREAMED, DatasetSpec, FileSpec
@@ -265,6 +265,36 @@ def load(name: str, split: str = "train", *, root: str | Path | None = None,
         images, labels = images[:limit], labels[:limit]
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
     return x, torch.from_numpy(labels.copy())
+
+
+_IDENTITY: dict[tuple, tuple[str, ...]] = {}
+
+
+def identity(name: str, split: str = "train", *, root: str | Path | None = None
+             ) -> tuple[str, ...]:
+    """What identifies the data a split is read from, for cache keys: the md5s of its files.
+
+    Files checked against published md5s before use are identified by those md5s (nothing is
+    read); CIFAR-10's binary batches, which have none, by the md5 of their real content (read
+    once per file version); a generated dataset by its name.
+    """
+    if name in GENERATED:
+        return (f"generated:{name}",)
+    spec = get_spec(name)
+    _check_split(name, split)
+    files = spec.splits[split]
+    if spec.format == "cifar" and spec.binary_folder:
+        folder = data_root(root) / spec.name
+        if not all((folder / spec.archive_folder / f.name).exists() for f in files):
+            binary = [folder / spec.binary_folder / f"{f.name}{ext}" for f in files
+                      for ext in (".bin", ".bin.gz")]
+            present = [p for p in binary if p.exists()]
+            if len(present) == len(files):
+                key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in present)
+                if key not in _IDENTITY:
+                    _IDENTITY[key] = tuple(f"{p.name}:{md5sum(p)}" for p in present)
+                return _IDENTITY[key]
+    return tuple(f"{f.name}:{f.md5}" for f in files)
 
 
 @dataclass(frozen=True)

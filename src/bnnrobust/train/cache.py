@@ -3,7 +3,8 @@
 The key is a hash of everything that determines the trained weights: the model family and all
 its parameters, the dataset and how much of it, epochs, batch size, learning rate, optimizer,
 seed, weight clipping and centring, weight decay, augmentation, the batch hook's configuration
-(e.g. adversarial training) and a fingerprint of the training code (:func:`training_code`:
+(e.g. adversarial training), the identity of the training data (the md5s of the files it is
+read from: :func:`bnnrobust.data.identity`) and a fingerprint of the training code (:func:`training_code`:
 the source of the training loop, the models, the layers, the data readers and adversarial
 training). Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default
 ``~/.cache/bnnrobust``). The device is not part of the key: a GPU run and a CPU run of the
@@ -23,7 +24,7 @@ import torch
 from rich.console import Console
 
 from bnnrobust.code import closure, fingerprint
-from bnnrobust.data import STREAMED, images, load
+from bnnrobust.data import STREAMED, identity, images, load
 from bnnrobust.device import global_seed
 from bnnrobust.errors import CheckpointError, TrainingError
 from bnnrobust.files import cache_root
@@ -64,16 +65,18 @@ class TrainRequest:
     center_weights: bool = False
     augment: str = "none"
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data, with the model parameters resolved (defaults filled in)."""
+    def as_dict(self, *, data_root: str | Path | None = None) -> dict[str, Any]:
+        """Plain data, with the model parameters resolved (defaults filled in) and the identity
+        of the training data under ``data_root`` (:func:`bnnrobust.data.identity`)."""
         data = dict(self.__dict__)
         data["params"] = resolve_params(self.model, self.params)
         data["training_code"] = training_code(hook=self.hook is not None)
+        data["data"] = list(identity(self.dataset, "train", root=data_root))
         return data
 
-    def key(self) -> str:
-        """A stable hash of the request."""
-        text = json.dumps(self.as_dict(), sort_keys=True)
+    def key(self, *, data_root: str | Path | None = None) -> str:
+        """A stable hash of the request and of the data it trains on."""
+        text = json.dumps(self.as_dict(data_root=data_root), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -119,7 +122,7 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
         raise TrainingError("the batch hook's config() must equal request.hook so that the "
                             f"cache key describes it (hook: {hook_config}, request: "
                             f"{request.hook}).")
-    path = checkpoint_dir(cache_dir) / f"{request.model}-{request.key()}.pt"
+    path = checkpoint_dir(cache_dir) / f"{request.model}-{request.key(data_root=data_root)}.pt"
     if path.exists():
         try:
             ckpt = load_checkpoint(path, expected_model=request.model)
@@ -138,5 +141,5 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
                   batch_hook=batch_hook, schedule=request.schedule, workers=workers,
                   progress=progress, console=console)
     metrics = history.as_dict()
-    save(model, path, train_config=request.as_dict(), metrics=metrics)
+    save(model, path, train_config=request.as_dict(data_root=data_root), metrics=metrics)
     return CachedModel(model, path, False, metrics)

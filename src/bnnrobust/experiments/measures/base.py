@@ -205,7 +205,7 @@ class Measure:
                     params = column.params_for(seed)
                     for index, points in enumerate(chunks):
                         unit = Unit(spec.name, profile.name, plan.label, seed, column.label,
-                                    {"model": request_key(request, plan),
+                                    {"model": request_key(request, plan, data_root),
                                      "attack": column.attack,
                                      "params": {} if params is None else params.as_dict(),
                                      "options": column.options.as_dict(),
@@ -264,12 +264,14 @@ def train_request(plan: ModelPlan, profile: Profile, dataset: str, seed: int) ->
             "adversarial": plan.adversarial, **plan.training}
 
 
-def request_key(request: dict[str, Any] | None, plan: ModelPlan) -> str:
-    """A short hash of the training request (so a changed spec never reuses old units)."""
+def request_key(request: dict[str, Any] | None, plan: ModelPlan,
+                data_root: str | None = None) -> str:
+    """A short hash of the training request and its data (so a changed spec, or other data,
+    never reuses old units)."""
     if request is None:
         return "untrained:" + plan.family
     req, _ = _request_and_hook(request)
-    return req.key()
+    return req.key(data_root=data_root)
 
 
 def _request_and_hook(request: dict[str, Any]):
