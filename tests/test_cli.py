@@ -223,3 +223,55 @@ def test_exact_commands_without_ortools(monkeypatch, capsys, fake_mnist, tmp_pat
     code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "none.pt"))
     assert code == 2 and "the milp attack needs the 'cpsat' extra: pip install " \
         "'bnnrobust[cpsat]'" in " ".join(err.split())
+
+
+def test_train_with_an_unwritable_cache_still_writes_out_and_says_so(monkeypatch, capsys,
+                                                                     fake_mnist, tmp_path):
+    """The cache's folder cannot be created (its parent is a file; tests run as root, which
+    ignores a read-only mode): training finishes, --out is written, the warning says why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("BNNROBUST_CACHE", str(blocker / "cache"))
+    ckpt = tmp_path / "m.pt"
+    code, out, err = run(monkeypatch, capsys, "train", "fc-bnn", "--param", "width=8",
+                         "--epochs", "1", "--out", str(ckpt), "--device", "cpu")
+    assert code == 0, err
+    assert "could not be written to the checkpoint cache" in " ".join(err.split())
+    from bnnrobust.train import load as load_ckpt
+
+    assert load_ckpt(ckpt).model.config["name"] == "fc-bnn" and str(ckpt) in out
+
+
+def test_a_write_killed_midway_keeps_the_old_file_and_its_part_is_cleaned_later(tmp_path):
+    """A subprocess killed (SIGKILL) in the middle of an atomic write leaves the destination as
+    it was; the next write removes the stale temporary file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bnnrobust.files import STALE_PART_SECONDS, atomic_write
+
+    dest = tmp_path / "out.pt"
+    dest.write_bytes(b"OLD")
+    script = (
+        "import sys, time\n"
+        "from bnnrobust.files import atomic_path\n"
+        f"with atomic_path({str(dest)!r}) as tmp:\n"
+        "    with open(tmp, 'wb') as f:\n"
+        "        f.write(b'NEW' * 1000); f.flush()\n"
+        "        print('writing', flush=True)\n"
+        "        time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert dest.read_bytes() == b"OLD"
+    parts = list(tmp_path.glob(".out.pt.*.part"))
+    assert len(parts) == 1
+    fresh = tmp_path / ".out.pt.fresh.part"  # a live writer's file: young, kept
+    fresh.write_bytes(b"")
+    old = parts[0].stat().st_mtime - STALE_PART_SECONDS - 10
+    os.utime(parts[0], (old, old))
+    atomic_write(dest, b"NEWER")
+    assert dest.read_bytes() == b"NEWER" and not parts[0].exists() and fresh.exists()

@@ -88,3 +88,25 @@ def test_bad_store_paths_get_clear_errors(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="has schema 0"):
         ResultStore(old)
+
+
+def test_a_full_disk_under_the_store_is_a_clear_error_that_keeps_what_was_stored(tmp_path):
+    class FullDisk:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        first = Unit("s", "quick", "m", 0, "clean", {"a": 1}, 0)
+        store.put(first, {"n": 1}, seconds=0.1, device="cpu", code_version="v")
+        real = store._db
+        store._db = FullDisk(real)
+        with pytest.raises(StoreError, match="disk full or read-only.*Every unit stored before"):
+            store.put(Unit("s", "quick", "m", 0, "clean", {"a": 1}, 1), {"n": 1}, seconds=0.1,
+                      device="cpu", code_version="v")
+        store._db = real
+        assert store.count() == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
@@ -44,6 +46,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: a temporary file of an atomic write untouched for this long was left by a killed writer
+STALE_PART_SECONDS = 3600.0
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Delete the temporary files of earlier writes to ``path`` that a kill left behind (those
+    not modified for :data:`STALE_PART_SECONDS`; a live writer's file is younger)."""
+    now = time.time()
+    for part in path.parent.glob(f".{path.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:

@@ -26,7 +26,7 @@ from bnnrobust.cli.options import (
 from bnnrobust.data import load
 from bnnrobust.device import resolve_device
 from bnnrobust.files import atomic_write
-from bnnrobust.train import TrainRequest, accuracy, train_cached
+from bnnrobust.train import TrainRequest, accuracy, save, train_cached
 from bnnrobust.train import load as load_checkpoint
 
 
@@ -86,17 +86,17 @@ def train(
                            hook=hook.config() if hook else None)
     result = train_cached(request, batch_hook=hook, device=device, data_root=root, console=err)
     path = result.path
-    if out_path is not None:
-        atomic_write(out_path, result.path.read_bytes())
+    if out_path is not None:  # written from the model itself: also when the cache was not
+        save(result.model, out_path, train_config=result.train_config, metrics=result.metrics)
         path = out_path
     acc = result.metrics.get("final_test_accuracy")
     out.print(f"{'cached' if result.hit else 'trained'}: {model} {request.as_dict()['params']}")
     out.print(f"test accuracy: {acc:.2%}")
-    out.print(f"checkpoint: {path}")
+    out.print(f"checkpoint: {path if path is not None else 'not written (see the warning)'}")
     if json_path is not None:
         atomic_write(json_path, json.dumps({"checkpoint": str(path), "cache_hit": result.hit,
-                                            "request": request.as_dict(data_root=root), **result.metrics},
-                                           indent=2))
+                                            "request": result.train_config,
+                                            **result.metrics}, indent=2))
 
 
 def evaluate(

@@ -131,12 +131,18 @@ class ResultStore:
             text = json.dumps(value, allow_nan=False, default=_plain)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"the value of unit {unit} is not plain JSON data: {exc}.") from None
-        with self._transaction():
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO units VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (unit.key, unit.spec, unit.profile, unit.model, int(unit.seed), unit.attack,
-                 json.dumps(unit.params, sort_keys=True, default=_plain), int(unit.chunk),
-                 text, float(seconds), code_version, device, time.time()))
+        try:
+            with self._transaction():
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO units VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (unit.key, unit.spec, unit.profile, unit.model, int(unit.seed), unit.attack,
+                     json.dumps(unit.params, sort_keys=True, default=_plain), int(unit.chunk),
+                     text, float(seconds), code_version, device, time.time()))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write to the results store {self.path} ({exc}; is its disk "
+                             "full or read-only?). Every unit stored before this one is kept; "
+                             "free space (or give another --store) and run again to compute "
+                             "the rest.") from None
         return cursor.rowcount == 1
 
     def done(self, units: Iterable[Unit]) -> set[str]:

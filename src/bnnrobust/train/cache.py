@@ -82,12 +82,14 @@ class TrainRequest:
 
 @dataclass
 class CachedModel:
-    """A trained model, where its checkpoint is, and whether it came from the cache."""
+    """A trained model, where its checkpoint is (None when the cache could not be written),
+    whether it came from the cache, its metrics and training configuration."""
 
     model: ZooModel
-    path: Path
+    path: Path | None
     hit: bool
     metrics: dict[str, Any]
+    train_config: dict[str, Any]
 
 
 def checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
@@ -126,7 +128,7 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
     if path.exists():
         try:
             ckpt = load_checkpoint(path, expected_model=request.model)
-            return CachedModel(ckpt.model, path, True, ckpt.metrics)
+            return CachedModel(ckpt.model, path, True, ckpt.metrics, ckpt.train_config)
         except CheckpointError as exc:
             (console or Console(stderr=True)).print(f"[yellow]ignoring damaged cache entry: {exc}")
     with global_seed(request.seed):
@@ -141,5 +143,13 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
                   batch_hook=batch_hook, schedule=request.schedule, workers=workers,
                   progress=progress, console=console)
     metrics = history.as_dict()
-    save(model, path, train_config=request.as_dict(data_root=data_root), metrics=metrics)
-    return CachedModel(model, path, False, metrics)
+    config = request.as_dict(data_root=data_root)
+    try:
+        save(model, path, train_config=config, metrics=metrics)
+    except OSError as exc:  # an unwritable or full cache must not lose the trained model
+        (console or Console(stderr=True)).print(
+            f"[yellow]warning: the trained model could not be written to the checkpoint cache "
+            f"({path.parent}: {exc.strerror or exc}); it is not cached and will be trained again "
+            "next time. Set BNNROBUST_CACHE to a writable folder.")
+        return CachedModel(model, None, False, metrics, config)
+    return CachedModel(model, path, False, metrics, config)
