@@ -526,3 +526,30 @@ def test_the_normalized_objective_is_the_objective_over_the_starting_gap():
     assert normalized_objective({"objective": -2.0, "clean_objective": -2.0}) == -1.0
     assert normalized_objective({"objective": 1.0, "clean_objective": -2.0}) == 0.5
     assert normalized_objective({"objective": 9.0, "clean_objective": -2.0}, -1.0) == -0.5
+
+
+def test_grid_problems_refuse_a_budget_below_one_pixel_step():
+    """ε = 0.001 gives floor(255·ε) = 0 whole steps: the grid attack, IProp on the grid,
+    iterated FGSM on the grid and grid certification refuse it instead of calling every point
+    robust; the continuous problem takes it."""
+    rng = np.random.default_rng(0)
+    ib = random_bnn(rng)
+    x = rng.integers(100, 156, size=6)
+    for call in (lambda: cpsat_attack(ib, x, eps=0.001, time_limit=5),
+                 lambda: certify_point(ib, x, eps=0.001, backend="cpsat", time_limit=5)):
+        with pytest.raises(AttackError, match="allows no whole pixel step"):
+            call()
+    assert certify_point(ib, x, eps=0.001, backend="highs", time_limit=5).status in (
+        "robust", "attacked", "unknown")
+
+
+@pytest.mark.parametrize("eps", [1.5, float("inf"), float("nan")])
+def test_budgets_above_one_or_not_finite_are_refused_everywhere(eps):
+    from bnnrobust.attacks import FGSM, PGD, RFGSM, AdversarialTraining
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    for make in (lambda: FGSM(model, eps=eps), lambda: PGD(model, eps=eps),
+                 lambda: RFGSM(model, eps=eps), lambda: AdversarialTraining("fgsm", eps=eps),
+                 lambda: MILPAttack(model, eps=eps), lambda: Certify(model, eps=eps)):
+        with pytest.raises(AttackError, match="eps"):
+            make()

@@ -247,3 +247,26 @@ def test_cifar_schedules_and_the_full_alexnet_weight_decay_switch():
             is not None] == [16]
     assert schedule_weight_decay("binarynet-alexnet-full", 16) == 0.0
     assert all(schedule_weight_decay("step30", e) is None for e in range(1, 91))
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), -1.0])
+def test_non_finite_or_negative_learning_rates_are_refused(lr):
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    with pytest.raises(TrainingError, match="lr must be a finite number > 0"):
+        fit(build("fc-bnn", width=8), (x, y), epochs=1, lr=lr, progress=False)
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error():
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    model = build("fcn", arch="fcn2", precision="full", width=16)
+    with torch.no_grad():
+        model.body[-1].weight.fill_(float("nan"))  # every logit NaN: the loss is NaN at once
+    with pytest.raises(TrainingError, match="the training loss became nan at epoch 1 .*diverged"):
+        fit(model, (x, y), epochs=1, batch_size=8, progress=False)
+
+
+def test_evaluation_refuses_non_finite_inputs():
+    x = torch.rand(3, 1, 28, 28)
+    x[1, 0, 3, 3] = float("nan")
+    with pytest.raises(BnnRobustError, match="NaN or infinite"):
+        accuracy(build("fc-bnn", width=8), x, torch.zeros(3, dtype=torch.long))

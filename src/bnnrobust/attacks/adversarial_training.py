@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnnrobust.attacks.base import AttackError, check_positive, check_steps
+from bnnrobust.attacks.base import AttackError, check_budget, check_positive, check_steps
 from bnnrobust.attacks.fgsm import FGSM
 from bnnrobust.attacks.pgd import PGD
 from bnnrobust.attacks.rfgsm import RFGSM
@@ -89,7 +89,7 @@ class AdversarialTraining:
         if not isinstance(start_epoch, int) or start_epoch < 0:
             raise AttackError(f"start_epoch must be an integer >= 0, got {start_epoch!r}.")
         self.kind = kind
-        self.eps = check_positive("eps", eps)
+        self.eps = check_budget("eps", eps)
         self.start_epoch = start_epoch
         self.steps = check_steps("steps", steps)
         self.alpha = check_positive("alpha", alpha)

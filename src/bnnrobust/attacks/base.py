@@ -61,9 +61,9 @@ def check_steps(name: str, value: int) -> int:
     return value
 
 
-def check_budget(name: str, value: float) -> float:
-    """An L∞ budget on [0, 1] inputs: a finite number in (0, 1]."""
-    value = check_positive(name, value)
+def check_budget(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """An L∞ budget on [0, 1] inputs: a finite number in (0, 1] ([0, 1] with ``allow_zero``)."""
+    value = check_positive(name, value, allow_zero=allow_zero)
     if value > 1:
         raise AttackError(f"{name} must be at most 1 (inputs lie in [0, 1]), got {value!r}.")
     return value

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bnnrobust.attacks.base import AttackError, check_positive
+from bnnrobust.attacks.base import AttackError, check_budget
 from bnnrobust.attacks.gradient import GradientAttack, LossParams
 
 
@@ -24,12 +24,13 @@ def per_sample(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor | flo
 
 
 def check_eps(eps: float | torch.Tensor) -> float | torch.Tensor:
-    """A number >= 0 or a 1-D tensor of them."""
+    """An L∞ budget on [0, 1] inputs: a number in [0, 1], or a 1-D tensor of them."""
     if isinstance(eps, torch.Tensor):
-        if eps.dim() != 1 or not torch.isfinite(eps).all() or (eps < 0).any():
-            raise AttackError("a per-sample eps must be a 1-D tensor of finite values >= 0.")
+        if eps.dim() != 1 or not torch.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
+            raise AttackError("a per-sample eps must be a 1-D tensor of finite values in "
+                              "[0, 1].")
         return eps
-    return check_positive("eps", eps, allow_zero=True)
+    return check_budget("eps", eps, allow_zero=True)
 
 
 @dataclass(frozen=True, kw_only=True)

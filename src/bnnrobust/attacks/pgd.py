@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from bnnrobust.attacks.base import check_choice, check_flag, check_positive, check_steps
+from bnnrobust.attacks.base import (
+    check_budget,
+    check_choice,
+    check_flag,
+    check_positive,
+    check_steps,
+)
 from bnnrobust.attacks.gradient import GradientAttack, LossParams
 
 NORMS = ("linf", "l2")
@@ -47,7 +53,7 @@ class PGDParams(LossParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("norm", self.norm, NORMS)
-        self._set("eps", check_positive("eps", self.eps, allow_zero=True))
+        self._set("eps", check_budget("eps", self.eps, allow_zero=True))
         self._set("alpha", check_positive("alpha", self.alpha))
         check_steps("steps", self.steps)
         check_steps("restarts", self.restarts)
@@ -130,7 +136,7 @@ class BIMParams(LossParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("eps", check_positive("eps", self.eps, allow_zero=True))
+        self._set("eps", check_budget("eps", self.eps, allow_zero=True))
         self._set("alpha", check_positive("alpha", self.alpha))
         check_steps("steps", self.steps)
 

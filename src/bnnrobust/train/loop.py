@@ -8,6 +8,7 @@ clean batch alone; adversarial training returns the clean and the adversarial ba
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -148,13 +149,14 @@ def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
         raise TrainingError(f"epochs must be a positive integer, got {epochs!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TrainingError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if not lr > 0:
-        raise TrainingError(f"lr must be > 0, got {lr!r}.")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise TrainingError(f"lr must be a finite number > 0, got {lr!r}.")
     if optimizer not in OPTIMIZERS:
         raise TrainingError(f"unknown optimizer {optimizer!r}; expected one of "
                             f"{', '.join(OPTIMIZERS)}.")
-    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
-        raise TrainingError(f"weight_decay must be a number >= 0, got {weight_decay!r}.")
+    if not (isinstance(weight_decay, int | float) and math.isfinite(weight_decay)
+            and weight_decay >= 0):
+        raise TrainingError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise TrainingError(f"workers must be an integer >= 0, got {workers!r}.")
     if augment not in AUGMENTATIONS:
@@ -293,6 +295,11 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                     for xa, ya in pairs[1:]:
                         loss = loss + loss_fn(model(xa), ya)
                     loss = loss / len(pairs)
+                    if not math.isfinite(loss.item()):
+                        raise TrainingError(
+                            f"the training loss became {loss.item()} at epoch {epoch + 1} (batch "
+                            f"{seen // batch_size + 1}); training diverged and nothing is kept. "
+                            f"Lower the learning rate (lr = {lr:g}) or check the data.")
                     loss.backward()
                     opt.step()
                     if clip_weights:

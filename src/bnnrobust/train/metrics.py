@@ -76,6 +76,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
                    device: str | torch.device = "auto") -> torch.Tensor:
     """Logits for ``x`` (on the CPU), computed in eval mode in batches."""
     _check_count("batch_size", batch_size)
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise BnnRobustError("the inputs hold NaN or infinite values; a model is evaluated "
+                             "only on finite inputs (in [0, 1]).")
     dev = resolve_device(device)
     model.to(dev)
     outs = []

@@ -31,6 +31,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_pixels,
     check_seconds,
     eps_steps,
+    grid_steps,
     objective_of,
     resolve_target,
 )
@@ -81,8 +82,8 @@ def iterated_fgsm(model: nn.Module, ib: IntegerBNN, pixels: np.ndarray, *, eps: 
     check_choice("gradient", gradient, GRADIENTS)
     check_choice("domain", domain, DOMAINS)
     x = check_pixels(pixels, ib)
-    k = eps_steps(eps)
     grid = domain == "grid"
+    k = grid_steps(eps) if grid else eps_steps(eps)
     prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
     x01 = torch.tensor(x / 255.0, dtype=torch.float32)
     best_p = np.zeros_like(x) if grid else np.zeros(x.size)

@@ -49,7 +49,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_pixels,
     check_seconds,
     deeper_layers,
-    eps_steps,
+    grid_steps,
     interval,
     objective_of,
     objective_terms,
@@ -305,7 +305,7 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     check_seconds("time_limit", time_limit)
     check_steps("threads", threads)
     x = check_pixels(pixels, ib)
-    k = eps_steps(eps)
+    k = grid_steps(eps)
     prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
     deadline = start + float(time_limit)
     first = FirstLayer(ib, x, k)

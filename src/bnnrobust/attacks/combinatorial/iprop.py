@@ -41,6 +41,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_seconds,
     eps_steps,
     float32_margin,
+    grid_steps,
     interval,
     objective_of,
     resolve_target,
@@ -144,7 +145,7 @@ class GridSpace:
 
     def __init__(self, ib: IntegerBNN, pixels: np.ndarray, eps: float) -> None:
         self.ib, self.x = ib, pixels
-        self.first = FirstLayer(ib, pixels, eps_steps(eps))
+        self.first = FirstLayer(ib, pixels, grid_steps(eps))
 
     def zero(self) -> np.ndarray:  # noqa: D102
         return np.zeros_like(self.x)

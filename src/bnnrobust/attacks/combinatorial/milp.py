@@ -37,6 +37,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
     check_pixels,
     eps_steps,
+    grid_steps,
     other_classes,
 )
 
@@ -209,7 +210,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     classes are settled in milliseconds.
     """
     check_backend(backend)
-    eps_steps(eps)
+    (grid_steps if backend == "cpsat" else eps_steps)(eps)  # the grid needs a whole step
     start = time.perf_counter()
     x = check_pixels(pixels, ib)
     prediction, order = other_classes(ib, x)

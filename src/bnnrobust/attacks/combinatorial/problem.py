@@ -66,6 +66,18 @@ def eps_steps(eps: float) -> int:
     return int(math.floor(255 * check_budget("eps", eps) + 1e-9))
 
 
+def grid_steps(eps: float) -> int:
+    """:func:`eps_steps` for a problem on the 1/255 pixel grid, which needs at least one whole
+    step: a smaller ε leaves nothing to search, and every point would be reported robust."""
+    k = eps_steps(eps)
+    if k == 0:
+        raise AttackError(f"ε = {eps:g} allows no whole pixel step on the 1/255 grid "
+                          "(floor(255·ε) = 0), so every point would be trivially robust. Use "
+                          "ε >= 1/255 (0.00392), or the paper's continuous problem (the highs "
+                          "backend, domain='continuous').")
+    return k
+
+
 def check_seconds(name: str, value: float) -> float:
     """A time limit: a finite number of seconds > 0."""
     return check_positive(name, value)
