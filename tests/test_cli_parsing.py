@@ -174,6 +174,9 @@ BAD_VALUES = {
               (["CKPT", "--cw-steps", "0", "--points", "5"], "cw_steps must be an integer >= 1"),
               (["CKPT", "--exact-points", "-1", "--points", "5"],
                "exact_points must be an integer >= 0"),
+              (["CKPT", "--eot", "0", "--points", "5"], "eot_samples must be an integer >= 1"),
+              (["CKPT", "--exact-time", "0", "--points", "5"],
+               "exact_time_limit must be a finite number > 0"),
               (["MISSING"], "does not exist")],
 }
 

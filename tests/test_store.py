@@ -110,3 +110,51 @@ def test_a_full_disk_under_the_store_is_a_clear_error_that_keeps_what_was_stored
                       device="cpu", code_version="v")
         store._db = real
         assert store.count() == 1
+
+
+RUN = """
+import json, sys
+from bnnrobust.experiments import LocalExecutor
+from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.runner import reproduce
+from bnnrobust.experiments.store import ResultStore
+with ResultStore(sys.argv[2]) as store:
+    s = reproduce(load(sys.argv[1]), profile="quick", store=store, executor=LocalExecutor(),
+                  progress=False)
+print(json.dumps({"planned": s.planned, "before": s.stored_before, "computed": s.computed,
+                  "models": s.models_trained}))
+"""
+
+
+def test_two_runs_on_one_store_compute_each_unit_once_and_count_truly(tmp_path, data_root):
+    """Two ``reproduce`` processes started together on one store: the second waits for the
+    first's run lock, then reuses its units; together they compute (and train) everything
+    exactly once, and the counts say so."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_experiments import write_spec
+
+    spec = write_spec(tmp_path)
+    store = tmp_path / "shared.sqlite"
+    env = {**os.environ, "BNNROBUST_DATA": str(data_root),
+           "BNNROBUST_CACHE": str(tmp_path / "cache")}
+    import time
+
+    with ResultStore(store) as held, held.exclusive():  # both start while the lock is held
+        procs = [subprocess.Popen([sys.executable, "-c", RUN, str(spec), str(store)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        time.sleep(8)
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    runs = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    planned = runs[0]["planned"]
+    assert sorted(r["computed"] for r in runs) == [0, planned]
+    assert sorted(r["before"] for r in runs) == [0, planned]
+    assert sum(r["models"] for r in runs) == 2  # TINY's quick profile: one model, two seeds
+    assert any("waiting for it" in " ".join(e.split()) for _, e in outs)
+    with ResultStore(store) as check:
+        assert check.count() == planned

@@ -107,6 +107,20 @@ def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executo
         summary.missing = missing
         return summary
     start = time.perf_counter()
+    with store.exclusive(waiting=lambda: console.print(
+            f"{spec.name}: another run is computing into {store.path}; waiting for it (what "
+            "it stores is reused, not computed again)")):
+        _run_units(spec, profile, store, executor, summary, device=device, data_root=data_root,
+                   cache_dir=cache_dir, progress=progress)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_units(spec: Spec, profile: str, store: ResultStore, executor: Executor,
+               summary: RunSummary, *, device: str, data_root: str | None,
+               cache_dir: str | None, progress: bool) -> None:
+    """Plan, train and compute what the store lacks, counting into ``summary`` (under the
+    store's run lock)."""
     tasks = plan(spec, profile, device=device, data_root=data_root, cache_dir=cache_dir)
     done = store.done(t.unit for t in tasks)
     todo = [t for t in tasks if t.unit.key not in done]
@@ -120,20 +134,17 @@ def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executo
         summary.models_trained = len(trained.results)
         if trained.interrupted:
             summary.interrupted = True
-            summary.seconds = time.perf_counter() - start
-            return summary
+            return
     version = code_version()
 
     def save(index: int, outcome: Computed) -> None:
-        store.put(todo[index].unit, outcome.value, seconds=outcome.seconds,
-                  device=outcome.device, code_version=version)
-        summary.computed += 1
+        if store.put(todo[index].unit, outcome.value, seconds=outcome.seconds,
+                     device=outcome.device, code_version=version):
+            summary.computed += 1
 
     outcome = run(executor, execute, todo, description=f"{spec.name}: units",
                   progress=progress, on_result=save)
     summary.interrupted = outcome.interrupted
-    summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def spec_files(root: Path) -> list[Path]:

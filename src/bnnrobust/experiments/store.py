@@ -15,12 +15,14 @@ back) and a unit stored twice keeps its first value. Default path:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,29 @@ class ResultStore:
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+    @contextmanager
+    def exclusive(self, *, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the store's run lock for the block (an advisory file lock beside it): one run
+        at a time plans and computes units into this store. A second run waits (``waiting`` is
+        called first), then finds the first one's units stored and reuses them, so no unit is
+        computed, and no model trained, twice."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            handle = open(lock_path, "a+")  # noqa: SIM115
+        except OSError as exc:
+            raise StoreError(f"cannot create the store's lock file {lock_path} ({exc}).") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def __enter__(self) -> ResultStore:
         return self
