@@ -252,3 +252,35 @@ def test_generated_and_dataset_is_the_truth_table():
     assert load_data("and", "test", limit=2)[1].tolist() == [0, 0]
     with pytest.raises(DatasetError, match="unknown split 'val' for 'and'"):
         load_data("and", "val")
+
+
+def test_cifar_binary_tarball_is_md5_checked_and_read_without_unpacking(tmp_path, monkeypatch):
+    from tests.conftest import md5_of
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "root" / "cifar10"
+    folder.mkdir(parents=True)
+    tarball = folder / "cifar-10-binary.tar.gz"
+    batches = {}
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            records = np.concatenate([rng.integers(0, 10, (3, 1)),
+                                      rng.integers(0, 256, (3, 3072))], axis=1).astype(np.uint8)
+            batches[name] = records
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}.bin")
+            info.size = records.nbytes
+            tar.addfile(info, io.BytesIO(records.tobytes()))
+    spec = replace(CIFAR10, mirrors=("http://127.0.0.1:9/",), binary_records=3,
+                   binary_archive=FileSpec(tarball.name, md5_of(tarball)))
+    monkeypatch.setitem(REGISTRY, "cifar10", spec)
+    x, y = load("cifar10", "test", root=tmp_path / "root")
+    np.testing.assert_array_equal(y.numpy(), batches["test_batch"][:, 0])
+    xt, _ = load("cifar10", "train", root=tmp_path / "root")
+    assert xt.shape == (15, 3, 32, 32) and not (folder / CIFAR10.binary_folder).exists()
+    from bnnrobust.data import identity
+
+    assert identity("cifar10", root=tmp_path / "root")[0] == f"{tarball.name}:{md5_of(tarball)}"
+    monkeypatch.setitem(REGISTRY, "cifar10", replace(spec, binary_archive=FileSpec(
+        tarball.name, "0" * 32)))
+    with pytest.raises(DatasetError, match="does not match its published md5"):
+        load("cifar10", "test", root=tmp_path / "root")

@@ -122,13 +122,18 @@ def _extract(archive: Path, into: Path, members: list[str]) -> None:
 
 def _cifar_sources(spec: DatasetSpec, folder: Path, split: str, *, download: bool,
                    verified: VerifiedFiles, explicit: bool) -> tuple[str, list[Path]]:
-    """Locate a CIFAR split: python batches, else binary batches, else the archive (fetched)."""
+    """Locate a CIFAR split: python batches, else the binary tarball (md5-checked), else loose
+    binary batches (size-checked), else the python archive (fetched)."""
     files = spec.splits[split]
     py_dir = folder / spec.archive_folder
     if all((py_dir / f.name).exists() for f in files):
         for f in files:
             _verify_or_fail(spec, py_dir / f.name, f, verified)
         return "pickle", [py_dir / f.name for f in files]
+    if spec.binary_archive is not None and (folder / spec.binary_archive.name).exists():
+        tarball = folder / spec.binary_archive.name
+        _verify_or_fail(spec, tarball, spec.binary_archive, verified)
+        return "binary-archive", [tarball]
     if spec.binary_folder:
         bin_dir = folder / spec.binary_folder
         paths = []
@@ -147,7 +152,27 @@ def _cifar_sources(spec: DatasetSpec, folder: Path, split: str, *, download: boo
     return "pickle", [py_dir / f.name for f in files]
 
 
-def _decode(spec: DatasetSpec, kind: str, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+def _binary_members(spec: DatasetSpec, tarball: Path, split: str
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The split's batches read straight from the (verified) binary tarball."""
+    parts = []
+    with tarfile.open(tarball, "r:gz") as tar:
+        for f in spec.splits[split]:
+            name = f"{spec.binary_folder}/{f.name}.bin"
+            try:
+                member = tar.getmember(name)
+            except KeyError:
+                raise DatasetError(f"{tarball}: has no member {name!r}; not the CIFAR-10 binary "
+                                   "tarball.") from None
+            if not member.isfile():
+                raise DatasetError(f"{tarball}: member {name!r} is not a regular file; refused.")
+            parts.append(read_cifar_binary(tarball / name, records=spec.binary_records,
+                                           stream=tar.extractfile(member)))
+    return parts
+
+
+def _decode(spec: DatasetSpec, kind: str, paths: list[Path], split: str
+            ) -> tuple[np.ndarray, np.ndarray]:
     if kind == "idx":
         images, labels = read_idx(paths[0]), read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -156,19 +181,22 @@ def _decode(spec: DatasetSpec, kind: str, paths: list[Path]) -> tuple[np.ndarray
                 f"{images.shape} and {labels.shape}."
             )
         return images[:, None, :, :].astype(np.uint8), labels.astype(np.int64)
-    parts = [
-        read_cifar_pickle(p, label_key=spec.label_key) if kind == "pickle"
-        else read_cifar_binary(p, records=spec.binary_records)
-        for p in paths
-    ]
+    if kind == "binary-archive":
+        parts = _binary_members(spec, paths[0], split)
+    else:
+        parts = [
+            read_cifar_pickle(p, label_key=spec.label_key) if kind == "pickle"
+            else read_cifar_binary(p, records=spec.binary_records)
+            for p in paths
+        ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _decoded_cache(spec: DatasetSpec, split: str, kind: str,
                    paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     key = hashlib.sha256(
-        repr((_DECODER_VERSION, kind, [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
-                                       for p in paths])).encode()
+        repr((_DECODER_VERSION, kind, split,
+              [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths])).encode()
     ).hexdigest()[:20]
     if key in _MEMORY:
         return _MEMORY[key]
@@ -181,7 +209,7 @@ def _decoded_cache(spec: DatasetSpec, split: str, kind: str,
         except (OSError, ValueError, KeyError):
             arrays = None
     if arrays is None:
-        arrays = _decode(spec, kind, paths)
+        arrays = _decode(spec, kind, paths, split)
         if kind == "binary":  # size-checked only (no published md5): never cached on disk
             _MEMORY[key] = arrays
             return arrays
@@ -285,7 +313,11 @@ def identity(name: str, split: str = "train", *, root: str | Path | None = None
     files = spec.splits[split]
     if spec.format == "cifar" and spec.binary_folder:
         folder = data_root(root) / spec.name
-        if not all((folder / spec.archive_folder / f.name).exists() for f in files):
+        tarball = spec.binary_archive
+        pickles = all((folder / spec.archive_folder / f.name).exists() for f in files)
+        if not pickles and tarball is not None and (folder / tarball.name).exists():
+            return (f"{tarball.name}:{tarball.md5}", split)
+        if not pickles:
             binary = [folder / spec.binary_folder / f"{f.name}{ext}" for f in files
                       for ext in (".bin", ".bin.gz")]
             present = [p for p in binary if p.exists()]

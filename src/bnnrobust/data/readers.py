@@ -169,15 +169,19 @@ def read_cifar_pickle(path: str | Path, *, label_key: str = "labels") -> tuple[n
     return data.reshape(-1, 3, 32, 32).copy(), labels.astype(np.int64)
 
 
-def read_cifar_binary(path: str | Path, *, records: int = CIFAR_RECORDS
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_binary(path: str | Path, *, records: int = CIFAR_RECORDS,
+                      stream: io.BufferedIOBase | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 binary batch: exactly ``records`` records of 1 label byte + 3072 pixel
-    bytes (10,000 in every batch of the release), read in bounded chunks."""
+    bytes (10,000 in every batch of the release), read in bounded chunks from ``path`` (or from
+    ``stream``, e.g. a member of the binary tarball, ``path`` naming it in errors)."""
     path = Path(path)
     record = 1 + 3072
-    with _open(path) as stream:
-        data = _read_exact(stream, records * record, path,
-                           what=f"a CIFAR-10 binary batch holds {records} records,")
+    what = f"a CIFAR-10 binary batch holds {records} records,"
+    if stream is not None:
+        data = _read_exact(stream, records * record, path, what=what)
+    else:
+        with _open(path) as handle:
+            data = _read_exact(handle, records * record, path, what=what)
     arr = np.frombuffer(data, dtype=np.uint8).reshape(-1, record)
     labels = arr[:, 0].astype(np.int64)
     if labels.max() > 9:

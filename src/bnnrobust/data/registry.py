@@ -37,6 +37,7 @@ class DatasetSpec:
     archive: FileSpec | None = None
     archive_folder: str | None = None
     binary_folder: str | None = None
+    binary_archive: FileSpec | None = None
     binary_records: int = 10000
     label_key: str = "labels"
     homepage: str = ""
@@ -116,6 +117,8 @@ CIFAR10 = DatasetSpec(
     archive=FileSpec("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170498071),
     archive_folder="cifar-10-batches-py",
     binary_folder="cifar-10-batches-bin",
+    binary_archive=FileSpec("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
+                            162342271),
     label_key="labels",
     homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
 )
