@@ -139,3 +139,13 @@ def test_audit_command(monkeypatch, capsys, fake_mnist, tmp_path):
         assert "Traceback" not in err
     code, _, err = run(monkeypatch, capsys, "audit", str(tmp_path / "none.pt"))
     assert code == 2 and "does not exist" in " ".join(err.split())
+
+
+def test_the_audit_refuses_non_finite_inputs_before_any_attack():
+    torch.manual_seed(0)
+    model = build("fc-bnn", width=8).eval()
+    x = torch.rand(20, 1, 28, 28)
+    x[3, 0, 0, 0] = float("nan")
+    with pytest.raises(AttackError, match="NaN or infinite"):
+        audit(model, x, torch.zeros(20, dtype=torch.long), eps=[0.1], points=10, holdout=5,
+              **FAST)

@@ -192,6 +192,9 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
           progress: bool = True) -> AuditResult:
     """Audit ``model`` on test inputs ``(x, y)`` (see the module docstring)."""
     start = time.perf_counter()
+    if not torch.isfinite(x).all():
+        raise AttackError("the audited inputs hold NaN or infinite values; inputs must be "
+                          "finite, in [0, 1].")
     eps = check_options(eps, points=points, holdout=holdout, available=len(x),
                         pgd_steps=pgd_steps, restarts=restarts, eot_samples=eot_samples,
                         cw_steps=cw_steps, substitute_rounds=substitute_rounds,
