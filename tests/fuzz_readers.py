@@ -1,4 +1,5 @@
-"""A mutation fuzzer over the data readers and the checkpoint loader.
+"""A mutation fuzzer over the data readers (IDX, CIFAR pickle and binary, the ImageNet archive
+index and JPEG decoding) and the checkpoint loader.
 
 Run as ``python -m tests.fuzz_readers --seconds 20 --seed 0 --memory-gb 4``: it caps the
 process's address space, mutates valid inputs (byte flips, truncations, insertions, 0xff runs
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import resource
 import tempfile
@@ -40,13 +42,27 @@ def _bases(folder: Path) -> list[tuple[str, bytes]]:
              b"filenames": [b"a.png", b"b.png", b"c.png"]}
     records = np.concatenate([rng.integers(0, 10, (4, 1)), rng.integers(0, 256, (4, 3072))],
                              axis=1).astype(np.uint8).tobytes()
+    import tarfile
+
+    from PIL import Image
+
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)).save(jpeg, "JPEG")
+    inner, outer = io.BytesIO(), io.BytesIO()
+    for buf, members in ((inner, {"n01440764_1.JPEG": jpeg.getvalue()}), (outer, None)):
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in (members or {"n01440764.tar": inner.getvalue()}).items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     torch.manual_seed(0)
     ckpt = folder / "base.pt"
     save(build("fc-bnn", width=4, depth=1), ckpt, train_config={"epochs": 1},
          metrics={"final_test_accuracy": 0.5})
     return [("idx", idx), ("idx.gz", gzip.compress(idx)), ("idx", labels),
             ("pickle", pickle.dumps(batch, protocol=2)), ("binary", records),
-            ("binary.gz", gzip.compress(records)), ("checkpoint", ckpt.read_bytes())]
+            ("binary.gz", gzip.compress(records)), ("checkpoint", ckpt.read_bytes()),
+            ("imagenet-train", outer.getvalue()), ("jpeg", jpeg.getvalue())]
 
 
 def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
@@ -75,7 +91,7 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _call(reader: str, path: Path) -> None:
-    from bnnrobust.data import read_cifar_binary, read_cifar_pickle, read_idx
+    from bnnrobust.data import imagenet, read_cifar_binary, read_cifar_pickle, read_idx
     from bnnrobust.train.checkpoint import load
 
     if reader.startswith("idx"):
@@ -84,6 +100,10 @@ def _call(reader: str, path: Path) -> None:
         read_cifar_pickle(path)
     elif reader.startswith("binary"):
         read_cifar_binary(path, records=4)
+    elif reader == "imagenet-train":
+        imagenet.index_train(path, ("n01440764", "n01443537"))
+    elif reader == "jpeg":
+        imagenet.preprocess(imagenet._decode(path.read_bytes(), str(path)), size=16, train=False)
     else:
         load(path)
 

@@ -30,6 +30,7 @@ import io
 import os
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class ArchiveIndex:
 def _open_tar(path: Path, mode: str = "r:") -> tarfile.TarFile:
     try:
         return tarfile.open(path, mode)
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise DatasetError(f"{path}: cannot be read as a tar archive ({exc}); is it the "
                            "original ILSVRC2012 file?") from None
 
@@ -85,7 +86,7 @@ def devkit_labels(devkit: Path) -> tuple[tuple[str, ...], dict[int, str], list[i
             meta = tar.extractfile(_DEVKIT_META)
             truth = tar.extractfile(_DEVKIT_TRUTH)
             meta_bytes, truth_bytes = meta.read(), truth.read()
-        except (KeyError, AttributeError, tarfile.TarError, OSError, EOFError):
+        except (KeyError, AttributeError, tarfile.TarError, OSError, EOFError, zlib.error):
             raise DatasetError(f"{devkit}: lacks {_DEVKIT_META} or {_DEVKIT_TRUTH}; not the "
                                "ILSVRC2012 development kit (task 1 & 2).") from None
     try:
@@ -119,32 +120,39 @@ def _member_span(member: tarfile.TarInfo, base: int, archive: Path) -> tuple[int
     return base + member.offset_data, member.size
 
 
+def _class_of(member: tarfile.TarInfo, position: dict[str, int], train_tar: Path) -> int:
+    """The label of a member of the training archive: the tar of one of the 1000 synsets."""
+    match = _CLASS_TAR.fullmatch(member.name)
+    if match is None or match.group(1) not in position:
+        raise DatasetError(f"{train_tar}: member {member.name!r} is not the tar of one of the "
+                           "devkit's 1000 synsets (nXXXXXXXX.tar).")
+    if not member.isfile():
+        raise DatasetError(f"{train_tar}: member {member.name!r} is not a regular file; refused.")
+    return position[match.group(1)]
+
+
 def index_train(train_tar: Path, wnids: tuple[str, ...]) -> ArchiveIndex:
     """Index the training archive: each class tar's JPEGs, labelled by their class tar."""
     position = {w: i for i, w in enumerate(wnids)}
     offsets: list[int] = []
     sizes: list[int] = []
     labels: list[int] = []
-    with _open_tar(train_tar) as outer:
-        for member in outer:
-            match = _CLASS_TAR.fullmatch(member.name)
-            if match is None or match.group(1) not in position:
-                raise DatasetError(f"{train_tar}: member {member.name!r} is not the tar of one "
-                                   "of the devkit's 1000 synsets (nXXXXXXXX.tar).")
-            if not member.isfile():
-                raise DatasetError(f"{train_tar}: member {member.name!r} is not a regular "
-                                   "file; refused.")
-            label = position[match.group(1)]
-            try:
-                with tarfile.open(fileobj=outer.extractfile(member), mode="r:") as inner:
-                    for image in inner:
-                        offset, size = _member_span(image, member.offset_data, train_tar)
-                        offsets.append(offset)
-                        sizes.append(size)
-                        labels.append(label)
-            except (tarfile.TarError, EOFError) as exc:
-                raise DatasetError(f"{train_tar}: class archive {member.name!r} is damaged "
-                                   f"({exc}).") from None
+    try:
+        with _open_tar(train_tar) as outer:
+            for member in outer:
+                label = _class_of(member, position, train_tar)
+                try:
+                    with tarfile.open(fileobj=outer.extractfile(member), mode="r:") as inner:
+                        for image in inner:
+                            offset, size = _member_span(image, member.offset_data, train_tar)
+                            offsets.append(offset)
+                            sizes.append(size)
+                            labels.append(label)
+                except (tarfile.TarError, EOFError) as exc:
+                    raise DatasetError(f"{train_tar}: class archive {member.name!r} is damaged "
+                                       f"({exc}).") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DatasetError(f"{train_tar}: the archive is damaged or truncated ({exc}).") from None
     if not labels:
         raise DatasetError(f"{train_tar}: holds no images.")
     return ArchiveIndex(train_tar, np.asarray(offsets, np.int64), np.asarray(sizes, np.int64),
@@ -156,15 +164,18 @@ def index_val(val_tar: Path, wnids: tuple[str, ...], by_id: dict[int, str],
     """Index the validation archive, in image-number order, labelled by the devkit."""
     position = {w: i for i, w in enumerate(wnids)}
     found: dict[int, tuple[int, int]] = {}
-    with _open_tar(val_tar) as tar:
-        for member in tar:
-            match = _VAL_IMAGE.fullmatch(member.name)
-            number = int(match.group(1)) if match else 0
-            if not 1 <= number <= len(ground_truth) or number in found:
-                raise DatasetError(f"{val_tar}: member {member.name!r} is not one of the "
-                                   f"{len(ground_truth)} validation images of the devkit "
-                                   "(ILSVRC2012_val_NNNNNNNN.JPEG), or is repeated.")
-            found[number] = _member_span(member, 0, val_tar)
+    try:
+        with _open_tar(val_tar) as tar:
+            for member in tar:
+                match = _VAL_IMAGE.fullmatch(member.name)
+                number = int(match.group(1)) if match else 0
+                if not 1 <= number <= len(ground_truth) or number in found:
+                    raise DatasetError(f"{val_tar}: member {member.name!r} is not one of the "
+                                       f"{len(ground_truth)} validation images of the devkit "
+                                       "(ILSVRC2012_val_NNNNNNNN.JPEG), or is repeated.")
+                found[number] = _member_span(member, 0, val_tar)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DatasetError(f"{val_tar}: the archive is damaged or truncated ({exc}).") from None
     if len(found) != len(ground_truth):
         raise DatasetError(f"{val_tar}: holds {len(found)} images; the devkit's ground truth "
                            f"lists {len(ground_truth)}.")
