@@ -129,6 +129,7 @@ BAD_VALUES = {
     "train": [(["fc-bnn", "--param", "width"], "--param expects key=value"),
               (["fc-bnn", "--dataset", "svhn"], "unknown dataset 'svhn'"),
               (["fc-bnn", "--lr", "nan"], "lr"),
+              (["fc-bnn", "--lr", "inf"], "lr must be a finite number > 0"),
               (["fc-bnn", "--out", "DIR"], "is a folder; give a file path"),
               (["fc-bnn", "--json", "FILE/x.json"], "is a file, not a folder")],
     "eval": [(["MISSING"], "does not exist"), (["DIR"], "is a folder; give the .pt file"),
