@@ -98,7 +98,7 @@ def test_eval_mode_restores_each_submodule():
 @pytest.mark.parametrize(("options", "message"), [
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"epochs": 1, "batch_size": 0}, "batch_size must be a positive integer"),
-    ({"epochs": 1, "lr": 0.0}, "lr must be > 0"),
+    ({"epochs": 1, "lr": 0.0}, "lr must be a finite number > 0"),
     ({"epochs": 1, "optimizer": "lbfgs"}, "expected one of adam, sgd"),
 ])
 def test_bad_options(options, message):

@@ -38,7 +38,7 @@ class PGDParams(LossParams):
         random_start: start from a uniform point of the ball (default True).
         restarts: independent runs; per input the first successful (else the highest-loss)
             result is kept (default 1).
-        norm: ``"linf"`` (default) or ``"l2"``.
+        norm: ``"linf"`` (default; ``eps`` in [0, 1]) or ``"l2"`` (``eps`` >= 0).
         loss, temperature, target, eot_samples, bpda, seed: see
             :class:`~bnnrobust.attacks.gradient.LossParams`.
     """
@@ -53,7 +53,8 @@ class PGDParams(LossParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("norm", self.norm, NORMS)
-        self._set("eps", check_budget("eps", self.eps, allow_zero=True))
+        self._set("eps", check_budget("eps", self.eps, allow_zero=True) if self.norm == "linf"
+                  else check_positive("eps", self.eps, allow_zero=True))  # an L2 ball may be > 1
         self._set("alpha", check_positive("alpha", self.alpha))
         check_steps("steps", self.steps)
         check_steps("restarts", self.restarts)
