@@ -317,3 +317,19 @@ def test_cw_uses_eot_passes():
     CWL2(model, steps=3, binary_search_steps=1, abort_early=False, eot_samples=4)(x, y)
     handle.remove()
     assert len(calls) == 3 * 4  # every iteration averages 4 passes
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "pgd", "rfgsm", "cw", "jsma"])
+def test_every_gradient_attack_refuses_non_finite_inputs(name):
+    from bnnrobust.attacks.catalogue import entry
+
+    torch.manual_seed(0)
+    model = build("galloway-cnn", precision="full", width=4)
+    x = torch.rand(2, 1, 28, 28)
+    x[1, 0, 5, 5] = float("nan")
+    attack = entry(name).make(model, {})
+    with pytest.raises(AttackError, match="NaN or infinite"):
+        attack.run(x, torch.tensor([1, 2]))
+    x[1, 0, 5, 5] = float("inf")
+    with pytest.raises(AttackError, match="NaN or infinite"):
+        attack.run(x, torch.tensor([1, 2]))

@@ -137,3 +137,11 @@ def test_missing_files_and_folders_are_dataset_errors(tmp_path, reader):
         reader(tmp_path / "nope.bin")
     with pytest.raises(DatasetError, match="is a folder"):
         reader(tmp_path)
+
+
+def test_a_right_sized_file_of_random_bytes_is_not_a_cifar_batch(tmp_path):
+    path = tmp_path / "data_batch_1.bin"
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, 3073 * 50).astype(np.uint8)
+                     .tobytes())
+    with pytest.raises(DatasetError, match="> 9; not a CIFAR-10 binary batch"):
+        read_cifar_binary(path, records=50)
