@@ -1,15 +1,16 @@
 """Exact-attack speed on Khalil et al.'s fc-bnn (MNIST).
 
 The paper (Gurobi, 3-minute limit, ε = 0.01, the continuous problem): 2×100 solved to optimality
-in 27 s on average, 2×200 in 777 s; those figures are printed beside the ``highs`` runs only
-(the ``cpsat`` runs solve a different problem, the pixel grid).
+in 27 s on average, 2×200 in 777 s; those figures are printed beside the continuous runs
+(``highs``, ``cpsat-lp``) only: the ``cpsat`` runs solve a different problem, the pixel grid.
 
 For each width and backend this script trains (or takes from the cache) an fc-bnn, attacks the
 first ``--points`` test images toward the class with the second-highest output and prints how
 many were proven optimal and the median and mean solve times:
 
 - ``cpsat``: the pixel grid, floor(255·ε) whole pixel steps (2 at ε = 0.01);
-- ``highs``: the paper's continuous problem, |p| <= ε exactly.
+- ``highs``: the paper's continuous problem, |p| <= ε exactly, as its big-M MILP;
+- ``cpsat-lp``: the same continuous problem by pattern decomposition (LP reachability).
 
 The defaults are the acceptance run of the exact-attack issue (both widths, both backends, 100
 points, 180 s): hours on 2 cores. ``--workers N`` attacks N points at once (one thread each).
@@ -29,6 +30,7 @@ from pathlib import Path
 from journal import Journal
 
 from bnnrobust.attacks.combinatorial import MILPAttack
+from bnnrobust.attacks.combinatorial.milp import CONTINUOUS
 from bnnrobust.data import load
 from bnnrobust.experiments import make_executor, run
 from bnnrobust.train import TrainRequest, train_cached
@@ -92,7 +94,7 @@ def main() -> None:
             times = [r["seconds"] for r in results]
             optimal = [r["seconds"] for r in results if r["status"] == "optimal"]
             summary.append(
-                f"fc-bnn {args.depth}x{width} ({args.dataset}, {acc:.2%}) {backend:5s} "
+                f"fc-bnn {args.depth}x{width} ({args.dataset}, {acc:.2%}) {backend:8s} "
                 + (f"grid, floor(255·ε) = {results[0]['eps_steps']} steps" if backend == "cpsat"
                    else f"continuous, |p| <= {args.eps:g}")
                 + f": proven optimal {len(optimal)}/{len(results)}, flipped "
@@ -100,7 +102,7 @@ def main() -> None:
                 f"{statistics.median(times):.2f} s, "
                 f"mean {statistics.mean(times):.2f} s"
                 + (f" (paper, same problem with Gurobi on its machine: mean "
-                   f"{PAPER_MEAN[width]:g} s)" if backend == "highs" and width in PAPER_MEAN
+                   f"{PAPER_MEAN[width]:g} s)" if backend in CONTINUOUS and width in PAPER_MEAN
                    else ""))
             print(summary[-1], flush=True)
     print(f"\nε={args.eps}, {args.points} points, {args.time_limit:g} s limit, one thread per "

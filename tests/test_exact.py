@@ -553,3 +553,47 @@ def test_budgets_above_one_or_not_finite_are_refused_everywhere(eps):
                  lambda: MILPAttack(model, eps=eps), lambda: Certify(model, eps=eps)):
         with pytest.raises(AttackError, match="eps"):
             make()
+
+
+def test_continuous_decomposition_equals_the_highs_big_m_optimum():
+    """cpsat-lp (CP-SAT master, LP reachability with the float32 margins) and the HiGHS big-M
+    MILP solve the same continuous problem: on 30 random tiny BNNs and budgets both prove the
+    same optimum; the returned perturbation lies in the box and its pattern's objective is
+    the forward pass's."""
+    from bnnrobust.attacks.combinatorial.highs import highs_attack
+
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        ib = random_bnn(rng, depth=int(rng.integers(1, 4)))
+        x = rng.integers(100, 156, size=6)
+        eps = float(rng.uniform(0.002, 0.03))
+        ours = cpsat_attack(ib, x, eps=eps, time_limit=20, domain="continuous")
+        reference = highs_attack(ib, x, eps=eps, time_limit=20)
+        assert ours.status == reference.status == "optimal"
+        assert ours.objective == pytest.approx(reference.objective, abs=1e-9)
+        assert np.abs(ours.perturbation).max() <= eps + 1e-12
+        exact = ib.logits((x / 255 + ours.perturbation)[None])[0]
+        assert ours.objective == exact[ours.target] - exact[ours.prediction]
+
+
+def test_continuous_decomposition_results_hold_in_the_pytorch_model():
+    """Through the attack contract (which replays every result in the float32 model and
+    refuses one that does not hold), the cpsat-lp objective is the model's on the returned
+    input; a point it certifies robust is not flipped by the untargeted attack, and a point
+    the attack flips is not certified."""
+    for seed in range(4):
+        model = torch_bnn(seed)
+        x = torch.full((1, 6), 128 / 255)
+        y = model(x).argmax(1)
+        result = MILPAttack(model, eps=0.02, backend="cpsat-lp", hint="none",
+                            time_limit=20).run(x, y)
+        record = result.extra["points"][0]
+        with torch.no_grad():
+            logits = model(result.x_adv)[0]
+        assert record["status"] == "optimal"
+        assert record["objective"] == pytest.approx(
+            float(logits[record["target"]] - logits[record["prediction"]]), abs=1e-5)
+        status = Certify(model, eps=0.02, backend="cpsat-lp", time_limit=20).run(x, y).status[0]
+        broken = MILPAttack(model, eps=0.02, backend="cpsat-lp", hint="none", time_limit=20,
+                            target="untargeted").run(x, y).success[0]
+        assert status in ("robust", "attacked") and (status == "attacked") == bool(broken)

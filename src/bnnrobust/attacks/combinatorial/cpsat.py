@@ -49,6 +49,8 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_pixels,
     check_seconds,
     deeper_layers,
+    eps_steps,
+    float32_margin,
     grid_steps,
     interval,
     objective_of,
@@ -75,18 +77,65 @@ def reifier(model: cp_model.CpModel):
     return make
 
 
-class FirstLayer:
-    """The first hidden layer over the pixel box ``x + p``, ``|p| <= k``, ``0 <= x + p <= 255``.
+class _Patterns:
+    """What the pattern search needs of a first layer over a perturbation box: ``undecided``
+    (neurons whose sign can change), ``fixed`` (every neuron's activation at ``x``; the
+    undecided ones' entries are placeholders), ``weight`` and ``need`` (neuron
+    ``undecided[q]`` fires iff ``weight[q] · p >= need[q]``), the box ``lo``/``hi``, and
+    :meth:`reach` (a perturbation giving a pattern, or ``"infeasible"``/``"unknown"``)."""
 
-    ``undecided``: neurons whose sign can change (interval bounds, exact on the grid);
-    ``fixed``: every neuron's activation at ``x`` (the undecided ones' entries are placeholders);
-    neuron ``undecided[q]`` fires iff ``W_q · p >= need[q]``.
-    """
+    undecided: np.ndarray
+    fixed: np.ndarray
+    weight: np.ndarray
+    need: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def reach(self, pattern: np.ndarray, subset, time_limit: float) -> np.ndarray | str:
+        raise NotImplementedError
+
+    def pair_conflicts(self) -> list[tuple[int, int, int, int]]:
+        """Pairs of (neuron, value) that cannot hold together (none known by default)."""
+        return []
 
     def decided(self) -> dict[int, int]:
         """Neurons whose sign cannot change over the box: index -> ±1."""
         rest = np.setdiff1d(np.arange(len(self.fixed)), self.undecided)
         return {int(j): int(self.fixed[j]) for j in rest}
+
+    def core(self, pattern: np.ndarray, deadline: float) -> list[int]:
+        """A small subset of the undecided neurons whose values in ``pattern`` cannot all be
+        reached (QuickXplain, Junker 2004: about ``c·log(u/c)`` checks for a core of size c).
+
+        A check that runs out of time counts as feasible; the core is verified at the end and
+        the whole pattern (always infeasible when called) is returned if it does not hold."""
+
+        def infeasible(subset: list[int]) -> bool:
+            left = deadline - time.perf_counter()
+            if left <= 0 or not subset:
+                return False
+            reached = self.reach(pattern, subset, left)
+            return isinstance(reached, str) and reached == "infeasible"
+
+        def explain(background: list[int], delta: bool, rest: list[int]) -> list[int]:
+            if delta and infeasible(background):
+                return []
+            if len(rest) == 1:
+                return rest
+            half = len(rest) // 2
+            first, second = rest[:half], rest[half:]
+            d2 = explain(background + first, True, second)
+            d1 = explain(background + d2, bool(d2), first)
+            return d1 + d2
+
+        everything = list(range(len(self.undecided)))
+        found = sorted(explain([], False, everything))
+        return found if len(found) < len(everything) and infeasible(found) else everything
+
+
+class FirstLayer(_Patterns):
+    """The first hidden layer over the pixel box ``x + p``, ``|p| <= k``, ``0 <= x + p <= 255``
+    (whole pixel steps; interval bounds are exact on the grid)."""
 
     def __init__(self, ib: IntegerBNN, x: np.ndarray, k: int) -> None:
         layer = ib.layers[0]
@@ -183,34 +232,63 @@ class FirstLayer:
         point = np.clip(np.round(result.x[:-1]), self.lo, self.hi).astype(np.int64)
         return (point if np.all(a @ point >= b) else None), point
 
-    def core(self, pattern: np.ndarray, deadline: float) -> list[int]:
-        """A small subset of the undecided neurons whose values in ``pattern`` cannot all be
-        reached (QuickXplain, Junker 2004: about ``c·log(u/c)`` checks for a core of size c).
 
-        A check that runs out of time counts as feasible; the core is verified at the end and
-        the whole pattern (always infeasible when called) is returned if it does not hold."""
 
-        def infeasible(subset: list[int]) -> bool:
-            left = deadline - time.perf_counter()
-            if left <= 0 or not subset:
-                return False
-            reached = self.reach(pattern, subset, left)
-            return isinstance(reached, str) and reached == "infeasible"
+class BoxLayer(_Patterns):
+    """The first hidden layer over the paper's continuous box: ``x + p`` on the [0, 1] scale,
+    ``|p| <= ε``, ``0 <= x + p <= 1``.
 
-        def explain(background: list[int], delta: bool, rest: list[int]) -> list[int]:
-            if delta and infeasible(background):
-                return []
-            if len(rest) == 1:
-                return rest
-            half = len(rest) // 2
-            first, second = rest[:half], rest[half:]
-            d2 = explain(background + first, True, second)
-            d1 = explain(background + d2, bool(d2), first)
-            return d1 + d2
+    A neuron fires iff ``a = W·(x + p) − τ >= 0`` in the model. So that every answer holds in the
+    model's own float32 arithmetic, "fires" is encoded as ``a >= δ`` and "does not fire" (the
+    strict side, sign(0) = +1) as ``a <= −δ``, with δ per neuron from
+    :func:`.problem.float32_margin` (plus 1e-6): a pattern reached in this encoding is the
+    pattern the float32 model computes. A neuron is decided when its whole interval lies beyond
+    ±δ. Reachability of a pattern is a linear feasibility problem, decided exactly by an LP
+    that maximizes the smallest slack ``t`` (:meth:`reach`). The residual assumption: an
+    activation pattern needing a pre-activation within δ of its threshold is treated as
+    unreachable, both when attacking and when proving robustness.
+    """
 
-        everything = list(range(len(self.undecided)))
-        found = sorted(explain([], False, everything))
-        return found if len(found) < len(everything) and infeasible(found) else everything
+    def __init__(self, ib: IntegerBNN, x: np.ndarray, eps: float) -> None:
+        layer = ib.layers[0]
+        self.x = np.asarray(x, np.float64)
+        self.lo, self.hi = np.maximum(-eps, -self.x), np.minimum(eps, 1.0 - self.x)
+        w = layer.weight.astype(np.float64)
+        base = w @ self.x - layer.threshold
+        low, high = interval(w, base, self.lo, self.hi)
+        margin = float32_margin(w, self.x + self.hi, layer.threshold) + 1e-6
+        on, off = low >= margin, high <= -margin
+        self.undecided = np.flatnonzero(~(on | off))
+        self.fixed = np.where(on, 1, -1)
+        self.weight = w[self.undecided]
+        self.need = -base[self.undecided]
+        self.margin = margin[self.undecided]
+
+    def rows(self, pattern: np.ndarray, subset) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, b)`` with ``A p >= b`` meaning: neuron ``undecided[q]`` takes ``pattern[q]``
+        with its margin, for every q in ``subset``."""
+        q = np.asarray(subset, dtype=np.int64)
+        sign = np.where(pattern[q] == 1, 1.0, -1.0)
+        return self.weight[q] * sign[:, None], sign * self.need[q] + self.margin[q]
+
+    def reach(self, pattern: np.ndarray, subset, time_limit: float) -> np.ndarray | str:
+        """Maximize ``t`` with ``A p >= b + t`` over the box (HiGHS's dual simplex through
+        SciPy): ``t* >= 0`` gives a perturbation (checked in float64: ``A p >= b`` exactly),
+        ``t* < −1e-6`` (far beyond the solver's 1e-7 tolerance on these scales) proves the
+        pattern unreachable; in between, ``"unknown"``."""
+        a, b = self.rows(pattern, subset)
+        if len(b) == 0:
+            return np.zeros_like(self.x)
+        n = len(self.lo)
+        result = linprog(np.r_[np.zeros(n), -1.0], A_ub=np.c_[-a, np.ones(len(b))], b_ub=-b,
+                         bounds=[*zip(self.lo, self.hi, strict=True), (None, 1.0)],
+                         method="highs-ds", options={"time_limit": max(float(time_limit), 0.01)})
+        if result.status != 0:
+            return "unknown"
+        if result.x[-1] < -1e-6:
+            return "infeasible"
+        point = np.clip(result.x[:-1], self.lo, self.hi)
+        return point if np.all(a @ point >= b) else "unknown"
 
 
 @dataclass
@@ -287,8 +365,10 @@ def pattern_value(ib: IntegerBNN, first: FirstLayer, pattern: np.ndarray, target
 
 def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int | str = "second",
                  time_limit: float = 180.0, threads: int = 1, hint: np.ndarray | None = None,
-                 floor: float | None = None, seed: int = 0) -> ExactResult:
-    """Maximize f_target − f_prediction over the ε-ball on the pixel grid (see module doc).
+                 floor: float | None = None, seed: int = 0, domain: str = "grid") -> ExactResult:
+    """Maximize f_target − f_prediction over the ε-ball on the pixel grid (see module doc), or
+    with ``domain="continuous"`` over the paper's real box (:class:`BoxLayer`; ``hint`` and the
+    returned perturbation are then on the [0, 1] scale).
 
     Args:
         ib: the exported BNN. pixels: one 8-bit input (integers 0..255), flattened.
@@ -305,14 +385,29 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     check_seconds("time_limit", time_limit)
     check_steps("threads", threads)
     x = check_pixels(pixels, ib)
-    k = grid_steps(eps)
-    prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
     deadline = start + float(time_limit)
-    first = FirstLayer(ib, x, k)
+    if domain == "grid":
+        k = grid_steps(eps)
+        prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
+        first: _Patterns = FirstLayer(ib, x, k)
+        dtype = np.int64
 
-    incumbent = np.zeros_like(x) if hint is None else \
-        np.clip(np.asarray(hint, np.int64).ravel(), first.lo, first.hi)
-    best = objective_of(ib, x + incumbent, target, prediction)
+        def value_at(p: np.ndarray) -> float:
+            return objective_of(ib, x + p, target, prediction)
+    elif domain == "continuous":
+        k, x01 = eps_steps(eps), x / 255.0
+        prediction, target = resolve_target(ib.logits(x01[None])[0], target)
+        first, dtype = BoxLayer(ib, x01, eps), np.float64
+
+        def value_at(p: np.ndarray) -> float:
+            logits = ib.logits((x01 + p)[None])[0]
+            return float(logits[target] - logits[prediction])
+    else:
+        raise AttackError(f"unknown domain {domain!r}; expected grid or continuous.")
+
+    incumbent = np.zeros(len(x), dtype) if hint is None else \
+        np.clip(np.asarray(hint, dtype).ravel(), first.lo, first.hi)
+    best = value_at(incumbent)
     trace = [(time.perf_counter() - start, best)]
 
     model = cp_model.CpModel()
@@ -341,7 +436,7 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         if abs(master_value / scale + const - value) > slack:
             raise AttackError(f"master objective {master_value / scale + const:.9g} disagrees "
                               f"with the exact forward pass {value:.9g}: refusing the result.")
-        exact = objective_of(ib, x + reached, target, prediction)
+        exact = value_at(reached)
         if exact != value:
             raise AttackError(f"perturbation objective {exact:.9g} disagrees with its "
                               f"activation pattern's {value:.9g}: refusing the result.")
@@ -354,7 +449,7 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     if found.status == "infeasible":  # no reachable pattern beats the incumbent / floor
         bound, status = (best if floor is None else floor), "optimal"
     elif found.perturbation is not None:
-        best = objective_of(ib, x + found.perturbation, target, prediction)
+        best = value_at(found.perturbation)
         incumbent = found.perturbation
         trace.append((time.perf_counter() - start, best))
         if found.status == "optimal":

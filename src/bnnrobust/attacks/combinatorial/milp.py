@@ -1,12 +1,15 @@
 """The MILP attack of Khalil et al. (2019) on a fully connected BNN, certification, minimal ε.
 
 :class:`MILPAttack` maximizes ``f_target − f_prediction`` over the L∞ ε-ball (objective (1);
-a flip is an objective > 0) with one of two backends:
+a flip is an objective > 0) with one of three backends:
 
 - ``cpsat`` (default): OR-Tools CP-SAT on the 1/255 pixel grid, exact for 8-bit images
   (floor(255·ε) whole pixel steps; :mod:`.cpsat`);
 - ``highs``: the paper's continuous big-M model, solved by HiGHS through OR-Tools MathOpt
-  (exactly ε; :mod:`.highs`).
+  (exactly ε; :mod:`.highs`);
+- ``cpsat-lp``: the paper's continuous problem by the same decomposition as ``cpsat`` (a
+  CP-SAT master over activation patterns, reachability of a pattern decided by an LP with the
+  float32 margins: :class:`.cpsat.BoxLayer`).
 
 Both take a starting solution: by default one round of iterated FGSM through the
 straight-through surrogate (:mod:`.baseline`), so the exact attack is never weaker than the
@@ -18,6 +21,7 @@ does.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,7 +45,9 @@ from bnnrobust.attacks.combinatorial.problem import (
     other_classes,
 )
 
-BACKENDS = ("cpsat", "highs")
+BACKENDS = ("cpsat", "highs", "cpsat-lp")
+#: the backends that solve the paper's continuous problem (|p| <= ε), not the pixel grid
+CONTINUOUS = ("highs", "cpsat-lp")
 HINTS = ("fgsm", "none")
 
 
@@ -49,7 +55,7 @@ def check_backend(backend: str) -> str:
     """The backend name, after checking that its optional extra is installed."""
     check_choice("backend", backend, BACKENDS)
     try:
-        if backend == "cpsat":
+        if backend in ("cpsat", "cpsat-lp"):
             from ortools.sat.python import cp_model  # noqa: F401
         else:
             from ortools.math_opt.python import mathopt
@@ -62,11 +68,12 @@ def check_backend(backend: str) -> str:
 
 
 def solver(backend: str):
-    """The per-point solver function of ``backend`` (:func:`.cpsat.cpsat_attack` or
-    :func:`.highs.highs_attack`)."""
-    if backend == "cpsat":
+    """The per-point solver function of ``backend`` (:func:`.cpsat.cpsat_attack` on the grid
+    or the continuous box, or :func:`.highs.highs_attack`)."""
+    if backend in ("cpsat", "cpsat-lp"):
         from bnnrobust.attacks.combinatorial.cpsat import cpsat_attack
-        return cpsat_attack
+        return functools.partial(cpsat_attack,
+                                 domain="continuous" if backend == "cpsat-lp" else "grid")
     from bnnrobust.attacks.combinatorial.highs import highs_attack
     return highs_attack
 
@@ -76,7 +83,8 @@ class SolverParams(ExactParams):
     """Solver options.
 
     Args:
-        backend: ``"cpsat"`` (pixel grid, default) or ``"highs"`` (continuous big-M MILP).
+        backend: ``"cpsat"`` (pixel grid, default), ``"highs"`` (continuous big-M MILP) or
+            ``"cpsat-lp"`` (continuous, by pattern decomposition).
         threads: CP-SAT workers per point (default 1: deterministic).
     """
 
@@ -129,7 +137,7 @@ class MILPAttack(ExactAttack):
 
     @property
     def continuous(self) -> bool:  # noqa: D102
-        return self.params.backend == "highs"
+        return self.params.backend in CONTINUOUS
 
     def _hint(self, pixels: np.ndarray, target: int | str, budget: float) -> np.ndarray | None:
         if self.params.hint == "none":
@@ -247,7 +255,7 @@ class Certify(ExactAttack):
 
     @property
     def continuous(self) -> bool:  # noqa: D102
-        return self.params.backend == "highs"
+        return self.params.backend in CONTINUOUS
 
     def attack_point(self, pixels: np.ndarray, *, target: int | str,
                      start: np.ndarray | None = None) -> Certificate:  # noqa: D102

@@ -122,8 +122,7 @@ class ExactMeasure(Measure):
                                for i, (p, c) in enumerate(zip(result.extra["points"], clean,
                                                               strict=True))]}
         warm_limit = params.time_limit * options.start_share
-        continuous = getattr(params, "backend", None) == "highs" \
-            or getattr(params, "domain", None) == "continuous"
+        continuous = entry(task.column.attack).make(model, params).continuous
         warm = entry("iterated-fgsm").make(
             model, {"eps": params.eps, "time_limit": warm_limit, "seed": params.seed,
                     "domain": "continuous" if continuous else "grid"}).run(x, y)
