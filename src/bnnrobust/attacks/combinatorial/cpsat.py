@@ -94,9 +94,41 @@ class _Patterns:
     def reach(self, pattern: np.ndarray, subset, time_limit: float) -> np.ndarray | str:
         raise NotImplementedError
 
+    #: how far a pair's bounds must cross before it is declared infeasible (0 on the grid,
+    #: where the arithmetic is exact; a float tolerance on the continuous box)
+    pair_tolerance: float = 0.0
+
+    def rows(self, pattern: np.ndarray, subset) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
     def pair_conflicts(self) -> list[tuple[int, int, int, int]]:
-        """Pairs of (neuron, value) that cannot hold together (none known by default)."""
-        return []
+        """Pairs ``(q, a, r, b)``: neuron q taking value a and neuron r taking b is impossible.
+
+        Two constraints ``u·p >= c1``, ``v·p >= c2`` with ±1 rows: with ``X`` the sum of
+        ``u_i p_i`` where u and v agree and ``Y`` where they differ, they read
+        ``X + Y >= c1``, ``X − Y >= c2``; X and Y range independently over every value
+        between their bounds (on the grid, every integer), so taking X at its maximum they are
+        jointly feasible iff ``max(L_Y, c1 − U_X) <= min(U_Y, U_X − c2)``. Rows that are not
+        ±1 (a first layer with real weights) give no pairs.
+        """
+        u = len(self.undecided)
+        if u < 2 or not np.all(np.abs(self.weight) == 1):
+            return []
+        rows_on, rhs_on = self.rows(np.ones(u, dtype=np.int64), range(u))
+        rows_off, rhs_off = self.rows(np.zeros(u, dtype=np.int64), range(u))
+        rows, rhs = np.concatenate([rows_on, rows_off]), np.concatenate([rhs_on, rhs_off])
+        amax = np.where(rows > 0, self.hi, -self.lo)
+        amin = np.where(rows > 0, self.lo, -self.hi)
+        dmax, dmin = (amax * rows) @ rows.T, (amin * rows) @ rows.T
+        ux = (amax.sum(1)[:, None] + dmax) / 2
+        uy = (amax.sum(1)[:, None] - dmax) / 2
+        ly = (amin.sum(1)[:, None] - dmin) / 2
+        gap = np.maximum(ly, rhs[:, None] - ux) - np.minimum(uy, ux - rhs[None, :])
+        out = []
+        for i, j in zip(*np.nonzero(gap > self.pair_tolerance), strict=True):
+            if i < j and i % u != j % u:
+                out.append((int(i % u), int(i < u), int(j % u), int(j < u)))
+        return out
 
     def decided(self) -> dict[int, int]:
         """Neurons whose sign cannot change over the box: index -> ±1."""
@@ -156,35 +188,6 @@ class FirstLayer(_Patterns):
         q = np.asarray(subset, dtype=np.int64)
         sign = np.where(pattern[q] == 1, 1, -1)
         return self.weight[q] * sign[:, None], np.where(sign > 0, self.need[q], 1 - self.need[q])
-
-    def pair_conflicts(self) -> list[tuple[int, int, int, int]]:
-        """Pairs ``(q, a, r, b)``: neuron q taking value a and neuron r taking b is impossible.
-
-        Two constraints ``u·p >= c1``, ``v·p >= c2`` with ±1 rows: with ``X`` the sum of
-        ``u_i p_i`` where u and v agree and ``Y`` where they differ, they read
-        ``X + Y >= c1``, ``X − Y >= c2``; each ranges over every integer between its bounds,
-        so taking X at its maximum, they are jointly feasible iff
-        ``max(L_Y, c1 − U_X) <= min(U_Y, U_X − c2)``.
-        """
-        u = len(self.undecided)
-        if u < 2:
-            return []
-        pattern = np.ones(u, dtype=np.int64)
-        rows_on, rhs_on = self.rows(pattern, range(u))
-        rows = np.concatenate([rows_on, -rows_on])
-        rhs = np.concatenate([rhs_on, 1 - rhs_on])
-        amax = np.where(rows > 0, self.hi, -self.lo)
-        amin = np.where(rows > 0, self.lo, -self.hi)
-        dmax, dmin = (amax * rows) @ rows.T, (amin * rows) @ rows.T
-        ux = (amax.sum(1)[:, None] + dmax) // 2
-        uy = (amax.sum(1)[:, None] - dmax) // 2
-        ly = (amin.sum(1)[:, None] - dmin) // 2
-        feasible = np.maximum(ly, rhs[:, None] - ux) <= np.minimum(uy, ux - rhs[None, :])
-        out = []
-        for i, j in zip(*np.nonzero(~feasible), strict=True):
-            if i < j and i % u != j % u:
-                out.append((int(i % u), int(i < u), int(j % u), int(j < u)))
-        return out
 
     def reach(self, pattern: np.ndarray, subset, time_limit: float) -> np.ndarray | str:
         """A perturbation giving ``pattern`` on ``subset``, or ``"infeasible"`` / ``"unknown"``.
@@ -263,6 +266,7 @@ class BoxLayer(_Patterns):
         self.weight = w[self.undecided]
         self.need = -base[self.undecided]
         self.margin = margin[self.undecided]
+        self.pair_tolerance = 1e-9
 
     def rows(self, pattern: np.ndarray, subset) -> tuple[np.ndarray, np.ndarray]:
         """``(A, b)`` with ``A p >= b`` meaning: neuron ``undecided[q]`` takes ``pattern[q]``
