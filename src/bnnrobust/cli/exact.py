@@ -126,8 +126,10 @@ def milp(
     points: PointsOpt = 100,
     time_limit: TimeLimitOpt = 180.0,
     backend: Annotated[str, typer.Option(
-        help="cpsat (OR-Tools CP-SAT on the 1/255 pixel grid, exact for 8-bit images) or highs "
-             "(the paper's continuous big-M MILP, HiGHS through OR-Tools MathOpt).")] = "cpsat",
+        help="cpsat (OR-Tools CP-SAT on the 1/255 pixel grid, exact for 8-bit images), "
+             "cpsat-lp (the paper's continuous problem by the same pattern decomposition, "
+             "LP reachability) or highs (the paper's continuous big-M MILP, HiGHS through "
+             "OR-Tools MathOpt).")] = "cpsat",
     target: TargetOpt = "second",
     hint: Annotated[str, typer.Option(
         help="Starting solution: fgsm (one round of iterated FGSM) or none (zero).")] = "fgsm",
