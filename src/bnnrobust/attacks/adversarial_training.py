@@ -63,12 +63,14 @@ CRAFTING_BN = ("batch", "running")
 def random_eps(n: int, eps_max: float, generator: torch.Generator, *,
                sigma: str = "code") -> torch.Tensor:
     """Per-example ε: |N(0, σ)| truncated at ±2σ; σ = ``int(ceil((eps_max·255) // 2))``
-    (``"code"``: Galloway et al.'s, 38 for 0.3) or ``ceil(eps_max·255/2)/255`` (``"text"``)."""
+    (``"code"``: Galloway et al.'s, 38 for 0.3) or ``ceil(eps_max·255/2)/255`` (``"text"``).
+    Draws above 1 are capped at 1: on [0, 1] inputs FGSM with any ε >= 1 moves every pixel with
+    a non-zero gradient to 0 or 1, exactly as ε = 1 does, so the examples are the same."""
     sigma = float(math.ceil((eps_max * 255) // 2)) if sigma == "code" \
         else math.ceil(eps_max * 255 / 2) / 255
     eps = torch.empty(n)
     torch.nn.init.trunc_normal_(eps, std=sigma, a=-2 * sigma, b=2 * sigma, generator=generator)
-    return eps.abs()
+    return eps.abs().clamp(max=1.0)
 
 
 class AdversarialTraining:
