@@ -214,3 +214,17 @@ def test_adversarial_training_through_the_cache(fake_mnist):
     assert not result.hit
     clean = TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=2)
     assert clean.key() != request.key()
+
+
+def test_fgsm_random_training_crafts_with_the_codes_sigma():
+    """The authors' σ = 38 draws budgets far above 1; crafting with them works and matches
+    FGSM at ε = 1 wherever a draw reached 1."""
+    torch.manual_seed(0)
+    model = build("fc-bnn", width=16).eval()
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    hook = AdversarialTraining("fgsm-random", eps=0.3, seed=0)
+    pairs = hook(model, x, y, epoch=0)
+    x_adv = pairs[1][0]
+    assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+    saturated = ((x_adv == 0) | (x_adv == 1) | (x_adv == x)).float().mean().item()
+    assert saturated > 0.9  # almost every draw is >= 1: pixels go to 0 or 1 (or keep a 0 gradient)
