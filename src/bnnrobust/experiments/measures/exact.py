@@ -122,12 +122,11 @@ class ExactMeasure(Measure):
                                for i, (p, c) in enumerate(zip(result.extra["points"], clean,
                                                               strict=True))]}
         warm_limit = params.time_limit * options.start_share
-        continuous = entry(task.column.attack).make(model, params).continuous
-        warm = entry("iterated-fgsm").make(
-            model, {"eps": params.eps, "time_limit": warm_limit, "seed": params.seed,
-                    "domain": "continuous" if continuous else "grid"}).run(x, y)
         rest = dataclasses.replace(params, time_limit=params.time_limit - warm_limit)
         attack = entry(task.column.attack).make(model, rest)
+        warm = entry("iterated-fgsm").make(
+            model, {"eps": params.eps, "time_limit": warm_limit, "seed": params.seed,
+                    "domain": "continuous" if attack.continuous else "grid"}).run(x, y)
         result = attack.run(x, y, start=warm.x_adv)
         clean = clean_objectives(attack, x, result.extra["points"])
         points = []
