@@ -193,6 +193,17 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
     assert code == 0, err
     data = json.loads((tmp_path / "c.json").read_text())
     assert set(data["eps"]) == {"0.004", "0.01"} and len(data["minimal_eps"]) == 3
+    for entry in data["eps"].values():  # every decided point names what settled it
+        assert sum(entry["settled_by"].values()) == entry["robust"] + entry["attacked"]
+    code, out, err = run(monkeypatch, capsys, "certify", ckpt, "--points", "2", "--eps", "0.01",
+                         "--backend", "cpsat-lp", "--time-limit", "20", "--min-eps",
+                         "--tolerance", "0.001", "--json", str(tmp_path / "c2.json"))
+    assert code == 0, err
+    data = json.loads((tmp_path / "c2.json").read_text())
+    assert data["backend"] == "cpsat-lp"
+    for r in data["minimal_eps"]:
+        assert r["domain"] == "continuous" and r["steps"] is None
+        assert not r["proven"] or r["upper"] is None or r["upper"] - r["lower"] <= 0.001
     for args, message in [
         (["milp", ckpt, "--eps", "0"], "eps must be a finite number > 0"),
         (["milp", ckpt, "--eps", "1.5"], "eps must be at most 1"),
@@ -204,6 +215,9 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
         (["milp", ckpt, "--points", "0"], "--points must be >= 1"),
         (["iprop", ckpt, "--step", "fast"], "--step must be 'adaptive' or a whole number"),
         (["certify", ckpt, "--eps", "-1"], "--eps -1 is not a budget"),
+        (["certify", ckpt, "--backend", "gurobi"], "unknown backend 'gurobi'"),
+        (["certify", ckpt, "--min-eps", "--tolerance", "0"], "--tolerance must be a finite"),
+        (["certify", ckpt, "--eps", "0.002"], "allows no whole pixel step"),
     ]:
         code, _, err = run(monkeypatch, capsys, *args)
         assert code == 2 and message in " ".join(err.split()), (args, err)

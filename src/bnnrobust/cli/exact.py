@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -204,12 +205,13 @@ def iprop(
             json_path, interrupted)
 
 
-def _minimal(integer, max_eps: float, time_limit: float, x: torch.Tensor, index: int):
+def _minimal(integer, max_eps: float, backend: str, tolerance: float, time_limit: float,
+             x: torch.Tensor, index: int):
     from bnnrobust.attacks.combinatorial import minimal_eps
     from bnnrobust.attacks.combinatorial.attack import grid_pixels
 
     return minimal_eps(integer, grid_pixels(x[index:index + 1])[0], max_eps=max_eps,
-                       time_limit=time_limit)
+                       backend=backend, tolerance=tolerance, time_limit=time_limit)
 
 
 def certify(
@@ -218,9 +220,20 @@ def certify(
     eps: EpsListOpt = None,
     points: PointsOpt = 100,
     time_limit: TimeLimitOpt = 180.0,
+    backend: Annotated[str, typer.Option(
+        help="cpsat (the 1/255 pixel grid, floor(255·ε) whole steps), cpsat-lp (the paper's "
+             "continuous problem, |p| <= ε, by pattern decomposition) or highs (the same "
+             "continuous problem as the big-M MILP).")] = "cpsat",
+    bounds: Annotated[bool, typer.Option(
+        "--bounds/--no-bounds", help="Settle what interval and LP bounds can before the "
+                                     "exact search (the table counts what settled each "
+                                     "point).")] = True,
     min_eps: Annotated[bool, typer.Option(
-        "--min-eps", help="Also find each point's smallest flipping ε on the pixel grid "
-                          "(bisection up to the largest --eps).")] = False,
+        "--min-eps", help="Also find each point's smallest flipping ε (bisection up to the "
+                          "largest --eps; whole pixel steps with cpsat, to --tolerance on the "
+                          "continuous box).")] = False,
+    tolerance: Annotated[float, typer.Option(
+        help="Width of the minimal-ε bracket on the continuous box (cpsat-lp, highs).")] = 1e-4,
     workers: WorkersOpt = 1,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
@@ -228,35 +241,42 @@ def certify(
     json_path: JsonOpt = None,
 ) -> None:
     """Certified robust accuracy: prove that no perturbation within ε changes the prediction
-    (default ε 0.01; on the 1/255 pixel grid, floor(255·ε) whole steps)."""
+    (default ε 0.01; on the 1/255 pixel grid, floor(255·ε) whole steps, unless --backend
+    names a continuous one)."""
     check_output_file("--json", json_path)
     eps_list = check_eps(eps, [0.01])
+    params = {"time_limit": time_limit, "backend": backend, "bounds": bounds}
     for value in eps_list:
-        entry("certify").check({"eps": value, "time_limit": time_limit})
+        entry("certify").check({"eps": value, **params})
+    if min_eps and not (math.isfinite(tolerance) and tolerance > 0):
+        raise BnnRobustError(f"--tolerance must be a finite number > 0, got {tolerance}.")
     check_executor(executor, workers=workers, address=address)
     ckpt, x, y = _points(checkpoint, dataset, points, root)
     from bnnrobust.attacks.combinatorial import eps_steps
 
     table = Table("ε", "pixel steps", "certified accuracy", "robust", "attacked", "unknown",
-                  "clean accuracy", "time (s)")
+                  "settled by interval / LP / exact", "clean accuracy", "time (s)")
     report: dict = {"checkpoint": str(checkpoint), "dataset": dataset, "time_limit": time_limit,
-                    "points": len(x), "eps": {}}
+                    "backend": backend, "bounds": bounds, "points": len(x), "eps": {}}
     interrupted = False
     summaries: list[str] = []
     for value in eps_list:
-        attack = entry("certify").make(ckpt.model, {"eps": value, "time_limit": time_limit})
+        attack = entry("certify").make(ckpt.model, {"eps": value, **params})
         result, done, interrupted = _run_points(attack, x, y, executor=executor,
                                                 workers=workers, address=address,
                                                 description=f"certify ε={value:g}")
         if result is not None:
             c = certified(result, y[done])
+            by = c.settled_by
             table.add_row(f"{value:g}", str(eps_steps(value)), f"{c.certified_accuracy:.2%}",
                           str(c.robust), str(c.attacked), str(c.unknown),
+                          f"{by['interval']} / {by['lp']} / {by['exact']}",
                           f"{c.clean_accuracy:.2%}", f"{float(result.point_seconds.sum()):.1f}")
-            summaries.append(f"certify ε={value:g} ({eps_steps(value)} pixel steps): certified "
-                             f"accuracy {c.certified_accuracy:.2%} (robust {c.robust}, "
-                             f"attacked {c.attacked}, unknown {c.unknown} of {c.points} "
-                             f"points; clean {c.clean_accuracy:.2%})")
+            summaries.append(f"certify {backend} ε={value:g}: certified accuracy "
+                             f"{c.certified_accuracy:.2%} (robust {c.robust}, attacked "
+                             f"{c.attacked}, unknown {c.unknown} of {c.points} points; settled "
+                             f"by interval {by['interval']}, LP {by['lp']}, exact "
+                             f"{by['exact']}; clean {c.clean_accuracy:.2%})")
             records = result.extra["points"]
             report["eps"][str(value)] = {
                 **c.as_dict(), "points": [{"index": i, "label": int(y[i]), **p}
@@ -267,18 +287,21 @@ def certify(
     for line in summaries:
         out.print(line, highlight=False)
     if min_eps and not interrupted:
-        fn = functools.partial(_minimal, attack.integer, max(eps_list), time_limit, x)
+        fn = functools.partial(_minimal, attack.integer, max(eps_list), backend, tolerance,
+                               time_limit, x)
         outcome = run(make_executor(executor, workers=workers, address=address), fn,
                       list(range(len(x))), description="minimal ε")
         interrupted = outcome.interrupted
-        steps = Table("point", "label", "minimal pixel steps", "ε", "proven", "time (s)")
+        digits = 4 if backend == "cpsat" else max(4, 1 - math.floor(math.log10(tolerance)))
+        steps = Table("point", "label", "minimal ε in", "pixel steps", "proven", "probes",
+                      "time (s)")
         for i, r in sorted(outcome.results.items()):
-            steps.add_row(str(i), str(int(y[i])), "-" if r.steps is None else str(r.steps),
-                          "-" if r.eps is None else f"{r.eps:.4f}", "yes" if r.proven else
-                          f"no (>= {r.lower})", f"{r.seconds:.2f}")
+            upper = "-" if r.upper is None else f"{r.upper:.{digits}f}"
+            steps.add_row(str(i), str(int(y[i])), f"({r.lower:.{digits}f}, {upper}]",
+                          "-" if r.steps is None or backend != "cpsat" else str(r.steps),
+                          "yes" if r.proven else "no", str(r.probes), f"{r.seconds:.2f}")
         out.print(steps)
-        report["minimal_eps"] = [{"index": i, "steps": r.steps, "eps": r.eps, "lower": r.lower,
-                                  "proven": r.proven, "seconds": r.seconds}
+        report["minimal_eps"] = [{"index": i, **r.as_dict()}
                                  for i, r in sorted(outcome.results.items())]
     if json_path is not None:
         atomic_write(json_path, json.dumps(report, indent=1))

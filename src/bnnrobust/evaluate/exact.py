@@ -7,7 +7,7 @@ attack (``status``, ``point_seconds``, ``extra["points"]``).
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -41,6 +41,8 @@ class Certified:
     unknown: int
     clean_accuracy: float
     certified_accuracy: float
+    #: points by the costliest method their certificate needed (interval, lp, exact)
+    settled_by: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -76,4 +78,6 @@ def certified(result: AttackResult, labels: torch.Tensor) -> Certified:
     return Certified(points=len(points), robust=result.status.count("robust"),
                      attacked=result.status.count("attacked"),
                      unknown=result.status.count("unknown"),
-                     clean_accuracy=sum(correct) / n, certified_accuracy=sum(robust) / n)
+                     clean_accuracy=sum(correct) / n, certified_accuracy=sum(robust) / n,
+                     settled_by={m: sum(p.get("method") == m for p in points)
+                                 for m in ("interval", "lp", "exact")})

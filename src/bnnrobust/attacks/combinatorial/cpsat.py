@@ -77,7 +77,7 @@ def reifier(model: cp_model.CpModel):
     return make
 
 
-class _Patterns:
+class PatternLayer:
     """What the pattern search needs of a first layer over a perturbation box: ``undecided``
     (neurons whose sign can change), ``fixed`` (every neuron's activation at ``x``; the
     undecided ones' entries are placeholders), ``weight`` and ``need`` (neuron
@@ -182,7 +182,7 @@ class _Patterns:
         return found
 
 
-class FirstLayer(_Patterns):
+class FirstLayer(PatternLayer):
     """The first hidden layer over the pixel box ``x + p``, ``|p| <= k``, ``0 <= x + p <= 255``
     (whole pixel steps; interval bounds are exact on the grid)."""
 
@@ -254,7 +254,7 @@ class FirstLayer(_Patterns):
 
 
 
-class BoxLayer(_Patterns):
+class BoxLayer(PatternLayer):
     """The first hidden layer over the paper's continuous box: ``x + p`` on the [0, 1] scale,
     ``|p| <= ε``, ``0 <= x + p <= 1``.
 
@@ -310,6 +310,19 @@ class BoxLayer(_Patterns):
             return "infeasible"
         point = np.clip(result.x[:-1], self.lo, self.hi)
         return point if np.all(a @ point >= b) else "unknown"
+
+
+def pattern_layer(ib: IntegerBNN, pixels: np.ndarray, *, eps: float,
+                  domain: str = "grid") -> PatternLayer:
+    """The first layer of ``ib`` over the ε-box around the 8-bit input ``pixels``: on the
+    pixel grid (:class:`FirstLayer`, floor(255·ε) whole steps) or on the paper's continuous
+    box (:class:`BoxLayer`, ``domain="continuous"``)."""
+    if domain == "grid":
+        return FirstLayer(ib, pixels, grid_steps(eps))
+    if domain == "continuous":
+        eps_steps(eps)  # checks ε
+        return BoxLayer(ib, pixels / 255.0, eps)
+    raise AttackError(f"unknown domain {domain!r}; expected grid or continuous.")
 
 
 @dataclass
@@ -412,24 +425,22 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     check_steps("threads", threads)
     x = check_pixels(pixels, ib)
     deadline = start + float(time_limit)
+    first = pattern_layer(ib, x, eps=eps, domain=domain)
     if domain == "grid":
         k = grid_steps(eps)
         prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
-        first: _Patterns = FirstLayer(ib, x, k)
         dtype = np.int64
 
         def value_at(p: np.ndarray) -> float:
             return objective_of(ib, x + p, target, prediction)
-    elif domain == "continuous":
+    else:
         k, x01 = eps_steps(eps), x / 255.0
         prediction, target = resolve_target(ib.logits(x01[None])[0], target)
-        first, dtype = BoxLayer(ib, x01, eps), np.float64
+        dtype = np.float64
 
         def value_at(p: np.ndarray) -> float:
             logits = ib.logits((x01 + p)[None])[0]
             return float(logits[target] - logits[prediction])
-    else:
-        raise AttackError(f"unknown domain {domain!r}; expected grid or continuous.")
 
     incumbent = np.zeros(len(x), dtype) if hint is None else \
         np.clip(np.asarray(hint, dtype).ravel(), first.lo, first.hi)

@@ -24,18 +24,27 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from bnnrobust.attacks.base import AttackError, Found, check_choice, check_steps
+from bnnrobust.attacks.base import (
+    AttackError,
+    Found,
+    check_choice,
+    check_positive,
+    check_steps,
+)
 from bnnrobust.attacks.combinatorial.attack import (
     ExactAttack,
     ExactParams,
     TargetedParams,
     records,
 )
+from bnnrobust.attacks.combinatorial.bounds import METHODS, settle
+from bnnrobust.attacks.combinatorial.cpsat import pattern_layer
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
 from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
@@ -191,7 +200,8 @@ class Certificate:
 
     ``status``: ``robust`` (proved for every other class), ``attacked`` (a perturbation makes
     some class reach the prediction's output: ``perturbation``, ``target``) or ``unknown``
-    (time ran out first).
+    (time ran out first). ``settled_by``: per class, the method that settled it (``interval``
+    or ``lp`` bounds, :mod:`.bounds`, or the ``exact`` search).
     """
 
     status: str
@@ -200,44 +210,84 @@ class Certificate:
     target: int | None = None
     perturbation: np.ndarray | None = None
     per_class: dict[int, str] = field(default_factory=dict)
+    settled_by: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str | None:
+        """The costliest method the point needed (``interval`` < ``lp`` < ``exact``; None while
+        unknown): a point is only as cheap as its hardest class."""
+        if self.status == "unknown":
+            return None
+        return max(self.settled_by.values(), key=METHODS.index, default=None)
 
     def as_dict(self) -> dict:
         """Plain data for JSON."""
         return {"status": self.status, "prediction": self.prediction, "seconds": self.seconds,
-                "target": self.target, "per_class": {str(k): v for k, v in self.per_class.items()},
+                "target": self.target, "method": self.method,
+                "per_class": {str(k): v for k, v in self.per_class.items()},
+                "settled_by": {str(k): v for k, v in self.settled_by.items()},
                 "perturbation": None if self.perturbation is None else self.perturbation.tolist()}
 
 
 def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: str = "cpsat",
-                  time_limit: float = 180.0, threads: int = 1, seed: int = 0) -> Certificate:
+                  time_limit: float = 180.0, threads: int = 1, seed: int = 0,
+                  bounds: bool = True, classes: Sequence[int] | None = None) -> Certificate:
     """Prove (or refute) that no perturbation within ε changes the prediction of ``pixels``.
 
-    For each other class c, most dangerous (highest output) first, it searches for a
-    perturbation with ``f_c − f_prediction >= 0`` (a tie counts against robustness); none for
-    every class proves the point robust. Each class may use all the time still left: most
-    classes are settled in milliseconds.
+    For each other class c, most dangerous (highest output) first: the cheap bounds of
+    :mod:`.bounds` (interval, then LP; ``bounds=False`` skips them) settle it when they prove
+    ``f_c − f_prediction < 0``; otherwise the exact search looks for a perturbation with
+    ``f_c − f_prediction >= 0`` (a tie counts against robustness). None for every class proves
+    the point robust. Each class may use all the time still left. ``classes``: only these
+    targets (the others known robust, e.g. at a larger ε); the verdict is then about them.
     """
     check_backend(backend)
-    (grid_steps if backend == "cpsat" else eps_steps)(eps)  # the grid needs a whole step
+    domain = "grid" if backend == "cpsat" else "continuous"
     start = time.perf_counter()
     x = check_pixels(pixels, ib)
+    first = pattern_layer(ib, x, eps=eps, domain=domain)  # checks ε (the grid needs a step)
     prediction, order = other_classes(ib, x)
     solve = solver(backend)
     per_class: dict[int, str] = {}
+    settled_by: dict[int, str] = {}
+    if classes is not None:
+        order = [c for c in order if c in set(classes)]
     for cls in order:
+        left = time_limit - (time.perf_counter() - start)
+        if left <= 0:
+            break
+        method = settle(ib, first, cls, prediction, time_limit=left) if bounds else None
+        if method is not None:
+            per_class[cls], settled_by[cls] = "robust", method
+            continue
         left = time_limit - (time.perf_counter() - start)
         if left <= 0:
             break
         result = solve(ib, x, eps=eps, target=cls, time_limit=left, threads=threads,
                        hint=None, floor=0.0, seed=seed)
         if result.objective >= 0:
-            per_class[cls] = "attacked"
+            per_class[cls], settled_by[cls] = "attacked", "exact"
             return Certificate("attacked", prediction, time.perf_counter() - start, cls,
-                               result.perturbation, per_class)
+                               result.perturbation, per_class, settled_by)
         per_class[cls] = "robust" if result.status == "optimal" else "unknown"
+        if result.status == "optimal":
+            settled_by[cls] = "exact"
     robust = len(per_class) == len(order) and all(v == "robust" for v in per_class.values())
     return Certificate("robust" if robust else "unknown", prediction,
-                       time.perf_counter() - start, per_class=per_class)
+                       time.perf_counter() - start, per_class=per_class, settled_by=settled_by)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertifyParams(SolverParams):
+    """Certification's parameters.
+
+    Args:
+        bounds: settle what the interval and LP bounds can before the exact search (default
+            True; :mod:`.bounds`).
+        eps, time_limit, backend, threads, seed: see the base classes.
+    """
+
+    bounds: bool = True
 
 
 class Certify(ExactAttack):
@@ -251,7 +301,7 @@ class Certify(ExactAttack):
     """
 
     name = "certify"
-    Params = SolverParams
+    Params = CertifyParams
 
     @property
     def continuous(self) -> bool:  # noqa: D102
@@ -261,7 +311,8 @@ class Certify(ExactAttack):
                      start: np.ndarray | None = None) -> Certificate:  # noqa: D102
         p = self.params
         return certify_point(self.integer, pixels, eps=p.eps, backend=p.backend,
-                             time_limit=p.time_limit, threads=p.threads, seed=p.seed)
+                             time_limit=p.time_limit, threads=p.threads, seed=p.seed,
+                             bounds=p.bounds)
 
     def _found(self, x: torch.Tensor, pixels: np.ndarray, results: list) -> Found:
         device = x.device
@@ -278,51 +329,97 @@ class Certify(ExactAttack):
 
 @dataclass
 class MinimalEps:
-    """The smallest number of pixel steps (ε = steps/255) that changes a prediction.
+    """The smallest L∞ budget that changes a prediction, bracketed.
 
-    ``steps`` is proven minimal when ``proven``; otherwise the truth lies in
-    ``[lower, steps]`` (``steps`` is None when no flip was found up to the search's maximum).
+    Every ε <= ``lower`` is proven robust (0 when none was); ``upper`` is the L∞ norm of
+    ``perturbation``, which changes the prediction (a tie counts, as in certification), or
+    None when no perturbation up to the search's maximum was found. ``proven``: the bracket
+    is as tight as the domain allows (on the grid ``upper`` is one pixel step above
+    ``lower``; on the continuous box ``upper − lower <= tolerance``), or nothing flips up to
+    the maximum and the maximum is proven robust.
     """
 
-    steps: int | None
-    lower: int
+    lower: float
+    upper: float | None
     proven: bool
     seconds: float
+    domain: str = "grid"
     perturbation: np.ndarray | None = None
+    probes: int = 0
 
     @property
-    def eps(self) -> float | None:
-        """``steps / 255``, or None."""
-        return None if self.steps is None else self.steps / 255.0
+    def steps(self) -> int | None:
+        """On the grid, ``upper`` in whole pixel steps (None when nothing flips)."""
+        return None if self.upper is None else round(self.upper * 255)
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON (no perturbation)."""
+        return {"lower": self.lower, "upper": self.upper, "proven": self.proven,
+                "seconds": self.seconds, "domain": self.domain, "probes": self.probes,
+                "steps": self.steps if self.domain == "grid" else None}
 
 
 def minimal_eps(ib: IntegerBNN, pixels: np.ndarray, *, max_eps: float = 0.1,
-                time_limit: float = 180.0, threads: int = 1, seed: int = 0) -> MinimalEps:
-    """Bisection over whole pixel steps 1..floor(255·max_eps) with :func:`certify_point`
-    (CP-SAT).
+                backend: str = "cpsat", tolerance: float = 1e-4, time_limit: float = 180.0,
+                threads: int = 1, seed: int = 0) -> MinimalEps:
+    """Bisection over ε in (0, ``max_eps``] with :func:`certify_point`: whole pixel steps on
+    the grid (``backend="cpsat"``), real ε to ``tolerance`` on the continuous box
+    (``cpsat-lp``, ``highs``).
 
-    Each probe gets the time left divided by the probes a bisection still needs; a probe that
-    runs out of time leaves the answer as an interval.
+    Work is reused between probes: a perturbation found at ε caps the bracket at its own L∞
+    norm (often below ε), a class proven robust at ε is robust at every smaller ε and is not
+    searched again below it, and the bracket only ever narrows. Each probe gets the time left
+    divided by the probes the bisection still needs; a probe that runs out of time leaves the
+    answer as the bracket so far.
     """
+    check_backend(backend)
+    check_positive("tolerance", tolerance)
+    grid = backend == "cpsat"
     start = time.perf_counter()
-    lo, hi = 1, eps_steps(max_eps)  # the answer, if any, lies in [lo, hi]
-    found, proven_lower = None, 0
-    while lo <= hi:
+    x = check_pixels(pixels, ib)
+    top = grid_steps(max_eps) / 255.0 if grid else max_eps
+    if not grid:
+        eps_steps(max_eps)
+    lower, upper, found = 0.0, None, None
+    robust_up_to: dict[int, float] = {}  # per class: the largest ε it was proven robust at
+    _, order = other_classes(ib, x)
+    probes = 0
+
+    def settled() -> bool:
+        if upper is None:
+            return lower >= top
+        return round(upper * 255) - round(lower * 255) <= 1 if grid \
+            else upper - lower <= tolerance
+
+    while not settled():
         left = time_limit - (time.perf_counter() - start)
         if left <= 0:
             break
-        mid = (lo + hi) // 2
-        probes = max(1, math.ceil(math.log2(hi - lo + 2)))
-        cert = certify_point(ib, pixels, eps=mid / 255.0 + 1e-9, time_limit=left / probes,
-                             threads=threads, seed=seed)
+        if upper is None:  # the maximum first: one probe settles a point robust there
+            eps, width = top, (round(top * 255) if grid else top / tolerance)
+        elif grid:
+            lo_s, hi_s = round(lower * 255), round(upper * 255)
+            eps, width = (lo_s + hi_s) // 2 / 255.0, hi_s - lo_s
+        else:
+            eps, width = (lower + upper) / 2, (upper - lower) / tolerance
+        need = max(1, math.ceil(math.log2(max(width, 1) + 1)))
+        classes = [c for c in order if robust_up_to.get(c, -1.0) < eps]
+        probes += 1
+        cert = certify_point(ib, x, eps=eps + (1e-9 if grid else 0.0), backend=backend,
+                             time_limit=left / need, threads=threads, seed=seed,
+                             classes=classes)
+        for cls, verdict in cert.per_class.items():
+            if verdict == "robust":
+                robust_up_to[cls] = max(robust_up_to.get(cls, -1.0), eps)
         if cert.status == "attacked":
-            found, hi = (mid, cert.perturbation), mid - 1
+            norm = float(np.abs(cert.perturbation).max())
+            upper = norm / 255.0 if grid else norm
+            found = cert.perturbation
         elif cert.status == "robust":
-            proven_lower, lo = mid, mid + 1
+            lower = eps
         else:
             break
-    steps = None if found is None else found[0]
-    proven = lo > hi and (steps is None or proven_lower == steps - 1)
-    return MinimalEps(steps=steps, lower=proven_lower + 1, proven=proven,
-                      seconds=time.perf_counter() - start,
-                      perturbation=None if found is None else found[1])
+    proven = settled()
+    return MinimalEps(lower=lower, upper=upper, proven=proven,
+                      seconds=time.perf_counter() - start, domain="grid" if grid else
+                      "continuous", perturbation=found, probes=probes)
