@@ -1,23 +1,30 @@
-"""Exact-attack speed on Khalil et al.'s fc-bnn (MNIST).
+"""Exact-attack speed on Khalil et al.'s fc-bnn networks (MNIST), trained as the paper's specs
+train them.
 
 The paper (Gurobi, 3-minute limit, ε = 0.01, the continuous problem): 2×100 solved to optimality
 in 27 s on average, 2×200 in 777 s; those figures are printed beside the continuous runs
 (``highs``, ``cpsat-lp``) only: the ``cpsat`` runs solve a different problem, the pixel grid.
 
-For each width and backend this script trains (or takes from the cache) an fc-bnn, attacks the
-first ``--points`` test images toward the class with the second-highest output and prints how
-many were proven optimal and the median and mean solve times:
+For each network and backend this script trains (or takes from the checkpoint cache) the
+network of ``--spec`` (Figure 2's networks, 2x100 ... 5x100) with the training of its
+``--profile`` (paper: BinaryNet.pytorch's main_mnist.py recipe, 100 epochs on all 60,000
+images), attacks the first ``--points`` test images toward the class with the second-highest
+output and prints how many were proven optimal and the median and mean solve times:
 
 - ``cpsat``: the pixel grid, floor(255·ε) whole pixel steps (2 at ε = 0.01);
 - ``highs``: the paper's continuous problem, |p| <= ε exactly, as its big-M MILP;
 - ``cpsat-lp``: the same continuous problem by pattern decomposition (LP reachability).
+
+Every result goes through the attack contract, which replays the returned input through the
+PyTorch model in its own float32 arithmetic and refuses a result that does not hold there; the
+summary gives the largest |reported − model| objective difference per run (soundness).
 
 The defaults are the acceptance run of the exact-attack issue (both widths, both backends, 100
 points, 180 s): hours on 2 cores. ``--workers N`` attacks N points at once (one thread each).
 ``--journal PATH`` keeps every finished point; run the same command again after a kill and it
 goes on from there.
 
-    python benchmarks/milp_speed.py --widths 100 --backends cpsat --points 20
+    python benchmarks/milp_speed.py --models 2x100 --backends cpsat-lp highs --points 20
 """
 
 from __future__ import annotations
@@ -33,21 +40,24 @@ from bnnrobust.attacks.combinatorial import MILPAttack
 from bnnrobust.attacks.combinatorial.milp import CONTINUOUS
 from bnnrobust.data import load
 from bnnrobust.experiments import make_executor, run
-from bnnrobust.train import TrainRequest, train_cached
+from bnnrobust.experiments.measures.base import train_request, trained_model
+from bnnrobust.experiments.parse import load as load_spec
 
-PAPER_MEAN = {100: 27.0, 200: 777.0}
+PAPER_MEAN = {"2x100": 27.0, "2x200": 777.0}
+SPEC = Path(__file__).resolve().parent.parent / "experiments" / "khalil2019" / "figure2_mnist.toml"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depth", type=int, default=2, help="hidden layers (2)")
-    parser.add_argument("--widths", type=int, nargs="+", default=[100, 200],
-                        help="neurons per layer (100 200)")
-    parser.add_argument("--backends", nargs="+", default=["cpsat", "highs"],
-                        help="cpsat (pixel grid) and/or highs (continuous)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (10)")
-    parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
+    parser.add_argument("--spec", type=Path, default=SPEC,
+                        help="the spec whose networks are attacked (Khalil's Figure 2, MNIST)")
+    parser.add_argument("--models", nargs="+", default=["2x100", "2x200"],
+                        help="network labels of the spec (2x100 2x200)")
+    parser.add_argument("--profile", default="paper",
+                        help="the spec profile whose training is used (paper)")
+    parser.add_argument("--backends", nargs="+", default=["cpsat", "cpsat-lp", "highs"],
+                        help="cpsat (pixel grid), cpsat-lp and/or highs (continuous)")
     parser.add_argument("--eps", type=float, default=0.01, help="L∞ budget (0.01)")
     parser.add_argument("--points", type=int, default=100, help="first N test points (100)")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point (180)")
@@ -56,20 +66,28 @@ def main() -> None:
     parser.add_argument("--journal", type=Path,
                         help="JSON-lines file of finished points; a rerun skips them")
     args = parser.parse_args()
-    settings = {k: v for k, v in vars(args).items() if k not in ("journal", "workers", "points",
-                                                                  "widths", "backends")}
+    spec = load_spec(args.spec)
+    profile = spec.profile(args.profile)
+    plans = {plan.label: plan for plan in spec.model_plans(args.profile)}
+    unknown = [m for m in args.models if m not in plans]
+    if unknown:
+        raise SystemExit(f"{args.spec} has no network {', '.join(unknown)} in profile "
+                         f"{args.profile}; it has {', '.join(plans)}.")
+    settings = {k: str(v) for k, v in vars(args).items()
+                if k not in ("journal", "workers", "points", "models", "backends")}
     journal = Journal(args.journal, settings)
 
-    x, y = load(args.dataset, "test", limit=args.points)
+    x, y = load(spec.dataset, "test", limit=args.points)
     summary = []
-    for width in args.widths:
-        trained = train_cached(TrainRequest("fc-bnn", {"depth": args.depth, "width": width},
-                                            args.dataset, epochs=args.epochs), progress=False)
+    for label in args.models:
+        request = train_request(plans[label], profile, spec.dataset, profile.seeds[0])
+        trained = trained_model(request, device="cpu", data_root=None, cache_dir=None,
+                                progress=True)
         acc = trained.metrics.get("final_test_accuracy")
         for backend in args.backends:
-            attack = MILPAttack(trained.model, eps=args.eps, backend=backend, hint=args.hint,
-                                time_limit=args.time_limit)
-            name = f"{args.depth}x{width} {backend}"
+            attack = MILPAttack(trained.model.eval(), eps=args.eps, backend=backend,
+                                hint=args.hint, time_limit=args.time_limit)
+            name = f"{label} {backend}"
 
             def show(i: int, r: dict, name: str = name) -> None:
                 bound = "inf" if r["bound"] is None else f"{r['bound']:+.4f}"
@@ -93,16 +111,19 @@ def main() -> None:
             results = [journal.records[f"{name} {i}"] for i in range(args.points)]
             times = [r["seconds"] for r in results]
             optimal = [r["seconds"] for r in results if r["status"] == "optimal"]
+            gaps = [abs(r["objective"] - r["model_objective"]) for r in results
+                    if r.get("model_objective") is not None]
             summary.append(
-                f"fc-bnn {args.depth}x{width} ({args.dataset}, {acc:.2%}) {backend:8s} "
+                f"fc-bnn {label} ({spec.dataset}, {acc:.2%}) {backend:8s} "
                 + (f"grid, floor(255·ε) = {results[0]['eps_steps']} steps" if backend == "cpsat"
                    else f"continuous, |p| <= {args.eps:g}")
                 + f": proven optimal {len(optimal)}/{len(results)}, flipped "
                 f"{sum(r['flipped'] for r in results)}, time median "
                 f"{statistics.median(times):.2f} s, "
-                f"mean {statistics.mean(times):.2f} s"
+                f"mean {statistics.mean(times):.2f} s, largest |reported − float32 model| "
+                f"{max(gaps, default=float('nan')):.1e}"
                 + (f" (paper, same problem with Gurobi on its machine: mean "
-                   f"{PAPER_MEAN[width]:g} s)" if backend in CONTINUOUS and width in PAPER_MEAN
+                   f"{PAPER_MEAN[label]:g} s)" if backend in CONTINUOUS and label in PAPER_MEAN
                    else ""))
             print(summary[-1], flush=True)
     print(f"\nε={args.eps}, {args.points} points, {args.time_limit:g} s limit, one thread per "

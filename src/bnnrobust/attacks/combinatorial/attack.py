@@ -177,12 +177,14 @@ class ExactAttack(Attack):
                             device=x.device).reshape(x.shape)
 
     def replay(self, x: torch.Tensor, x_adv: torch.Tensor, results: list, *,
-               ties_count: bool = False) -> None:
+               ties_count: bool = False) -> list[float | None]:
         """Check every result against the model itself (its own arithmetic, float32 for a
         PyTorch BNN): the prediction at ``x``, and the objective ``f_target − f_prediction``
         at ``x_adv`` (within 1e-4 relative; a flip must be a flip). A result that does not
         hold in the model is an :class:`AttackError`, never a result. ``ties_count``: a
-        certification counter-example only needs ``f_target >= f_prediction``."""
+        certification counter-example only needs ``f_target >= f_prediction``. Returns, per
+        result, the objective the model computes on ``x_adv`` (None without a target)."""
+        computed: list[float | None] = []
         with torch.no_grad(), eval_mode(self.model):
             clean = self.model(x).argmax(1).cpu()
             logits = self.model(x_adv).double().cpu()
@@ -191,8 +193,10 @@ class ExactAttack(Attack):
                 raise AttackError(f"point {i}: the model predicts {int(clean[i])} but its integer "
                                   f"form {r.prediction}: the export disagrees; refusing the result.")
             if r.target is None or r.perturbation is None:
+                computed.append(None)
                 continue
             got = float(logits[i, r.target] - logits[i, r.prediction])
+            computed.append(got)
             claimed = getattr(r, "objective", None)
             if claimed is None:  # a certification counter-example: f_target >= f_prediction
                 if got < -1e-4 * (1 + abs(got)):
@@ -203,11 +207,15 @@ class ExactAttack(Attack):
                 raise AttackError(f"point {i}: the attack reports f_target − f_prediction = "
                                   f"{claimed:.6g} but the model computes {got:.6g} on the "
                                   "returned input; refusing the result.")
+        return computed
 
     def _found(self, x: torch.Tensor, pixels: np.ndarray, results: list[ExactResult]) -> Found:
         device = x.device
         x_adv = self.adversarial(x, pixels, [r.perturbation for r in results])
-        self.replay(x, x_adv, results)
+        computed = self.replay(x, x_adv, results)
+        points = records(results)
+        for record, value in zip(points, computed, strict=True):
+            record["model_objective"] = value  # what the model itself computes on x_adv
         return Found(
             x, x_adv,
             target=torch.tensor([r.target for r in results], device=device),
@@ -218,4 +226,4 @@ class ExactAttack(Attack):
             bound=torch.tensor([r.bound for r in results], dtype=torch.float64, device=device),
             point_seconds=torch.tensor([r.seconds for r in results], dtype=torch.float64,
                                        device=device),
-            extra={"points": records(results)})
+            extra={"points": points})
