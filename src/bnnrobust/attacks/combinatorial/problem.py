@@ -171,28 +171,39 @@ def deeper_layers(ib: IntegerBNN, state: list, make: NeuronMaker, *,
                   keep: np.ndarray | None = None) -> list:
     """The binary layers 2..D over the first layer's ``state`` (±1 or backend Booleans).
 
-    A neuron decided over its inputs' range is a constant ±1; the others come from ``make``.
-    ``keep``: which last-layer neurons to encode (the others become None: e.g. those with a
-    zero objective coefficient). Returns the last layer's state.
+    A neuron decided over its inputs' range is a constant ±1; the others come from ``make``,
+    with only the free inputs it depends on (nonzero weight) as terms. ``keep``: which
+    last-layer neurons to encode (the others become None: e.g. those with a zero objective
+    coefficient). Layer weights may be dense or SciPy sparse matrices (a convolution's).
+    Returns the last layer's state.
     """
     last = len(ib.layers) - 1
     for li in range(1, len(ib.layers)):
         layer = ib.layers[li]
+        fixed = np.array([s if isinstance(s, int) else 0 for s in state], dtype=np.int64)
+        free = [i for i, s in enumerate(state) if s is not None and not isinstance(s, int)]
+        weight = layer.weight
+        sub = weight[:, free]
+        sub = (sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)).astype(np.int64)
+        # h = 2b − 1 for a free input b: its weight moves to the constant once, doubled on b
+        const = np.asarray(weight @ fixed).ravel().astype(np.int64) - sub.sum(1)
+        coefs = 2 * sub
+        low = const + np.minimum(coefs, 0).sum(1)
+        high = const + np.maximum(coefs, 0).sum(1)
+        threshold = np.asarray(layer.int_threshold, dtype=np.int64)
         new_state: list = []
-        for j, row in enumerate(layer.weight.astype(np.int64)):
+        for j in range(len(threshold)):
             if li == last and keep is not None and not keep[j]:
                 new_state.append(None)
-                continue
-            const, terms, coefs = over_neurons([int(v) for v in row], state)
-            low = const + sum(min(0, c) for c in coefs)
-            high = const + sum(max(0, c) for c in coefs)
-            threshold = int(layer.int_threshold[j])
-            if low >= threshold:
+            elif low[j] >= threshold[j]:
                 new_state.append(1)
-            elif high < threshold:
+            elif high[j] < threshold[j]:
                 new_state.append(-1)
             else:
-                new_state.append(make(li, j, const, terms, coefs, threshold, low, high))
+                nz = np.flatnonzero(coefs[j])
+                new_state.append(make(li, j, int(const[j]), [state[free[k]] for k in nz],
+                                      [int(c) for c in coefs[j, nz]], int(threshold[j]),
+                                      int(low[j]), int(high[j])))
         state = new_state
     return state
 
