@@ -31,8 +31,8 @@ from bnnrobust.attacks.combinatorial.cpsat import PatternLayer
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
 from bnnrobust.attacks.combinatorial.problem import (
     deeper_layers,
+    objective_relevant,
     objective_terms,
-    objective_weights,
 )
 
 #: bound methods, cheapest first (a certificate names the one that settled each class)
@@ -55,9 +55,9 @@ def interval_bound(ib: IntegerBNN, first: PatternLayer, target: int, prediction:
     arithmetic through the binary layers (see the module doc)."""
     free = _Free()
     last = deeper_layers(ib, _first_state(first, lambda q: free), lambda *_: free,
-                         keep=objective_weights(ib, target, prediction) != 0)
-    const, _, coefs = objective_terms(ib, last, target, prediction)
-    return float(const + sum(max(0.0, c) for c in coefs))
+                         keep=objective_relevant(ib, target, prediction))
+    const, _, coefs, tops = objective_terms(ib, last, target, prediction, lambda *_: free)
+    return float(const + sum(max(0.0, c * top) for c, top in zip(coefs, tops, strict=True)))
 
 
 class _Var:
@@ -110,9 +110,23 @@ def lp_bound(ib: IntegerBNN, first: PatternLayer, target: int, prediction: int, 
         dense_p.append(None)
         return h
 
+    def make_relu(j: int, const: int, terms: list, coefs: list, low: int, high: int,
+                  weight: float) -> _Var:
+        r = _Var(columns[0])
+        columns[0] += 1
+        lin = {t.index: float(c) for t, c in zip(terms, coefs, strict=True)}
+        # r >= a, and r below the chord from (low, 0) to (high, high)
+        rows.append(({**{i: -c for i, c in lin.items()}, r.index: 1.0}, float(const)))
+        rows.append(({**{i: high * c for i, c in lin.items()}, r.index: float(low - high)},
+                     float(high * (low - const))))
+        dense_p.extend([None, None])
+        tops[r.index] = float(high)
+        return r
+
+    tops: dict[int, float] = {}
     last = deeper_layers(ib, _first_state(first, lambda q: _Var(n + q)), make,
-                         keep=objective_weights(ib, target, prediction) != 0)
-    const, terms, coefs = objective_terms(ib, last, target, prediction)
+                         keep=objective_relevant(ib, target, prediction))
+    const, terms, coefs, _ = objective_terms(ib, last, target, prediction, make_relu)
     width = columns[0]
     r, c, v = [], [], []
     for i, (coefs_i, _) in enumerate(rows):
@@ -130,13 +144,15 @@ def lp_bound(ib: IntegerBNN, first: PatternLayer, target: int, prediction: int, 
     cost = np.zeros(width)
     for t, coef in zip(terms, coefs, strict=True):
         cost[t.index] -= coef
-    bounds = [*zip(first.lo, first.hi, strict=True)] + [(0.0, 1.0)] * (width - n)
+    bounds = [*zip(first.lo, first.hi, strict=True)] + [(0.0, tops.get(i, 1.0))
+                                                         for i in range(n, width)]
     result = linprog(cost, A_ub=-matrix, b_ub=-rhs, bounds=bounds, method="highs-ds",
                      options={"time_limit": max(float(time_limit), 0.01)})
     if result.status != 0:
         return None
     value = float(const - result.fun)
-    return value + 1e-6 * (1.0 + abs(value) + float(np.abs(coefs).sum()))
+    top = [tops.get(t.index, 1.0) for t in terms]
+    return value + 1e-6 * (1.0 + abs(value) + float(np.abs(np.multiply(coefs, top)).sum()))
 
 
 def settle(ib: IntegerBNN, first: PatternLayer, target: int, prediction: int, *,

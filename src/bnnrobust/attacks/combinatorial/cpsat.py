@@ -43,7 +43,7 @@ from ortools.sat.python import cp_model
 from scipy.optimize import linprog
 
 from bnnrobust.attacks.base import AttackError, check_steps
-from bnnrobust.attacks.combinatorial.export import IntegerBNN
+from bnnrobust.attacks.combinatorial.export import IntegerBNN, dense, times
 from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
     check_pixels,
@@ -54,8 +54,8 @@ from bnnrobust.attacks.combinatorial.problem import (
     grid_steps,
     interval,
     objective_of,
+    objective_relevant,
     objective_terms,
-    objective_weights,
     resolve_target,
 )
 
@@ -73,6 +73,18 @@ def reifier(model: cp_model.CpModel):
         model.Add(expr >= threshold).OnlyEnforceIf(b)
         model.Add(expr <= threshold - 1).OnlyEnforceIf(b.Not())
         return b
+
+    return make
+
+
+def relu_max(model: cp_model.CpModel):
+    """The CP-SAT way to make a ReLU unit of :func:`.problem.objective_terms`: an integer
+    ``r = max(a, 0)``."""
+
+    def make(j: int, const: int, terms: list, coefs: list, low: int, high: int, weight: float):
+        r = model.NewIntVar(0, high, f"r_{j}")
+        model.AddMaxEquality(r, [const + cp_model.LinearExpr.WeightedSum(terms, coefs), 0])
+        return r
 
     return make
 
@@ -273,7 +285,7 @@ class BoxLayer(PatternLayer):
         layer = ib.layers[0]
         self.x = np.asarray(x, np.float64)
         self.lo, self.hi = np.maximum(-eps, -self.x), np.minimum(eps, 1.0 - self.x)
-        w = layer.weight.astype(np.float64)
+        w = dense(layer.weight).astype(np.float64)
         base = w @ self.x - layer.threshold
         low, high = interval(w, base, self.lo, self.hi)
         margin = float32_margin(w, self.x + self.hi, layer.threshold) + 1e-6
@@ -318,6 +330,10 @@ def pattern_layer(ib: IntegerBNN, pixels: np.ndarray, *, eps: float,
     pixel grid (:class:`FirstLayer`, floor(255·ε) whole steps) or on the paper's continuous
     box (:class:`BoxLayer`, ``domain="continuous"``)."""
     if domain == "grid":
+        if not ib.grid_exact:
+            raise AttackError("this network's first layer has real weights (a convolution), so "
+                              "the 1/255 pixel grid is not integer arithmetic there: use the "
+                              "continuous problem (backend cpsat-lp or highs).")
         return FirstLayer(ib, pixels, grid_steps(eps))
     if domain == "continuous":
         eps_steps(eps)  # checks ε
@@ -396,9 +412,10 @@ def pattern_value(ib: IntegerBNN, first: FirstLayer, pattern: np.ndarray, target
     exact integer forward pass through the deeper layers."""
     h = first.fixed.copy()
     h[first.undecided] = np.where(pattern == 1, 1, -1)
+    h = h[None]
     for layer in ib.layers[1:]:
-        h = np.where(layer.weight.astype(np.int64) @ h >= layer.int_threshold, 1, -1)
-    logits = ib.out_weight @ h + ib.out_bias
+        h = np.where(times(layer.weight.astype(np.int64), h) >= layer.int_threshold, 1, -1)
+    logits = ib.output(h)[0]
     return float(logits[target] - logits[prediction])
 
 
@@ -453,11 +470,11 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     for q, j in enumerate(first.undecided):
         state[j] = b1[q]
     last = deeper_layers(ib, state, reifier(model),
-                         keep=objective_weights(ib, target, prediction) != 0)
-    const, free, coefs = objective_terms(ib, last, target, prediction)
+                         keep=objective_relevant(ib, target, prediction))
+    const, free, coefs, tops = objective_terms(ib, last, target, prediction, relu_max(model))
     scale = float(2 ** SCALE_BITS) / max((abs(c) for c in coefs), default=1.0)
     int_coefs = [int(round(c * scale)) for c in coefs]
-    slack = len(free) * 0.5 / scale + 1e-9 * (1 + abs(const))  # rounding of the objective
+    slack = sum(tops) * 0.5 / scale + 1e-9 * (1 + abs(const))  # rounding of the objective
     scaled = cp_model.LinearExpr.WeightedSum(free, int_coefs)
     model.Maximize(scaled)
     # only patterns that beat the incumbent (or reach the floor) are of interest

@@ -28,7 +28,7 @@ import numpy as np
 from ortools.math_opt.python import mathopt
 
 from bnnrobust.attacks.base import AttackError, check_steps
-from bnnrobust.attacks.combinatorial.export import IntegerBNN
+from bnnrobust.attacks.combinatorial.export import IntegerBNN, dense
 from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
     check_pixels,
@@ -68,6 +68,25 @@ def big_m(model: mathopt.Model, hints: dict, acts: list[np.ndarray]):
     return make
 
 
+def relu_big_m(model: mathopt.Model):
+    """The MathOpt way to make a ReLU unit of :func:`.problem.objective_terms`: ``r >= a``,
+    ``r >= 0`` and, where the maximized objective rewards a large ``r`` (``weight > 0``), a
+    binary ``z`` with ``r <= a − low·(1 − z)`` and ``r <= high·z``, so ``r = max(a, 0)`` at
+    every optimum (a negative weight already pushes ``r`` down onto ``max(a, 0)``)."""
+
+    def make(j: int, const: int, terms: list, coefs: list, low: int, high: int, weight: float):
+        r = model.add_variable(lb=0.0, ub=float(high), name=f"r_{j}")
+        a = const + mathopt.fast_sum(c * b for c, b in zip(coefs, terms, strict=True))
+        model.add_linear_constraint(r >= a)
+        if weight > 0:
+            z = model.add_binary_variable(name=f"z_{j}")
+            model.add_linear_constraint(r <= a - low * (1 - z))
+            model.add_linear_constraint(r <= high * z)
+        return r
+
+    return make
+
+
 def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int | str = "second",
                  time_limit: float = 180.0, threads: int = 1, hint: np.ndarray | None = None,
                  floor: float | None = None, seed: int = 0) -> ExactResult:
@@ -100,7 +119,7 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     p = [model.add_variable(lb=float(a), ub=float(b)) for a, b in zip(lo, hi, strict=True)]
     hint_values = {v: float(val) for v, val in zip(p, incumbent, strict=True)}
     layer = ib.layers[0]
-    w = layer.weight.astype(np.float64)
+    w = dense(layer.weight).astype(np.float64)
     base = w @ x - layer.threshold
     low, high = interval(w, base, lo, hi)
     margin = float32_margin(w, x + hi, layer.threshold) + SOLVER_SLACK
@@ -119,7 +138,7 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
             hint_values[h] = float(acts[0][0, j] > 0)
             state.append(h)
     last = deeper_layers(ib, state, big_m(model, hint_values, acts))
-    const, terms, coefs = objective_terms(ib, last, target, prediction)
+    const, terms, coefs, _ = objective_terms(ib, last, target, prediction, relu_big_m(model))
     objective = const + mathopt.fast_sum(float(c) * b for c, b in zip(coefs, terms, strict=True))
     model.maximize(objective)
     if floor is not None:

@@ -167,6 +167,20 @@ def over_neurons(weights: Sequence[Any], state: Sequence[Any]) -> tuple[Any, lis
 NeuronMaker = Callable[[int, int, int, list, list, int, int, int], Any]
 
 
+def linear_over(weight: Any, state: list) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``weight @ h`` over a layer state (±1 ints, backend Booleans ``b`` with ``h = 2b − 1``,
+    or None for dropped neurons): ``(constants, coefficients on the free inputs, the free
+    inputs' positions)``, so that row j is ``const[j] + Σ_k coef[j, k]·b_{free[k]}``. Dense or
+    SciPy sparse ``weight``."""
+    fixed = np.array([s if isinstance(s, int) else 0 for s in state], dtype=np.int64)
+    free = [i for i, s in enumerate(state) if s is not None and not isinstance(s, int)]
+    sub = weight[:, free]
+    sub = (sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)).astype(np.int64)
+    # h = 2b − 1 for a free input b: its weight moves to the constant once, doubled on b
+    const = np.asarray(weight @ fixed).ravel().astype(np.int64) - sub.sum(1)
+    return const, 2 * sub, free
+
+
 def deeper_layers(ib: IntegerBNN, state: list, make: NeuronMaker, *,
                   keep: np.ndarray | None = None) -> list:
     """The binary layers 2..D over the first layer's ``state`` (±1 or backend Booleans).
@@ -180,14 +194,7 @@ def deeper_layers(ib: IntegerBNN, state: list, make: NeuronMaker, *,
     last = len(ib.layers) - 1
     for li in range(1, len(ib.layers)):
         layer = ib.layers[li]
-        fixed = np.array([s if isinstance(s, int) else 0 for s in state], dtype=np.int64)
-        free = [i for i, s in enumerate(state) if s is not None and not isinstance(s, int)]
-        weight = layer.weight
-        sub = weight[:, free]
-        sub = (sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)).astype(np.int64)
-        # h = 2b − 1 for a free input b: its weight moves to the constant once, doubled on b
-        const = np.asarray(weight @ fixed).ravel().astype(np.int64) - sub.sum(1)
-        coefs = 2 * sub
+        const, coefs, free = linear_over(layer.weight, state)
         low = const + np.minimum(coefs, 0).sum(1)
         high = const + np.maximum(coefs, 0).sum(1)
         threshold = np.asarray(layer.int_threshold, dtype=np.int64)
@@ -208,15 +215,54 @@ def deeper_layers(ib: IntegerBNN, state: list, make: NeuronMaker, *,
     return state
 
 
-def objective_terms(ib: IntegerBNN, last: list, target: int, prediction: int
-                    ) -> tuple[float, list, list[float]]:
-    """Objective (1) over the last hidden layer's state: ``(constant, free terms, their
-    coefficients)``, with ``f = const + Σ coef·b`` for the free Booleans b."""
+#: ``make_relu(j, const, terms, coefs, low, high, weight)``: a backend variable equal to
+#: ``max(a, 0)`` for the integer ``a = const + Σ coefs·terms`` in ``[low, high]`` (``low < 0 <
+#: high``); ``weight`` is its coefficient in the maximized objective
+ReluMaker = Callable[[int, int, list, list, int, int, float], Any]
+
+
+def objective_terms(ib: IntegerBNN, last: list, target: int, prediction: int,
+                    make_relu: ReluMaker | None = None) -> tuple[float, list, list[float], list[int]]:
+    """Objective (1) over the last hidden layer's state: ``(constant, terms, coefficients,
+    tops)`` with ``f = const + Σ coef·term`` and each term in ``[0, top]`` (1 for a Boolean).
+
+    With a ReLU output layer (:attr:`.export.IntegerBNN.relu_weight`) a unit whose integer
+    pre-activation can change sign becomes ``make_relu``'s variable (top: its highest value),
+    one that cannot is a constant or linear in the free Booleans.
+    """
     d = ib.out_weight[target] - ib.out_weight[prediction]
-    const, terms, coefs = over_neurons([float(v) for v in d], last)
-    return const + float(ib.out_bias[target] - ib.out_bias[prediction]), terms, coefs
+    bias = float(ib.out_bias[target] - ib.out_bias[prediction])
+    if ib.relu_weight is None:
+        const, terms, coefs = over_neurons([float(v) for v in d], last)
+        return const + bias, terms, coefs, [1] * len(terms)
+    if make_relu is None:
+        raise AttackError("this backend cannot encode a ReLU output layer.")
+    rconst, rcoefs, free = linear_over(ib.relu_weight, last)
+    low = rconst + np.minimum(rcoefs, 0).sum(1)
+    high = rconst + np.maximum(rcoefs, 0).sum(1)
+    const, terms, coefs, tops = bias, [], [], []
+    for j in np.flatnonzero(d):
+        nz = np.flatnonzero(rcoefs[j])
+        unit_terms = [last[free[k]] for k in nz]
+        unit_coefs = [int(c) for c in rcoefs[j, nz]]
+        if high[j] <= 0:
+            continue  # the ReLU is 0 over the whole range
+        if low[j] >= 0:  # the ReLU is the identity: linear in the Booleans
+            const += float(d[j]) * int(rconst[j])
+            terms += unit_terms
+            coefs += [float(d[j]) * c for c in unit_coefs]
+            tops += [1] * len(unit_terms)
+        else:
+            terms.append(make_relu(int(j), int(rconst[j]), unit_terms, unit_coefs,
+                                   int(low[j]), int(high[j]), float(d[j])))
+            coefs.append(float(d[j]))
+            tops.append(int(high[j]))
+    return const, terms, coefs, tops
 
 
-def objective_weights(ib: IntegerBNN, target: int, prediction: int) -> np.ndarray:
-    """``w_target − w_prediction``: the objective's weight on each last-layer neuron."""
-    return ib.out_weight[target] - ib.out_weight[prediction]
+def objective_relevant(ib: IntegerBNN, target: int, prediction: int) -> np.ndarray | None:
+    """Which last-layer neurons the objective depends on (``w_target − w_prediction != 0``);
+    None (all) behind a ReLU output layer."""
+    if ib.relu_weight is not None:
+        return None
+    return ib.out_weight[target] - ib.out_weight[prediction] != 0
