@@ -225,6 +225,15 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
                        "--epochs", "1", "--limit", "100", "--out", str(tmp_path / "cnn.pt"))
     assert code == 0, err
     code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "cnn.pt"))
+    assert code == 2 and "use the continuous problem" in " ".join(err.split())
+    code, out, err = run(monkeypatch, capsys, "milp", str(tmp_path / "cnn.pt"), "--backend",
+                         "cpsat-lp", "--eps", "0.002", "--points", "1", "--time-limit", "20")
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, "train", "galloway-cnn", "--param", "width=4",
+                       "--param", "precision=full", "--epochs", "1", "--limit", "100", "--out",
+                       str(tmp_path / "full.pt"))
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, "milp", str(tmp_path / "full.pt"))
     assert code == 2 and "cannot export layer" in err
 
 

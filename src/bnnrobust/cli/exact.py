@@ -38,7 +38,9 @@ from bnnrobust.files import atomic_write
 from bnnrobust.train import load as load_checkpoint
 
 FcBnnArg = Annotated[Path, typer.Argument(
-    help="An fc-bnn checkpoint ('bnnrobust train fc-bnn').", show_default=False)]
+    help="A BNN checkpoint: an fc-bnn ('bnnrobust train fc-bnn') or Galloway's "
+         "convolutional B model (galloway-cnn, precision binary; continuous backends "
+         "only).", show_default=False)]
 PointsOpt = Annotated[int, typer.Option("--points", help="Attack the first N test points.")]
 TimeLimitOpt = Annotated[float, typer.Option(
     "--time-limit", help="Seconds per point (the paper: 180).")]

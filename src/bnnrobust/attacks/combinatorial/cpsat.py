@@ -288,7 +288,7 @@ class BoxLayer(PatternLayer):
         w = dense(layer.weight).astype(np.float64)
         base = w @ self.x - layer.threshold
         low, high = interval(w, base, self.lo, self.hi)
-        margin = float32_margin(w, self.x + self.hi, layer.threshold) + 1e-6
+        margin = float32_margin(w, self.x + self.hi, layer.margin_scale) + 1e-6
         on, off = low >= margin, high <= -margin
         self.undecided = np.flatnonzero(~(on | off))
         self.fixed = np.where(on, 1, -1)

@@ -46,6 +46,14 @@ class IntegerLayer:
     weight: Any
     threshold: np.ndarray
     int_threshold: np.ndarray | None
+    #: per neuron, the size of the terms whose float32 rounding moves the threshold test (the
+    #: batch norm's mean and shift); None: ``|threshold|``
+    rounding: np.ndarray | None = None
+
+    @property
+    def margin_scale(self) -> np.ndarray:
+        """What :func:`.problem.float32_margin` scales the threshold's rounding by."""
+        return np.abs(self.threshold) if self.rounding is None else self.rounding
 
     @property
     def integer(self) -> bool:
@@ -219,11 +227,15 @@ def _fold(linear: BinaryLinear, act: BinaryActivation, *, first: bool) -> Intege
 
 
 def export(model: nn.Module) -> IntegerBNN:
-    """The integer form of a trained ``fc-bnn`` (any depth, width and input size), or the
-    integer BNN an :class:`IntegerBNNModule` wraps."""
+    """The integer form of a trained ``fc-bnn`` (any depth, width and input size), of
+    Galloway et al.'s convolutional B model (:func:`.conv_export.export_conv`), or the integer
+    BNN an :class:`IntegerBNNModule` wraps."""
     if isinstance(model, IntegerBNNModule):
         return model.integer
     body = getattr(model, "body", model)
+    if any(isinstance(m, nn.Conv2d) for m in body.modules()):
+        from bnnrobust.attacks.combinatorial.conv_export import export_conv  # it builds on this
+        return export_conv(model)
     first_layer = getattr(model, "input_layer", None)
     if first_layer is not None and not isinstance(first_layer, nn.Identity):
         raise ExportError(f"cannot export layer 'input_layer' ({type(first_layer).__name__}): "

@@ -122,7 +122,7 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     w = dense(layer.weight).astype(np.float64)
     base = w @ x - layer.threshold
     low, high = interval(w, base, lo, hi)
-    margin = float32_margin(w, x + hi, layer.threshold) + SOLVER_SLACK
+    margin = float32_margin(w, x + hi, layer.margin_scale) + SOLVER_SLACK
     state: list = []  # per neuron: +1 / -1 or a binary variable (1 fires)
     for j in range(len(w)):
         if low[j] >= margin[j]:

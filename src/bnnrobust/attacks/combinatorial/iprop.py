@@ -181,7 +181,7 @@ class BoxSpace:
         self.weight = layer.weight.astype(np.float64)
         self.base = self.weight @ self.x - layer.threshold
         self.low, self.high = interval(self.weight, self.base, self.lo, self.hi)
-        self.margin = float32_margin(self.weight, self.x + self.hi, layer.threshold) + 1e-6
+        self.margin = float32_margin(self.weight, self.x + self.hi, layer.margin_scale) + 1e-6
         on, off = self.low >= self.margin, self.high <= -self.margin
         self.fixed = np.where(on, 1, -1)
         self.undecided = np.flatnonzero(~(on | off))
@@ -314,6 +314,10 @@ class IProp(ExactAttack):
         begin = time.perf_counter()
         deadline = begin + p.time_limit
         ib, x = self.integer, check_pixels(pixels, self.integer)
+        if ib.relu_weight is not None:
+            raise AttackError("IProp (Khalil et al.) is defined for fully connected BNNs; this "
+                              "network has a convolutional ReLU output layer: use the milp "
+                              "attack (backend cpsat-lp or highs).")
         k = eps_steps(p.eps)
         prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
         space = (BoxSpace if self.continuous else GridSpace)(ib, x, p.eps)
