@@ -75,6 +75,7 @@ def main() -> None:
                          f"{args.profile}; it has {', '.join(plans)}.")
     settings = {k: str(v) for k, v in vars(args).items()
                 if k not in ("journal", "workers", "points", "models", "backends")}
+    settings["spec"] = spec.name  # not its path: a journal moves with the checkout
     journal = Journal(args.journal, settings)
 
     x, y = load(spec.dataset, "test", limit=args.points)
