@@ -597,3 +597,34 @@ def test_continuous_decomposition_results_hold_in_the_pytorch_model():
         broken = MILPAttack(model, eps=0.02, backend="cpsat-lp", hint="none", time_limit=20,
                             target="untargeted").run(x, y).success[0]
         assert status in ("robust", "attacked") and (status == "attacked") == bool(broken)
+
+
+def test_remembered_reachability_answers_as_the_lp_does():
+    """The pattern layers remember earlier checks; on random partial patterns the remembered
+    answer is the fresh LP's, and a returned perturbation gives the pattern asked for."""
+    from bnnrobust.attacks.combinatorial.cpsat import pattern_layer
+
+    rng = np.random.default_rng(12)
+    answered = {"infeasible": 0, "point": 0}
+    for _ in range(10):
+        ib = random_bnn(rng, n_in=6, width=12, depth=1)
+        x = rng.integers(100, 156, size=6)
+        for domain, eps in (("continuous", 0.02), ("grid", 3 / 255 + 1e-9)):
+            layer = pattern_layer(ib, x, eps=eps, domain=domain)
+            u = len(layer.undecided)
+            if u == 0:
+                continue
+            for _ in range(40):
+                pattern = rng.integers(0, 2, size=u)
+                subset = sorted(rng.choice(u, size=int(rng.integers(1, u + 1)), replace=False))
+                got = layer.reach(pattern, subset, 10.0)
+                fresh = layer.solve(pattern, subset, 10.0)
+                assert isinstance(got, str) == isinstance(fresh, str)
+                if isinstance(got, str):
+                    assert got == fresh
+                    answered["infeasible"] += 1
+                else:
+                    a, b = layer.rows(pattern, subset)
+                    assert np.all(a @ got >= b)
+                    answered["point"] += 1
+    assert answered["infeasible"] and answered["point"]
