@@ -1,4 +1,6 @@
-"""Exact and combinatorial attacks on fully connected BNNs (Khalil et al. 2019).
+"""Exact and combinatorial attacks on BNNs (Khalil et al. 2019): fully connected ones, and
+Galloway et al.'s convolutional B model on the continuous problem (:mod:`.conv_export`);
+certification with cheap bounds first (:mod:`.bounds`).
 
 Needs OR-Tools and SciPy (the ``cpsat`` / ``highs`` extras): importing this package without
 them raises ImportError. Every attack here follows the one contract (``run(x, y)``; see

@@ -1,4 +1,4 @@
-"""The MILP attack of Khalil et al. (2019) on a fully connected BNN, certification, minimal ε.
+"""The MILP attack of Khalil et al. (2019) on a BNN's integer form, certification, minimal ε.
 
 :class:`MILPAttack` maximizes ``f_target − f_prediction`` over the L∞ ε-ball (objective (1);
 a flip is an objective > 0) with one of three backends:
@@ -11,12 +11,12 @@ a flip is an objective > 0) with one of three backends:
   CP-SAT master over activation patterns, reachability of a pattern decided by an LP with the
   float32 margins: :class:`.cpsat.BoxLayer`).
 
-Both take a starting solution: by default one round of iterated FGSM through the
+Each takes a starting solution: by default one round of iterated FGSM through the
 straight-through surrogate (:mod:`.baseline`), so the exact attack is never weaker than the
 gradient attack. ``target="untargeted"`` takes the best over every other class.
 :class:`Certify` proves that no perturbation within ε changes the prediction (per point:
-:func:`certify_point`), and :func:`minimal_eps` finds the smallest ε on the pixel grid that
-does.
+:func:`certify_point`, the bounds of :mod:`.bounds` first), and :func:`minimal_eps` brackets
+the smallest ε that does, on the pixel grid or the continuous box.
 """
 
 from __future__ import annotations
