@@ -77,7 +77,7 @@ def test_negative_and_zero_batchnorm_scales(depth, width, inputs, recipe):
 
 
 @pytest.mark.parametrize(("name", "params", "layer"), [
-    ("galloway-cnn", {"width": 4}, "'0' \\(ZeroPad2d\\)"),
+    ("galloway-cnn", {"width": 4, "precision": "scaled"}, "'5' \\(LearnedScale\\)"),
     ("fcn", {"width": 8}, "'1' \\(Normalize\\)"),
     ("fc-bnn", {"width": 8, "input_bits": 2}, "'input_layer' \\(InputQuantizer\\)"),
 ])

@@ -274,7 +274,9 @@ def certify(
                           str(c.robust), str(c.attacked), str(c.unknown),
                           f"{by['interval']} / {by['lp']} / {by['exact']}",
                           f"{c.clean_accuracy:.2%}", f"{float(result.point_seconds.sum()):.1f}")
-            summaries.append(f"certify {backend} ε={value:g}: certified accuracy "
+            where = f"{eps_steps(value)} pixel steps" if backend == "cpsat" \
+                else f"continuous, {backend}"
+            summaries.append(f"certify ε={value:g} ({where}): certified accuracy "
                              f"{c.certified_accuracy:.2%} (robust {c.robust}, attacked "
                              f"{c.attacked}, unknown {c.unknown} of {c.points} points; settled "
                              f"by interval {by['interval']}, LP {by['lp']}, exact "

@@ -158,30 +158,33 @@ def suite(model: nn.Module, *, seed: int = 0, pgd_steps: int = 40, restarts: int
         f"CW-L2 ({cw_steps} steps), L∞ ≤ ε", "cw", "cw",
         lambda e: {**entry("cw").papers_settings(), "steps": cw_steps, "seed": seed, **adaptive},
         note="successful CW-L2 examples whose L∞ distance is within ε", shared=True))
-    note = _exact_note(model, exact_points, exact_time_limit)
-    if note is None:
+    backend, note = _exact_backend(model, exact_points)
+    if backend is not None:
         attacks.append(SuiteAttack(
             "exact (CP-SAT)", "exact", "certify",
-            lambda e: {"eps": e, "time_limit": exact_time_limit, "seed": seed},
+            lambda e: {"eps": e, "time_limit": exact_time_limit, "seed": seed,
+                       "backend": backend},
             points=exact_points))
-        note = (f"CP-SAT on the first {exact_points} points, floor(255·ε) pixel steps, "
-                f"{exact_time_limit:g} s per point")
+        where = "floor(255·ε) pixel steps" if backend == "cpsat" else \
+            "the continuous box |p| <= ε (pattern decomposition, LP reachability)"
+        note = f"CP-SAT on the first {exact_points} points, {where}, {exact_time_limit:g} s per point"
     return attacks, note
 
 
-def _exact_note(model: nn.Module, points: int, time_limit: float) -> str | None:
-    """Why the exact attack does not run on ``model`` (None: it does)."""
+def _exact_backend(model: nn.Module, points: int) -> tuple[str | None, str | None]:
+    """The certification backend for ``model`` (the pixel grid where its integer form is
+    integer arithmetic on 8-bit inputs, else the continuous box), or None and why not."""
     if points == 0:
-        return "exact attack skipped (--exact-points 0)."
+        return None, "exact attack skipped (--exact-points 0)."
     try:
         from bnnrobust.attacks.combinatorial import export
     except ImportError as exc:
-        return f"exact attack skipped: OR-Tools is not installed ({exc})."
+        return None, f"exact attack skipped: OR-Tools is not installed ({exc})."
     try:
-        export(model)
+        integer = export(model)
     except AttackError as exc:
-        return f"exact attack not applicable: {exc}"
-    return None
+        return None, f"exact attack not applicable: {exc}"
+    return ("cpsat" if integer.grid_exact else "cpsat-lp"), None
 
 
 def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[float],

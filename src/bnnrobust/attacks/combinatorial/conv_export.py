@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
-from bnnrobust.attacks.combinatorial.export import ExportError, IntegerBNN, IntegerLayer
+from bnnrobust.attacks.combinatorial.integer import ExportError, IntegerBNN, IntegerLayer
 from bnnrobust.nn import BinaryConv2d
 
 
