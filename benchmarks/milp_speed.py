@@ -25,6 +25,12 @@ points, 180 s): hours on 2 cores. ``--workers N`` attacks N points at once (one 
 goes on from there.
 
     python benchmarks/milp_speed.py --models 2x100 --backends cpsat-lp highs --points 20
+
+Every network of the paper at both of its budgets (the exact-attack issue's table; the journal
+keys each point by network, backend and ε, so one journal holds the whole table):
+
+    python benchmarks/milp_speed.py --models 2x100 3x100 4x100 5x100 2x200 2x300 2x400 2x500 \
+        --eps 0.01 0.005 --backends cpsat-lp highs --points 20 --journal runs/networks.jsonl
 """
 
 from __future__ import annotations
@@ -54,12 +60,13 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, default=SPEC,
                         help="the spec whose networks are attacked (Khalil's Figure 2, MNIST)")
     parser.add_argument("--models", nargs="+", default=["2x100", "2x200"],
-                        help="network labels of the spec (2x100 2x200)")
+                        help="network labels of the spec, trained first where not cached (2x100 2x200)")
     parser.add_argument("--profile", default="paper",
                         help="the spec profile whose training is used (paper)")
     parser.add_argument("--backends", nargs="+", default=["cpsat", "cpsat-lp", "highs"],
                         help="cpsat (pixel grid), cpsat-lp and/or highs (continuous)")
-    parser.add_argument("--eps", type=float, default=0.01, help="L∞ budget (0.01)")
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.01],
+                        help="L∞ budgets, each run in turn (0.01)")
     parser.add_argument("--points", type=int, default=100, help="first N test points (100)")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point (180)")
     parser.add_argument("--hint", default="fgsm", help="starting solution: fgsm or none")
@@ -78,7 +85,7 @@ def main() -> None:
         raise SystemExit(f"{args.spec} has no network {', '.join(unknown)} in profile "
                          f"{args.profile}; it has {', '.join(plans)}.")
     settings = {k: str(v) for k, v in vars(args).items()
-                if k not in ("journal", "workers", "points", "models", "backends")}
+                if k not in ("journal", "workers", "points", "models", "backends", "eps")}
     settings["spec"] = spec.name  # not its path: a journal moves with the checkout
     journal = Journal(args.journal, settings)
 
@@ -88,53 +95,60 @@ def main() -> None:
         request = train_request(plans[label], profile, spec.dataset, profile.seeds[0])
         trained = trained_model(request, device="cpu", data_root=None, cache_dir=None,
                                 progress=True)
-        acc = trained.metrics.get("final_test_accuracy")
-        for backend in args.backends:
-            attack = MILPAttack(trained.model.eval(), eps=args.eps, backend=backend,
-                                hint=args.hint, time_limit=args.time_limit)
-            name = f"{label} {backend}"
-
-            def show(i: int, r: dict, name: str = name) -> None:
-                bound = "inf" if r["bound"] is None else f"{r['bound']:+.4f}"
-                print(f"{name} point {i:3d}: {r['status']:8s} {r['seconds']:7.2f} s  objective "
-                      f"{r['objective']:+.4f}  bound {bound}  flipped {r['flipped']}", flush=True)
-
-            todo = [i for i in range(args.points) if f"{name} {i}" not in journal.records]
-
-            def keep(j: int, r: dict, name: str = name, todo: list = todo) -> None:
-                journal.add(f"{name} {todo[j]}", r)
-                show(todo[j], r)
-
-            for i in range(args.points):
-                if i not in todo:
-                    show(i, journal.records[f"{name} {i}"])
-            outcome = run(make_executor("local", workers=args.workers),
-                          functools.partial(_attack, attack, x, y), todo,
-                          progress=False, on_result=keep)
-            if outcome.interrupted:
-                raise SystemExit("interrupted: the finished points are in the journal")
-            results = [journal.records[f"{name} {i}"] for i in range(args.points)]
-            times = [r["seconds"] for r in results]
-            optimal = [r["seconds"] for r in results if r["status"] == "optimal"]
-            gaps = [abs(r["objective"] - r["model_objective"]) for r in results
-                    if r.get("model_objective") is not None]
-            summary.append(
-                f"fc-bnn {label} ({spec.dataset}, {acc:.2%}) {backend:8s} "
-                + (f"grid, floor(255·ε) = {results[0]['eps_steps']} steps" if backend == "cpsat"
-                   else f"continuous, |p| <= {args.eps:g}")
-                + f": proven optimal {len(optimal)}/{len(results)}, flipped "
-                f"{sum(r['flipped'] for r in results)}, time median "
-                f"{statistics.median(times):.2f} s, "
-                f"mean {statistics.mean(times):.2f} s, largest |reported − float32 model| "
-                f"{max(gaps, default=float('nan')):.1e}"
-                + (f" (paper, same problem with Gurobi on its machine: mean "
-                   f"{PAPER_MEAN[label]:g} s)" if backend in CONTINUOUS and label in PAPER_MEAN
-                   else ""))
-            print(summary[-1], flush=True)
-    print(f"\nε={args.eps}, {args.points} points, {args.time_limit:g} s limit, one thread per "
+        for eps in args.eps:
+            for backend in args.backends:
+                summary.append(_benchmark(args, journal, x, y, trained, label=label, eps=eps,
+                                          backend=backend))
+                print(summary[-1], flush=True)
+    print(f"\n{spec.dataset}, {args.points} points, {args.time_limit:g} s limit, one thread per "
           f"point, {args.workers} worker(s), hint {args.hint}")
     for line in summary:
         print(line)
+
+
+def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: torch.Tensor,
+               trained, *, label: str, eps: float, backend: str) -> str:
+    """Attack the first ``args.points`` points of one network at one ε with one backend (points
+    already in the journal are not attacked again) and summarize the run in one line."""
+    attack = MILPAttack(trained.model.eval(), eps=eps, backend=backend, hint=args.hint,
+                        time_limit=args.time_limit)
+    name = f"{label} {backend} ε={eps:g}"
+
+    def show(i: int, r: dict) -> None:
+        bound = "inf" if r["bound"] is None else f"{r['bound']:+.4f}"
+        print(f"{name} point {i:3d}: {r['status']:8s} {r['seconds']:7.2f} s  objective "
+              f"{r['objective']:+.4f}  bound {bound}  flipped {r['flipped']}", flush=True)
+
+    todo = [i for i in range(args.points) if f"{name} {i}" not in journal.records]
+
+    def keep(j: int, r: dict) -> None:
+        journal.add(f"{name} {todo[j]}", r)
+        show(todo[j], r)
+
+    for i in range(args.points):
+        if i not in todo:
+            show(i, journal.records[f"{name} {i}"])
+    outcome = run(make_executor("local", workers=args.workers),
+                  functools.partial(_attack, attack, x, y), todo,
+                  progress=False, on_result=keep)
+    if outcome.interrupted:
+        raise SystemExit("interrupted: the finished points are in the journal")
+    results = [journal.records[f"{name} {i}"] for i in range(args.points)]
+    times = [r["seconds"] for r in results]
+    optimal = [r["seconds"] for r in results if r["status"] == "optimal"]
+    gaps = [abs(r["objective"] - r["model_objective"]) for r in results
+            if r.get("model_objective") is not None]
+    accuracy = trained.metrics.get("final_test_accuracy")
+    paper = PAPER_MEAN.get(label) if backend in CONTINUOUS and eps == 0.01 else None
+    return (f"fc-bnn {label} ({accuracy:.2%}) ε={eps:g} {backend:8s} "
+            + (f"grid, floor(255·ε) = {results[0]['eps_steps']} steps" if backend == "cpsat"
+               else "continuous")
+            + f": proven optimal {len(optimal)}/{len(results)}, flipped "
+            f"{sum(r['flipped'] for r in results)}, time median "
+            f"{statistics.median(times):.2f} s, mean {statistics.mean(times):.2f} s, largest "
+            f"|reported − float32 model| {max(gaps, default=float('nan')):.1e}"
+            + (f" (paper, same problem with Gurobi on its machine: mean {paper:g} s)"
+               if paper is not None else ""))
 
 
 def _attack(attack: MILPAttack, x, y, index: int) -> dict:

@@ -101,3 +101,20 @@ def test_continuous_minimal_eps_brackets_the_flip_and_both_backends_agree():
         assert other.proven and other.upper is not None
         assert other.lower <= found.upper + 1e-9 and found.lower <= other.upper + 1e-9
     assert flipped
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"tolerance": 0.0}, "tolerance must be a finite number > 0"),
+    ({"tolerance": float("nan")}, "tolerance must be a finite number > 0"),
+    ({"backend": "gurobi"}, "gurobi"),
+    ({"max_eps": -0.1, "backend": "cpsat-lp"}, "max_eps must be a finite number > 0"),
+    ({"max_eps": 0.0}, "max_eps must be a finite number > 0"),
+])
+def test_minimal_eps_refuses_bad_options(options, message):
+    from bnnrobust.attacks.base import AttackError
+    from bnnrobust.attacks.combinatorial import minimal_eps
+
+    rng = np.random.default_rng(0)
+    ib = random_bnn(rng, depth=2)
+    with pytest.raises(AttackError, match=message):
+        minimal_eps(ib, rng.integers(100, 156, size=6), **options)

@@ -44,8 +44,7 @@ def conv_matrix(weight: np.ndarray, in_shape: tuple[int, int, int], *, stride: i
     if cin != c_in:
         raise ExportError(f"a convolution over {cin} channels meets an input of {c_in}.")
     left, right, top, bottom = padding
-    h_out = (height + top + bottom - kh) // stride + 1
-    w_out = (width + left + right - kw) // stride + 1
+    h_out, w_out = _out_hw((height, width), (kh, kw), stride=stride, padding=padding)
     o, c, u, v, i, j = np.meshgrid(np.arange(cout), np.arange(cin), np.arange(kh),
                                    np.arange(kw), np.arange(h_out), np.arange(w_out),
                                    indexing="ij", sparse=False)
@@ -153,7 +152,8 @@ def export_conv(model: nn.Module) -> IntegerBNN:
     matrix = conv_matrix(conv.weight.detach().double().numpy(), tuple(shape),
                          stride=conv.stride[0], padding=padding)
     bias = None if conv.bias is None else conv.bias.detach().double().numpy()
-    c, h, w = conv.out_channels, *_out_hw(shape, conv, padding)
+    c, h, w = conv.out_channels, *_out_hw(tuple(shape[1:]), conv.kernel_size,
+                                           stride=conv.stride[0], padding=padding)
     index, layers, relu_weight, fan_in = 2, [], None, 0
     while index < len(modules) and isinstance(modules[index][1], BinaryConv2d):
         name, block = modules[index]
@@ -173,7 +173,8 @@ def export_conv(model: nn.Module) -> IntegerBNN:
         weight = _binary_weight(block)
         matrix = conv_matrix(weight, (c, h, w), stride=block.stride[0])
         fan_in = int(np.prod(weight.shape[1:]))
-        c, (h, w) = block.out_channels, _out_hw((c, h, w), block, (0, 0, 0, 0))
+        c, (h, w) = block.out_channels, _out_hw((h, w), block.kernel_size,
+                                                stride=block.stride[0], padding=(0, 0, 0, 0))
         index += 2
         relu_weight = matrix.astype(np.int8)
     if not layers:
@@ -192,9 +193,10 @@ def export_conv(model: nn.Module) -> IntegerBNN:
                       out_bias=bias_out, relu_weight=relu_weight)
 
 
-def _out_hw(shape, conv: nn.Conv2d, padding: tuple[int, int, int, int]) -> tuple[int, int]:
-    _, height, width = shape
+def _out_hw(size: tuple[int, int], kernel: tuple[int, int], *, stride: int,
+            padding: tuple[int, int, int, int]) -> tuple[int, int]:
+    """A convolution's output height and width (``padding`` as ZeroPad2d's left, right, top,
+    bottom)."""
     left, right, top, bottom = padding
-    kh, kw = conv.kernel_size
-    s = conv.stride[0]
-    return (height + top + bottom - kh) // s + 1, (width + left + right - kw) // s + 1
+    return ((size[0] + top + bottom - kernel[0]) // stride + 1,
+            (size[1] + left + right - kernel[1]) // stride + 1)

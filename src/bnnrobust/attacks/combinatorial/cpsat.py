@@ -27,6 +27,11 @@ those neurons instead (logic-based Benders decomposition):
    Reachable: the pattern's value is the optimum (it is an upper bound and is attained).
    Unreachable: QuickXplain shrinks the pattern to a small infeasible core, whose negation
    is added to the master as a clause; repeat.
+5. The master's intermediate solutions on the way to each optimum are checked as well
+   (best first): an unreachable one gives a core too, a reachable one that beats the
+   incumbent becomes the incumbent and raises the master's floor to it. On the paper-trained
+   2×100, ε = 0.01, point 96 (41 undecided neurons), this turned a 180 s timeout at
+   objective −8.35 into the optimum +1.20 proven in 122 s (25 master solves instead of 46).
 
 A starting perturbation (zero, or a gradient attack's result) is the first incumbent, and the
 master is constrained to beat it, so the attack is never weaker than its hint. The real output
@@ -395,7 +400,8 @@ class PatternSearch:
 
     ``status``: ``optimal`` (the master's best reachable pattern, proved), ``feasible`` (a
     reachable pattern the master had not proved best when time ran out), ``infeasible`` (no
-    reachable pattern satisfies the master's constraints) or ``timeout`` (nothing found).
+    reachable pattern satisfies the master's constraints, the floor raised by the last
+    improvement included) or ``timeout`` (nothing found).
     ``bound``: the master's last proven bound on its (integer) objective, or None.
     """
 
@@ -407,18 +413,40 @@ class PatternSearch:
     iterations: int = 0
 
 
+class _Harvest(cp_model.CpSolverSolutionCallback):
+    """Every improving solution the master meets on its way to the optimum (patterns only)."""
+
+    def __init__(self, b1: list) -> None:
+        super().__init__()
+        self.b1, self.patterns = b1, []
+
+    def on_solution_callback(self) -> None:
+        self.patterns.append((np.array([self.Value(b) for b in self.b1], dtype=np.int64),
+                              int(self.ObjectiveValue())))
+
+
 def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: float,
-           threads: int = 1, seed: int = 0, accept=None) -> PatternSearch:
+           threads: int = 1, seed: int = 0, accept=None, improve=None) -> PatternSearch:
     """Maximize ``model``'s objective over first-layer patterns some perturbation reaches.
 
     ``model`` is a master problem whose Booleans ``b1[q]`` are the values of
     ``first.undecided[q]``; pairwise conflicts and, as the search meets them, infeasible cores
-    are added to it as clauses (see the module doc). ``accept(pattern, perturbation)`` may
-    reject a reachable pattern, which is then excluded and the search goes on.
+    are added to it as clauses (see the module doc). ``accept(pattern, perturbation, value)``
+    may reject a reachable pattern, which is then excluded and the search goes on.
+
+    The master's intermediate solutions on the way to each optimum are checked too: an
+    unreachable one gives a core (fewer master solves), a reachable and accepted one is passed
+    to ``improve(pattern, perturbation, value)``, which raises the master's floor above it
+    (the caller's constraint), and becomes the result if time runs out before an optimum is
+    proven reachable. Without ``improve`` only optima are checked.
     """
     lits = [[b.Not(), b] for b in b1]
     for q, a, r, v in first.pair_conflicts():
         model.AddBoolOr([lits[q][1 - a], lits[r][1 - v]])
+
+    def exclude(pattern: np.ndarray, subset) -> None:
+        model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in subset])
+
     out = PatternSearch("timeout")
     while time.perf_counter() < deadline:
         out.iterations += 1
@@ -430,9 +458,25 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
         # (first 10 MNIST points, 2×100, ε = 0.01: grid 6.0 → 3.0 s in all, continuous points
         # 2 and 4: 20.7 → 13.3 s and 45.7 → 31.2 s)
         solver.parameters.cp_model_presolve = False
-        code = solver.Solve(model)
+        harvest = _Harvest(b1)
+        code = solver.Solve(model, harvest if improve is not None else None)
+        if improve is not None:
+            for pattern, value in harvest.patterns[:-1][::-1]:  # best first
+                if time.perf_counter() >= deadline:
+                    break
+                reached = first.reach(pattern, range(len(b1)), deadline - time.perf_counter())
+                if isinstance(reached, str):
+                    if reached == "infeasible":
+                        for core in first.cores(pattern, deadline, most=1):
+                            exclude(pattern, core)
+                    continue
+                if accept is None or accept(pattern, reached, value):
+                    improve(pattern, reached, value)
+                    out.status, out.pattern, out.perturbation, out.value = (
+                        "feasible", pattern, reached, value)
+                    break  # the floor now excludes every lower solution
         if code == cp_model.INFEASIBLE:
-            out.status = "infeasible"
+            out.status = "infeasible"  # nothing beats the floor: the last improvement is best
             return out
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return out  # out of time
@@ -443,10 +487,10 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
             if reached == "unknown":
                 return out
             for core in first.cores(pattern, deadline):
-                model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in core])
+                exclude(pattern, core)
             continue
         if accept is not None and not accept(pattern, reached, solver.ObjectiveValue()):
-            model.AddBoolOr([lits[q][1 - int(pattern[q])] for q in range(len(b1))])
+            exclude(pattern, range(len(b1)))
             continue
         out.status = "optimal" if code == cp_model.OPTIMAL else "feasible"
         out.pattern, out.perturbation, out.value = pattern, reached, int(solver.ObjectiveValue())
@@ -533,6 +577,13 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     for q, b in enumerate(b1):
         model.AddHint(b, bool(pre[q] >= first.need[q]))
 
+    def raise_floor(pattern: np.ndarray, reached: np.ndarray, master_value: float) -> None:
+        nonlocal best, incumbent
+        best, incumbent = value_at(reached), reached
+        trace.append((time.perf_counter() - start, best))
+        if floor is None:
+            model.Add(scaled >= math.floor((best - const - slack) * scale))
+
     def accept(pattern: np.ndarray, reached: np.ndarray, master_value: float) -> bool:
         value = pattern_value(ib, first, pattern, target, prediction)
         if abs(master_value / scale + const - value) > slack:
@@ -545,12 +596,13 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         # a reachable pattern no better than the incumbent (objective rounding) is excluded
         return exact > best or (floor is not None and exact >= floor)
 
-    found = search(first, model, b1, deadline=deadline, threads=threads, seed=seed, accept=accept)
+    found = search(first, model, b1, deadline=deadline, threads=threads, seed=seed, accept=accept,
+                   improve=raise_floor)
     bound = math.inf if found.bound is None else found.bound / scale + const + slack
     status = "timeout"
     if found.status == "infeasible":  # no reachable pattern beats the incumbent / floor
         bound, status = (best if floor is None else floor), "optimal"
-    elif found.perturbation is not None:
+    elif found.perturbation is not None and found.perturbation is not incumbent:
         best = value_at(found.perturbation)
         incumbent = found.perturbation
         trace.append((time.perf_counter() - start, best))

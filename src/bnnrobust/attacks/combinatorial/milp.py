@@ -375,6 +375,7 @@ def minimal_eps(ib: IntegerBNN, pixels: np.ndarray, *, max_eps: float = 0.1,
     answer as the bracket so far.
     """
     check_backend(backend)
+    check_positive("max_eps", max_eps)
     check_positive("tolerance", tolerance)
     grid = backend == "cpsat"
     start = time.perf_counter()
