@@ -7,10 +7,10 @@ continuous problem, |p| <= ε, inputs in [0, 1]):
 
 - PGD (40 steps of 2.5·ε/40 from a random start, on the logit margin, which does not vanish
   when B's softmax saturates): success = the prediction changes;
-- certification (:class:`~bnnrobust.attacks.combinatorial.Certify`, backend ``cpsat-lp``, the
-  interval and LP bounds first): robust (proved), attacked (a perturbation found by the exact
-  search makes another class reach the prediction; replayed in the float32 model) or unknown
-  (time ran out);
+- certification (:class:`~bnnrobust.attacks.combinatorial.Certify`, backend ``cpsat-lp``,
+  PGD's input first, then the interval and LP bounds, then the exact search): robust
+  (proved), attacked (PGD's input or a perturbation found by the exact search makes another
+  class reach the prediction; replayed in the float32 model) or unknown (time ran out);
 
 and prints per ε: clean accuracy, certified robust accuracy (correct and proved), the exact
 attack's successes, PGD's successes, the points only the exact search broke (PGD missed
@@ -31,6 +31,7 @@ import torch
 from journal import Journal
 
 from bnnrobust.attacks.combinatorial import Certify
+from bnnrobust.attacks.combinatorial.milp import SETTLED
 from bnnrobust.attacks.pgd import PGD
 from bnnrobust.data import load
 from bnnrobust.experiments.measures.base import train_request, trained_model
@@ -67,7 +68,8 @@ def main() -> None:
     model = trained_model(request, device="cpu", data_root=None, cache_dir=None,
                           progress=True).model.eval()
     journal = Journal(args.journal, {"spec": spec.name, "model": args.model,
-                                     "profile": args.profile, "time_limit": args.time_limit})
+                                     "profile": args.profile, "time_limit": args.time_limit,
+                                     "start": "pgd"})
     x, y = load(spec.dataset, "test", limit=args.points)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
@@ -75,13 +77,16 @@ def main() -> None:
     for eps in args.eps:
         key = f"{eps:.6g}"
         pgd = PGD(model, eps=eps, alpha=2.5 * eps / 40, steps=40, loss="margin", seed=0)
-        pgd_success = pgd.run(x, y).success
+        found = pgd.run(x, y)
+        pgd_success = found.success
         certify = Certify(model, eps=eps, backend="cpsat-lp", time_limit=args.time_limit)
         for i in range(args.points):
             name = f"{key} {i}"
             if name in journal.records:
                 continue
-            record = certify.run(x[i:i + 1], y[i:i + 1]).extra["points"][0]
+            # PGD's input first: a point it breaks is settled without a search
+            record = certify.run(x[i:i + 1], y[i:i + 1],
+                                 start=found.x_adv[i:i + 1]).extra["points"][0]
             journal.add(name, record)
             print(f"ε={key} point {i:3d}: {record['status']:8s} by {record['method']} "
                   f"{record['seconds']:7.2f} s  PGD {'broke' if pgd_success[i] else 'missed'}",
@@ -90,7 +95,7 @@ def main() -> None:
         robust = [r["status"] == "robust" for r in records]
         attacked = [r["status"] == "attacked" for r in records]
         only_exact = sum(a and not bool(p) for a, p in zip(attacked, pgd_success, strict=True))
-        by = {m: sum(r["method"] == m for r in records) for m in ("interval", "lp", "exact")}
+        by = {m: sum(r["method"] == m for r in records) for m in SETTLED}
         lines.append(
             f"ε={eps:.4f} ({eps * 255:.2f}/255): clean {float(correct.float().mean()):.0%}, "
             f"certified robust accuracy "
@@ -98,7 +103,8 @@ def main() -> None:
             f" (robust {sum(robust)}, attacked exactly {sum(attacked)}, unknown "
             f"{args.points - sum(robust) - sum(attacked)}); PGD broke "
             f"{int(pgd_success.sum())}; broken only by the exact search {only_exact}; settled "
-            f"by interval {by['interval']}, LP {by['lp']}, exact {by['exact']}; median "
+            f"by PGD's input {by['start']}, interval {by['interval']}, LP {by['lp']}, exact "
+            f"{by['exact']}; median "
             f"{statistics.median(r['seconds'] for r in records):.1f} s")
         print(lines[-1], flush=True)
     print(f"\n{args.model} ({args.profile} profile), first {args.points} MNIST test points, "

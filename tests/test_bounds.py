@@ -118,3 +118,67 @@ def test_minimal_eps_refuses_bad_options(options, message):
     ib = random_bnn(rng, depth=2)
     with pytest.raises(AttackError, match=message):
         minimal_eps(ib, rng.integers(100, 156, size=6), **options)
+
+
+def test_a_start_that_breaks_the_point_settles_it_and_any_other_start_changes_nothing():
+    """A counter-example given as ``start`` settles the point as attacked without a search (on
+    the grid and on the continuous box); a start that breaks nothing (zero) gives the verdict
+    of no start; a start on an undecided neuron's threshold is not taken as the model's."""
+    rng = np.random.default_rng(3)
+    seen = {"grid": 0, "continuous": 0}
+    for _ in range(20):
+        ib, x, k = random_case(rng, max_steps=2)
+        for backend, eps in (("cpsat", k / 255 + 1e-6), ("cpsat-lp", 0.012)):
+            plain = certify_point(ib, x, eps=eps, backend=backend, time_limit=20)
+            zero = certify_point(ib, x, eps=eps, backend=backend, time_limit=20,
+                                 start=np.zeros(len(x)))
+            assert zero.status == plain.status and zero.settled_by == plain.settled_by
+            if plain.status != "attacked":
+                continue
+            seen["grid" if backend == "cpsat" else "continuous"] += 1
+            given = certify_point(ib, x, eps=eps, backend=backend, time_limit=20,
+                                  start=plain.perturbation)
+            assert given.status == "attacked" and given.method == "start"
+            assert given.settled_by == {given.target: "start"}
+            np.testing.assert_array_equal(given.perturbation, plain.perturbation)
+    assert seen["grid"] and seen["continuous"]
+
+    # a perturbation that puts an undecided neuron exactly on its threshold is refused
+    for _ in range(50):
+        ib = random_bnn(rng, depth=2)
+        first = pattern_layer(ib, rng.integers(100, 156, size=6), eps=0.03, domain="continuous")
+        if len(first.undecided) == 0:
+            continue
+        w, need = first.weight[0], first.need[0]
+        p = w * need / (w @ w)
+        if np.all((first.lo <= p) & (p <= first.hi)):
+            assert not first.clear(p)
+            assert first.clear(np.clip(p + np.sign(w) * 0.01, first.lo, first.hi)) \
+                or len(first.undecided) > 1
+            break
+    else:
+        pytest.fail("no undecided neuron with its threshold inside the box")
+
+
+def test_certify_takes_a_gradient_attacks_inputs_as_its_start():
+    """Through the attack contract: ``Certify.run(x, y, start=x_adv)`` settles the points the
+    given inputs break by ``start``; the summary counts them."""
+    import torch
+    from test_exact import torch_bnn
+
+    from bnnrobust.attacks.combinatorial import Certify
+    from bnnrobust.evaluate.exact import certified
+
+    model = torch_bnn(0)
+    torch.manual_seed(0)
+    x = (128 + torch.randint(-3, 4, (12, 6))) / 255
+    y = model(x).argmax(1)
+    certify = Certify(model, eps=0.012, backend="cpsat-lp", time_limit=20)
+    first = certify.run(x, y)
+    broken = [s == "attacked" for s in first.status]
+    assert any(broken)
+    again = certify.run(x, y, start=first.x_adv)
+    assert again.status == first.status
+    methods = [p["method"] for p in again.extra["points"]]
+    assert [m == "start" for m in methods] == broken
+    assert certified(again, y).settled_by["start"] == sum(broken)

@@ -256,8 +256,8 @@ def certify(
     ckpt, x, y = _points(checkpoint, dataset, points, root)
     from bnnrobust.attacks.combinatorial import eps_steps
 
-    table = Table("ε", "pixel steps", "certified accuracy", "robust", "attacked", "unknown",
-                  "settled by interval / LP / exact", "clean accuracy", "time (s)")
+    table = Table("ε", "problem", "certified", "robust", "attacked", "unknown",
+                  "settled: interval/LP/exact", "clean", "time (s)")
     report: dict = {"checkpoint": str(checkpoint), "dataset": dataset, "time_limit": time_limit,
                     "backend": backend, "bounds": bounds, "points": len(x), "eps": {}}
     interrupted = False
@@ -270,12 +270,12 @@ def certify(
         if result is not None:
             c = certified(result, y[done])
             by = c.settled_by
-            table.add_row(f"{value:g}", str(eps_steps(value)), f"{c.certified_accuracy:.2%}",
+            where = f"{eps_steps(value)} pixel steps" if backend == "cpsat" \
+                else f"continuous, {backend}"
+            table.add_row(f"{value:g}", where, f"{c.certified_accuracy:.2%}",
                           str(c.robust), str(c.attacked), str(c.unknown),
                           f"{by['interval']} / {by['lp']} / {by['exact']}",
                           f"{c.clean_accuracy:.2%}", f"{float(result.point_seconds.sum()):.1f}")
-            where = f"{eps_steps(value)} pixel steps" if backend == "cpsat" \
-                else f"continuous, {backend}"
             summaries.append(f"certify ε={value:g} ({where}): certified accuracy "
                              f"{c.certified_accuracy:.2%} (robust {c.robust}, attacked "
                              f"{c.attacked}, unknown {c.unknown} of {c.points} points; settled "

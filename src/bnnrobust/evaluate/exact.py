@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from bnnrobust.attacks import AttackError, AttackResult
+from bnnrobust.attacks.combinatorial.milp import SETTLED
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Certified:
     unknown: int
     clean_accuracy: float
     certified_accuracy: float
-    #: points by the costliest method their certificate needed (interval, lp, exact)
+    #: points by the costliest method their certificate needed (start, interval, lp, exact)
     settled_by: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,4 +81,4 @@ def certified(result: AttackResult, labels: torch.Tensor) -> Certified:
                      unknown=result.status.count("unknown"),
                      clean_accuracy=sum(correct) / n, certified_accuracy=sum(robust) / n,
                      settled_by={m: sum(p.get("method") == m for p in points)
-                                 for m in ("interval", "lp", "exact")})
+                                 for m in SETTLED})

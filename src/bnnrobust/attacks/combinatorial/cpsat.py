@@ -192,6 +192,16 @@ class PatternLayer:
                 out.append((int(i % u), int(i < u), int(j % u), int(j < u)))
         return out
 
+    def clear(self, p: np.ndarray) -> bool:
+        """Whether every undecided neuron's pre-activation at the perturbation ``p`` lies on
+        its side with the margin this layer keeps (on the grid always: integer arithmetic), so
+        that the activation pattern at ``p`` is the model's own."""
+        if len(self.undecided) == 0:
+            return True
+        pattern = (self.weight @ p >= self.need).astype(np.int64)
+        a, b = self.rows(pattern, range(len(self.undecided)))
+        return bool(np.all(a @ p >= b))
+
     def decided(self) -> dict[int, int]:
         """Neurons whose sign cannot change over the box: index -> ±1."""
         rest = np.setdiff1d(np.arange(len(self.fixed)), self.undecided)

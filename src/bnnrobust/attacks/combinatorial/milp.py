@@ -194,14 +194,20 @@ class MILPAttack(ExactAttack):
             iterations=sum(r.iterations for r in results))
 
 
+#: what can settle a class in a certificate, cheapest first: a given starting perturbation
+#: (a counter-example), then the bounds of :mod:`.bounds`, then the exact search
+SETTLED = ("start", *METHODS)
+
+
 @dataclass
 class Certificate:
     """Whether a point keeps its prediction under every perturbation within ε.
 
     ``status``: ``robust`` (proved for every other class), ``attacked`` (a perturbation makes
     some class reach the prediction's output: ``perturbation``, ``target``) or ``unknown``
-    (time ran out first). ``settled_by``: per class, the method that settled it (``interval``
-    or ``lp`` bounds, :mod:`.bounds`, or the ``exact`` search).
+    (time ran out first). ``settled_by``: per class, the method that settled it (the given
+    ``start`` perturbation, ``interval`` or ``lp`` bounds, :mod:`.bounds`, or the ``exact``
+    search; :data:`SETTLED`).
     """
 
     status: str
@@ -218,7 +224,7 @@ class Certificate:
         unknown): a point is only as cheap as its hardest class."""
         if self.status == "unknown":
             return None
-        return max(self.settled_by.values(), key=METHODS.index, default=None)
+        return max(self.settled_by.values(), key=SETTLED.index, default=None)
 
     def as_dict(self) -> dict:
         """Plain data for JSON."""
@@ -231,7 +237,8 @@ class Certificate:
 
 def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: str = "cpsat",
                   time_limit: float = 180.0, threads: int = 1, seed: int = 0,
-                  bounds: bool = True, classes: Sequence[int] | None = None) -> Certificate:
+                  bounds: bool = True, classes: Sequence[int] | None = None,
+                  start: np.ndarray | None = None) -> Certificate:
     """Prove (or refute) that no perturbation within ε changes the prediction of ``pixels``.
 
     For each other class c, most dangerous (highest output) first: the cheap bounds of
@@ -240,10 +247,15 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     ``f_c − f_prediction >= 0`` (a tie counts against robustness). None for every class proves
     the point robust. Each class may use all the time still left. ``classes``: only these
     targets (the others known robust, e.g. at a larger ε); the verdict is then about them.
+    ``start``: a perturbation to try first (e.g. a gradient attack's, in pixel steps on the
+    grid, on the [0, 1] scale on the continuous box; clipped to the ε-box): when some class
+    reaches the prediction's output there in the exact forward pass, with every undecided
+    first-layer neuron clear of its float32 margin, the point is ``attacked``, settled by
+    ``start``, without any search.
     """
     check_backend(backend)
     domain = "grid" if backend == "cpsat" else "continuous"
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     x = check_pixels(pixels, ib)
     first = pattern_layer(ib, x, eps=eps, domain=domain)  # checks ε (the grid needs a step)
     prediction, order = other_classes(ib, x)
@@ -252,8 +264,17 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     settled_by: dict[int, str] = {}
     if classes is not None:
         order = [c for c in order if c in set(classes)]
+    if start is not None and order:
+        p = np.clip(np.asarray(start, np.float64 if domain == "continuous" else np.int64)
+                    .ravel(), first.lo, first.hi)
+        logits = ib.logits_pixels((x + p)[None])[0] if domain == "grid" else \
+            ib.logits((x / 255.0 + p)[None])[0]
+        best = max(order, key=lambda c: logits[c])
+        if logits[best] >= logits[prediction] and first.clear(p):
+            return Certificate("attacked", prediction, time.perf_counter() - start_time, best,
+                               p, {best: "attacked"}, {best: "start"})
     for cls in order:
-        left = time_limit - (time.perf_counter() - start)
+        left = time_limit - (time.perf_counter() - start_time)
         if left <= 0:
             break
         # the LP gets a quarter of the time left: on a large network (Galloway's B64) it can
@@ -262,21 +283,21 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
         if method is not None:
             per_class[cls], settled_by[cls] = "robust", method
             continue
-        left = time_limit - (time.perf_counter() - start)
+        left = time_limit - (time.perf_counter() - start_time)
         if left <= 0:
             break
         result = solve(ib, x, eps=eps, target=cls, time_limit=left, threads=threads,
                        hint=None, floor=0.0, seed=seed)
         if result.objective >= 0:
             per_class[cls], settled_by[cls] = "attacked", "exact"
-            return Certificate("attacked", prediction, time.perf_counter() - start, cls,
+            return Certificate("attacked", prediction, time.perf_counter() - start_time, cls,
                                result.perturbation, per_class, settled_by)
         per_class[cls] = "robust" if result.status == "optimal" else "unknown"
         if result.status == "optimal":
             settled_by[cls] = "exact"
     robust = len(per_class) == len(order) and all(v == "robust" for v in per_class.values())
     return Certificate("robust" if robust else "unknown", prediction,
-                       time.perf_counter() - start, per_class=per_class, settled_by=settled_by)
+                       time.perf_counter() - start_time, per_class=per_class, settled_by=settled_by)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,11 +316,14 @@ class CertifyParams(SolverParams):
 class Certify(ExactAttack):
     """Certification as an attack: per point ``robust`` (proved), ``attacked`` (``x_adv`` is
     the counter-example; ``success`` True) or ``unknown``; see :func:`certify_point`.
+    ``run(x, y, start=x_pgd)`` tries a gradient attack's adversarial inputs first: a point
+    they already break is ``attacked`` (settled by ``start``) without a search.
 
     Example::
 
         result = Certify(model, eps=0.01, time_limit=60).run(x, y)
         certified = [s == "robust" for s in result.status]
+        result = Certify(model, eps=0.01).run(x, y, start=PGD(model, eps=0.01).run(x, y).x_adv)
     """
 
     name = "certify"
@@ -314,7 +338,7 @@ class Certify(ExactAttack):
         p = self.params
         return certify_point(self.integer, pixels, eps=p.eps, backend=p.backend,
                              time_limit=p.time_limit, threads=p.threads, seed=p.seed,
-                             bounds=p.bounds)
+                             bounds=p.bounds, start=start)
 
     def _found(self, x: torch.Tensor, pixels: np.ndarray, results: list) -> Found:
         device = x.device
