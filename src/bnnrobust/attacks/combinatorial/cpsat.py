@@ -470,21 +470,6 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
         solver.parameters.cp_model_presolve = False
         harvest = _Harvest(b1)
         code = solver.Solve(model, harvest if improve is not None else None)
-        if improve is not None:
-            for pattern, value in harvest.patterns[:-1][::-1]:  # best first
-                if time.perf_counter() >= deadline:
-                    break
-                reached = first.reach(pattern, range(len(b1)), deadline - time.perf_counter())
-                if isinstance(reached, str):
-                    if reached == "infeasible":
-                        for core in first.cores(pattern, deadline, most=1):
-                            exclude(pattern, core)
-                    continue
-                if accept is None or accept(pattern, reached, value):
-                    improve(pattern, reached, value)
-                    out.status, out.pattern, out.perturbation, out.value = (
-                        "feasible", pattern, reached, value)
-                    break  # the floor now excludes every lower solution
         if code == cp_model.INFEASIBLE:
             out.status = "infeasible"  # nothing beats the floor: the last improvement is best
             return out
@@ -498,13 +483,28 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
                 return out
             for core in first.cores(pattern, deadline):
                 exclude(pattern, core)
-            continue
-        if accept is not None and not accept(pattern, reached, solver.ObjectiveValue()):
+        elif accept is not None and not accept(pattern, reached, solver.ObjectiveValue()):
             exclude(pattern, range(len(b1)))
-            continue
-        out.status = "optimal" if code == cp_model.OPTIMAL else "feasible"
-        out.pattern, out.perturbation, out.value = pattern, reached, int(solver.ObjectiveValue())
-        return out
+        else:
+            out.status = "optimal" if code == cp_model.OPTIMAL else "feasible"
+            out.pattern, out.perturbation = pattern, reached
+            out.value = int(solver.ObjectiveValue())
+            return out
+        # the optimum is out: the solutions met on the way to it, best first
+        for pattern, value in harvest.patterns[:-1][::-1]:
+            if time.perf_counter() >= deadline:
+                break
+            reached = first.reach(pattern, range(len(b1)), deadline - time.perf_counter())
+            if isinstance(reached, str):
+                if reached == "infeasible":
+                    for core in first.cores(pattern, deadline, most=1):
+                        exclude(pattern, core)
+                continue
+            if accept is None or accept(pattern, reached, value):
+                improve(pattern, reached, value)
+                out.status, out.pattern, out.perturbation, out.value = (
+                    "feasible", pattern, reached, value)
+                break  # the raised floor excludes every lower solution
     return out
 
 
