@@ -182,3 +182,13 @@ def test_certify_takes_a_gradient_attacks_inputs_as_its_start():
     methods = [p["method"] for p in again.extra["points"]]
     assert [m == "start" for m in methods] == broken
     assert certified(again, y).settled_by["start"] == sum(broken)
+
+
+@pytest.mark.parametrize("start", [np.zeros(5), np.full(6, np.nan)])
+def test_certify_refuses_a_start_of_the_wrong_size_or_not_finite(start):
+    from bnnrobust.attacks.base import AttackError
+
+    rng = np.random.default_rng(0)
+    ib, x, k = random_case(rng, max_steps=2)
+    with pytest.raises(AttackError, match="start must be a finite perturbation of 6 values"):
+        certify_point(ib, x, eps=k / 255 + 1e-6, start=start)

@@ -265,8 +265,12 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     if classes is not None:
         order = [c for c in order if c in set(classes)]
     if start is not None and order:
-        p = np.clip(np.asarray(start, np.float64 if domain == "continuous" else np.int64)
-                    .ravel(), first.lo, first.hi)
+        p = np.asarray(start, dtype=np.float64).ravel()
+        if p.shape != x.shape or not np.all(np.isfinite(p)):
+            raise AttackError(f"start must be a finite perturbation of {x.size} values (one per "
+                              f"input), got shape {np.shape(start)}.")
+        p = np.clip(p if domain == "continuous" else np.rint(p).astype(np.int64),
+                    first.lo, first.hi)
         logits = ib.logits_pixels((x + p)[None])[0] if domain == "grid" else \
             ib.logits((x / 255.0 + p)[None])[0]
         best = max(order, key=lambda c: logits[c])
