@@ -67,6 +67,34 @@ class _Var:
         self.index = index
 
 
+class _Rows:
+    """Sparse rows ``Σ coef·column >= rhs`` of a linear program, kept as coordinates."""
+
+    def __init__(self) -> None:
+        self.r: list[int] = []
+        self.c: list[int] = []
+        self.v: list[float] = []
+        self.rhs: list[float] = []
+
+    def add(self, columns, values, rhs: float) -> None:
+        """Append the row ``Σ values·columns >= rhs``."""
+        columns, values = list(columns), [float(v) for v in values]
+        self.r.extend([len(self.rhs)] * len(columns))
+        self.c.extend(columns)
+        self.v.extend(values)
+        self.rhs.append(float(rhs))
+
+    def add_linear(self, terms: list, coefs: list, *, scale: float, column: int, value: float,
+                   rhs: float) -> None:
+        """Append ``scale·Σ coefs·terms + value·column >= rhs`` (``terms``: :class:`_Var`)."""
+        self.add([t.index for t in terms] + [column], [scale * c for c in coefs] + [value], rhs)
+
+    def matrix(self, width: int) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """The rows as a CSR matrix of ``width`` columns and their right-hand sides."""
+        shape = (len(self.rhs), width)
+        return sparse.csr_matrix((self.v, (self.r, self.c)), shape=shape), np.array(self.rhs)
+
+
 def lp_bound(ib: IntegerBNN, first: PatternLayer, target: int, prediction: int, *,
              time_limit: float = 10.0) -> float | None:
     """An upper bound on ``f_target − f_prediction`` over ``first``'s box from the linear
@@ -83,64 +111,45 @@ def lp_bound(ib: IntegerBNN, first: PatternLayer, target: int, prediction: int, 
     The LP optimum is returned with 1e-6 relative slack for the solver's tolerances.
     """
     n, u = len(first.lo), len(first.undecided)
-    rows: list[tuple[dict[int, float], float]] = []  # Σ coef·column >= rhs
-
+    rows = _Rows()
     a_on, b_on = first.rows(np.ones(u, dtype=np.int64), range(u))
     a_off, b_off = first.rows(np.zeros(u, dtype=np.int64), range(u))
     low_on = np.minimum(a_on * first.lo, a_on * first.hi).sum(1)
     low_off = np.minimum(a_off * first.lo, a_off * first.hi).sum(1)
-    dense_p = []  # the first layer's rows over p, kept dense
     for q in range(u):
-        dense_p.append(a_on[q])
-        rows.append(({n + q: -float(b_on[q] - low_on[q])}, float(low_on[q])))
-        dense_p.append(a_off[q])
-        rows.append(({n + q: float(b_off[q] - low_off[q])}, float(b_off[q])))
+        on, off = np.flatnonzero(a_on[q]), np.flatnonzero(a_off[q])
+        rows.add([*on, n + q], [*a_on[q, on], -(b_on[q] - low_on[q])], low_on[q])
+        rows.add([*off, n + q], [*a_off[q, off], b_off[q] - low_off[q]], b_off[q])
     columns = [n + u]
+    tops: dict[int, float] = {}
 
     def make(li: int, j: int, const: int, terms: list, coefs: list, threshold: int,
              low: int, high: int) -> _Var:
         h = _Var(columns[0])
         columns[0] += 1
         k = const - threshold
-        lin = {t.index: float(c) for t, c in zip(terms, coefs, strict=True)}
-        rows.append(({**lin, h.index: float(low - threshold)}, float(low - threshold - k)))
-        rows.append(({**{i: -c for i, c in lin.items()}, h.index: float(high - threshold + 1)},
-                     float(k + 1)))
-        dense_p.append(None)
-        dense_p.append(None)
+        rows.add_linear(terms, coefs, scale=1.0, column=h.index, value=low - threshold,
+                        rhs=low - threshold - k)
+        rows.add_linear(terms, coefs, scale=-1.0, column=h.index, value=high - threshold + 1,
+                        rhs=k + 1)
         return h
 
     def make_relu(j: int, const: int, terms: list, coefs: list, low: int, high: int,
                   weight: float) -> _Var:
         r = _Var(columns[0])
         columns[0] += 1
-        lin = {t.index: float(c) for t, c in zip(terms, coefs, strict=True)}
         # r >= a, and r below the chord from (low, 0) to (high, high)
-        rows.append(({**{i: -c for i, c in lin.items()}, r.index: 1.0}, float(const)))
-        rows.append(({**{i: high * c for i, c in lin.items()}, r.index: float(low - high)},
-                     float(high * (low - const))))
-        dense_p.extend([None, None])
+        rows.add_linear(terms, coefs, scale=-1.0, column=r.index, value=1.0, rhs=const)
+        rows.add_linear(terms, coefs, scale=float(high), column=r.index, value=low - high,
+                        rhs=high * (low - const))
         tops[r.index] = float(high)
         return r
 
-    tops: dict[int, float] = {}
     last = deeper_layers(ib, _first_state(first, lambda q: _Var(n + q)), make,
                          keep=objective_relevant(ib, target, prediction))
     const, terms, coefs, _ = objective_terms(ib, last, target, prediction, make_relu)
     width = columns[0]
-    r, c, v = [], [], []
-    for i, (coefs_i, _) in enumerate(rows):
-        if dense_p[i] is not None:
-            nz = np.flatnonzero(dense_p[i])
-            r.extend([i] * len(nz))
-            c.extend(nz.tolist())
-            v.extend(dense_p[i][nz].tolist())
-        for col, value in coefs_i.items():
-            r.append(i)
-            c.append(col)
-            v.append(value)
-    matrix = sparse.csr_matrix((v, (r, c)), shape=(len(rows), width))
-    rhs = np.array([b for _, b in rows])
+    matrix, rhs = rows.matrix(width)
     cost = np.zeros(width)
     for t, coef in zip(terms, coefs, strict=True):
         cost[t.index] -= coef

@@ -62,7 +62,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     float32_margin,
     grid_steps,
     interval,
-    objective_of,
+    logits_at,
     objective_relevant,
     objective_terms,
     resolve_target,
@@ -548,21 +548,13 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
     x = check_pixels(pixels, ib)
     deadline = start + float(time_limit)
     first = pattern_layer(ib, x, eps=eps, domain=domain)
-    if domain == "grid":
-        k = grid_steps(eps)
-        prediction, target = resolve_target(ib.logits_pixels(x[None])[0], target)
-        dtype = np.int64
+    k = grid_steps(eps) if domain == "grid" else eps_steps(eps)
+    dtype = np.int64 if domain == "grid" else np.float64
+    prediction, target = resolve_target(logits_at(ib, x, 0, domain=domain), target)
 
-        def value_at(p: np.ndarray) -> float:
-            return objective_of(ib, x + p, target, prediction)
-    else:
-        k, x01 = eps_steps(eps), x / 255.0
-        prediction, target = resolve_target(ib.logits(x01[None])[0], target)
-        dtype = np.float64
-
-        def value_at(p: np.ndarray) -> float:
-            logits = ib.logits((x01 + p)[None])[0]
-            return float(logits[target] - logits[prediction])
+    def value_at(p: np.ndarray) -> float:
+        logits = logits_at(ib, x, p, domain=domain)
+        return float(logits[target] - logits[prediction])
 
     incumbent = np.zeros(len(x), dtype) if hint is None else \
         np.clip(np.asarray(hint, dtype).ravel(), first.lo, first.hi)

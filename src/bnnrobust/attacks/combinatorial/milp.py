@@ -51,6 +51,7 @@ from bnnrobust.attacks.combinatorial.problem import (
     check_pixels,
     eps_steps,
     grid_steps,
+    logits_at,
     other_classes,
 )
 
@@ -271,8 +272,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
                               f"input), got shape {np.shape(start)}.")
         p = np.clip(p if domain == "continuous" else np.rint(p).astype(np.int64),
                     first.lo, first.hi)
-        logits = ib.logits_pixels((x + p)[None])[0] if domain == "grid" else \
-            ib.logits((x / 255.0 + p)[None])[0]
+        logits = logits_at(ib, x, p, domain=domain)
         best = max(order, key=lambda c: logits[c])
         if logits[best] >= logits[prediction] and first.clear(p):
             return Certificate("attacked", prediction, time.perf_counter() - start_time, best,

@@ -123,6 +123,15 @@ def objective_of(ib: IntegerBNN, pixels: np.ndarray, target: int, prediction: in
     return float(logits[target] - logits[prediction])
 
 
+def logits_at(ib: IntegerBNN, pixels: np.ndarray, p: np.ndarray | int, *, domain: str
+              ) -> np.ndarray:
+    """The exact forward pass at the 8-bit input ``pixels`` moved by ``p``: whole pixel steps
+    on the grid (``domain="grid"``), the [0, 1] scale on the continuous box (any other)."""
+    if domain == "grid":
+        return ib.logits_pixels((pixels + p)[None])[0]
+    return ib.logits((pixels / 255.0 + p)[None])[0]
+
+
 def interval(weight: np.ndarray, base: np.ndarray, lo: np.ndarray, hi: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
     """Lowest and highest ``base + weight @ p`` over the box ``lo <= p <= hi``."""
