@@ -24,7 +24,8 @@ summary gives the largest |reported − model| objective difference per run (sou
 The defaults are the acceptance run of the exact-attack issue (both widths, both backends, 100
 points, 180 s): hours on 2 cores. ``--workers N`` attacks N points at once (one thread each).
 ``--journal PATH`` keeps every finished point; run the same command again after a kill and it
-goes on from there.
+goes on from there; the same command with ``--report`` attacks nothing and prints the summary
+of what the journal holds so far (a run still under way, or one spread over several sessions).
 
     python benchmarks/milp_speed.py --models 2x100 --backends cpsat-lp highs --points 20
 
@@ -75,7 +76,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="points attacked at once (1)")
     parser.add_argument("--journal", type=Path,
                         help="JSON-lines file of finished points; a rerun skips them")
+    parser.add_argument("--report", action="store_true",
+                        help="attack nothing: print the summary and table of the points the "
+                             "journal holds (a run still under way included)")
     args = parser.parse_args()
+    if args.report and args.journal is None:
+        raise SystemExit("--report reads a journal: give --journal PATH.")
     # one thread per point, the gradient hint included: with more, PyTorch's thread pool
     # contends with the other workers and a 20-step hint on a 2×100 MLP took 2 s instead of ms
     torch.set_num_threads(1)
@@ -87,21 +93,27 @@ def main() -> None:
         raise SystemExit(f"{args.spec} has no network {', '.join(unknown)} in profile "
                          f"{args.profile}; it has {', '.join(plans)}.")
     settings = {k: str(v) for k, v in vars(args).items()
-                if k not in ("journal", "workers", "points", "models", "backends", "eps")}
+                if k not in ("journal", "workers", "points", "models", "backends", "eps", "report")}
     settings["spec"] = spec.name  # not its path: a journal moves with the checkout
     journal = Journal(args.journal, settings)
 
     x, y = load(spec.dataset, "test", limit=args.points)
     summary = []
     for label in args.models:
+        runs = [(eps, backend) for eps in args.eps for backend in args.backends]
+        if args.report:  # only what the journal holds: a network it has nothing of is not loaded
+            runs = [(eps, b) for eps, b in runs if _finished(args, journal, _name(label, b, eps))]
+            if not runs:
+                continue
         request = train_request(plans[label], profile, spec.dataset, profile.seeds[0])
         trained = trained_model(request, device="cpu", data_root=None, cache_dir=None,
                                 progress=True)
-        for eps in args.eps:
-            for backend in args.backends:
-                summary.append(_benchmark(args, journal, x, y, trained, label=label, eps=eps,
-                                          backend=backend))
-                print(_line(summary[-1]), flush=True)
+        for eps, backend in runs:
+            if not args.report:
+                _benchmark(args, journal, x, y, trained, label=label, eps=eps, backend=backend)
+            summary.append(_summary(args, journal, trained, label=label, eps=eps,
+                                    backend=backend))
+            print(_line(summary[-1]), flush=True)
     print(f"\n{spec.dataset}, {args.points} points, {args.time_limit:g} s limit, one thread per "
           f"point, {args.workers} worker(s), hint {args.hint}")
     for row in summary:
@@ -110,13 +122,24 @@ def main() -> None:
     print(_markdown(summary))
 
 
+def _name(label: str, backend: str, eps: float) -> str:
+    """The journal key of a run, before the point's index."""
+    return f"{label} {backend} ε={eps:g}"
+
+
+def _finished(args: argparse.Namespace, journal: Journal, name: str) -> list[dict]:
+    """The journal's records of run ``name`` among the first ``args.points`` points."""
+    return [journal.records[f"{name} {i}"] for i in range(args.points)
+            if f"{name} {i}" in journal.records]
+
+
 def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: torch.Tensor,
-               trained, *, label: str, eps: float, backend: str) -> dict:
+               trained, *, label: str, eps: float, backend: str) -> None:
     """Attack the first ``args.points`` points of one network at one ε with one backend (points
-    already in the journal are not attacked again) and summarize the run."""
+    already in the journal are not attacked again), printing each point's line."""
     attack = MILPAttack(trained.model.eval(), eps=eps, backend=backend, hint=args.hint,
                         time_limit=args.time_limit)
-    name = f"{label} {backend} ε={eps:g}"
+    name = _name(label, backend, eps)
 
     def show(i: int, r: dict) -> None:
         bound = "inf" if r["bound"] is None else f"{r['bound']:+.4f}"
@@ -137,7 +160,12 @@ def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: t
                   progress=False, on_result=keep)
     if outcome.interrupted:
         raise SystemExit("interrupted: the finished points are in the journal")
-    results = [journal.records[f"{name} {i}"] for i in range(args.points)]
+
+
+def _summary(args: argparse.Namespace, journal: Journal, trained, *, label: str, eps: float,
+             backend: str) -> dict:
+    """One run's summary over the points of it the journal holds."""
+    results = _finished(args, journal, _name(label, backend, eps))
     times = [r["seconds"] for r in results]
     optimal = [r["seconds"] for r in results if r["status"] == "optimal"]
     gaps = [abs(r["objective"] - r["model_objective"]) for r in results
@@ -146,7 +174,7 @@ def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: t
             "eps": eps, "backend": backend,
             "problem": f"grid ({results[0]['eps_steps']} steps)" if backend == "cpsat"
             else "continuous",
-            "proven": len(optimal), "points": len(results),
+            "proven": len(optimal), "points": len(results), "asked": args.points,
             "flipped": sum(r["flipped"] for r in results),
             "median": statistics.median(times), "mean": statistics.mean(times),
             "gap": max(gaps, default=float("nan")),
@@ -159,10 +187,15 @@ def _line(row: dict) -> str:
     """One run's summary as a sentence."""
     return (f"fc-bnn {row['network']} ({row['accuracy']:.2%}) ε={row['eps']:g} "
             f"{row['backend']:8s} {row['problem']}: proven optimal {row['proven']}/"
-            f"{row['points']}, flipped {row['flipped']}, time median {row['median']:.2f} s, "
+            f"{row['points']}{_partial(row)}, flipped {row['flipped']}, time median {row['median']:.2f} s, "
             f"mean {row['mean']:.2f} s, largest |reported − float32 model| {row['gap']:.1e}"
             + (f" (paper, same problem with Gurobi on its machine: mean {row['paper']:g} s)"
                if row["paper"] is not None else ""))
+
+
+def _partial(row: dict) -> str:
+    """A note on a run the journal holds only part of."""
+    return "" if row["points"] == row["asked"] else f" ({row['points']} of {row['asked']} done)"
 
 
 def _markdown(rows: list[dict]) -> str:
@@ -172,7 +205,7 @@ def _markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r['accuracy']:.2%} | {r['eps']:g} | {r['backend']} | "
-                     f"{r['problem']} | {r['proven']}/{r['points']} | {r['flipped']} | "
+                     f"{r['problem']} | {r['proven']}/{r['points']}{_partial(r)} | {r['flipped']} | "
                      f"{r['median']:.2f} | {r['mean']:.2f} | {r['gap']:.1e} | "
                      f"{'' if r['paper'] is None else format(r['paper'], 'g')} |")
     return "\n".join(lines)
