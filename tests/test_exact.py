@@ -660,3 +660,86 @@ def test_reachable_intermediate_master_solutions_raise_the_floor_and_keep_the_op
         values = [v for _, v in ours.trace]
         assert all(b > a for a, b in zip(values, values[1:], strict=False))
     assert len(improvements) >= 3
+
+
+def test_climbing_ends_where_no_reachable_single_flip_is_better():
+    """:func:`.cpsat.climb` from the zero perturbation, on 20 small BNNs on both problems:
+    its objective is the exact forward pass's at the returned perturbation, which lies in the
+    box, never below the start nor above the proven optimum; and every single-neuron flip of
+    the final pattern that would be better is unreachable (a fresh exact check). The batched
+    objectives of the flips are the one-at-a-time ones."""
+    from bnnrobust.attacks.combinatorial.cpsat import (
+        climb,
+        pattern_layer,
+        pattern_value,
+        pattern_values,
+    )
+    from bnnrobust.attacks.combinatorial.problem import logits_at, resolve_target
+
+    rng = np.random.default_rng(21)
+    moved = 0
+    for case in range(20):
+        ib = random_bnn(rng, n_in=10, width=16, depth=2)
+        x = rng.integers(100, 156, size=10)
+        domain, eps = ("continuous", 0.02) if case % 2 else ("grid", 3 / 255 + 1e-9)
+        first = pattern_layer(ib, x, eps=eps, domain=domain)
+        prediction, target = resolve_target(logits_at(ib, x, 0, domain=domain), "second")
+
+        def value_at(p, ib=ib, x=x, target=target, prediction=prediction, domain=domain):
+            logits = logits_at(ib, x, p, domain=domain)
+            return float(logits[target] - logits[prediction])
+
+        start = np.zeros(10, np.int64 if domain == "grid" else np.float64)
+        p, value, moves = climb(ib, first, start, value_at(start), target=target,
+                                prediction=prediction, value_at=value_at,
+                                deadline=time.perf_counter() + 20)
+        moved += moves > 0
+        assert value == value_at(p) >= value_at(start)
+        assert np.all(first.lo <= p) and np.all(p <= first.hi)
+        optimum = cpsat_attack(ib, x, eps=eps, time_limit=20, domain=domain)
+        assert optimum.status == "optimal" and value <= optimum.objective
+        pattern = (first.weight @ p >= first.need).astype(np.int64)
+        flips = np.repeat(pattern[None], len(pattern), axis=0) ^ np.eye(len(pattern), dtype=int)
+        batched = pattern_values(ib, first, flips, target, prediction, chunk=3)
+        for flip, batch_value in zip(flips, batched, strict=True):
+            single = pattern_value(ib, first, flip, target, prediction)
+            assert batch_value == pytest.approx(single, abs=1e-9)
+            if single > value:
+                assert first.solve(flip, range(len(flip)), 10.0) == "infeasible"
+    assert moved >= 5
+
+
+def test_a_search_out_of_time_leaves_the_climb_its_share(monkeypatch):
+    """When the search ends without a proof (here: made to return at once), the attack
+    climbs from its incumbent in the time kept for it: the objective is the climb's, the
+    trace records it; with ``climbing=0`` the incumbent stays; a share outside [0, 1] is
+    refused."""
+    from bnnrobust.attacks.combinatorial import cpsat
+
+    deadlines = []
+
+    def out_of_time(*args, deadline, **options):
+        deadlines.append(deadline)
+        return cpsat.PatternSearch("timeout")
+
+    monkeypatch.setattr(cpsat, "search", out_of_time)
+    rng = np.random.default_rng(22)
+    climbed = 0
+    for _ in range(10):
+        ib = random_bnn(rng, n_in=10, width=16, depth=2)
+        x = rng.integers(100, 156, size=10)
+        begin = time.perf_counter()
+        kept = cpsat_attack(ib, x, eps=0.02, time_limit=20, domain="continuous", climbing=0)
+        assert deadlines[-1] >= begin + 20
+        begin = time.perf_counter()
+        result = cpsat_attack(ib, x, eps=0.02, time_limit=20, domain="continuous")
+        assert begin + 18 <= deadlines[-1] <= time.perf_counter() + 18  # 10 % kept
+        assert result.status == kept.status == "timeout"
+        assert len(kept.trace) == 1 and result.objective >= kept.objective
+        if result.objective > kept.objective:
+            climbed += 1
+            assert result.trace[-1][1] == result.objective
+    assert climbed >= 3
+    for bad in (-0.1, 1.5, math.nan):
+        with pytest.raises(AttackError, match="climbing"):
+            cpsat_attack(ib, x, eps=0.02, time_limit=5, domain="continuous", climbing=bad)

@@ -34,6 +34,12 @@ those neurons instead (logic-based Benders decomposition):
    timeout at objective −8.35 into the optimum +1.20, proven in 122–156 s (25 and 22 master
    solves instead of 46; two versions of the check, beside one and two other processes).
 
+6. The last 10 % of the time limit is kept: when the search has not proven an optimum by
+   then, :func:`climb` improves the incumbent by single-neuron flips of its pattern that some
+   perturbation reaches (paper-trained 2×200, ε = 0.01, test point 0: one round of iterated
+   FGSM gives −20.04, the search nothing better in 54 s, the climb −10.06; HiGHS big-M
+   reaches −17.28 in 180 s).
+
 A starting perturbation (zero, or a gradient attack's result) is the first incumbent, and the
 master is constrained to beat it, so the attack is never weaker than its hint. The real output
 weights are scaled to integers (2^20 / max |coefficient|) for the master's objective; every
@@ -511,22 +517,66 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
     return out
 
 
-def pattern_value(ib: IntegerBNN, first: FirstLayer, pattern: np.ndarray, target: int,
+def pattern_values(ib: IntegerBNN, first: PatternLayer, patterns: np.ndarray, target: int,
+                   prediction: int, *, chunk: int = 64) -> np.ndarray:
+    """The objective of each first-layer activation pattern (rows of ``patterns``, over the
+    undecided neurons) by the exact integer forward pass through the deeper layers, ``chunk``
+    patterns at a time."""
+    patterns = np.atleast_2d(patterns)
+    values = []
+    for begin in range(0, len(patterns), chunk):
+        part = patterns[begin:begin + chunk]
+        h = np.repeat(first.fixed[None], len(part), axis=0)
+        h[:, first.undecided] = np.where(part == 1, 1, -1)
+        for layer in ib.layers[1:]:
+            h = np.where(times(layer.weight.astype(np.int64), h) >= layer.int_threshold, 1, -1)
+        logits = ib.output(h)
+        values.append(logits[:, target] - logits[:, prediction])
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def pattern_value(ib: IntegerBNN, first: PatternLayer, pattern: np.ndarray, target: int,
                   prediction: int) -> float:
-    """The objective of the first-layer activation ``pattern`` on the undecided neurons, by the
-    exact integer forward pass through the deeper layers."""
-    h = first.fixed.copy()
-    h[first.undecided] = np.where(pattern == 1, 1, -1)
-    h = h[None]
-    for layer in ib.layers[1:]:
-        h = np.where(times(layer.weight.astype(np.int64), h) >= layer.int_threshold, 1, -1)
-    logits = ib.output(h)[0]
-    return float(logits[target] - logits[prediction])
+    """The objective of one first-layer activation ``pattern`` (:func:`pattern_values`)."""
+    return float(pattern_values(ib, first, np.asarray(pattern)[None], target, prediction)[0])
+
+
+def climb(ib: IntegerBNN, first: PatternLayer, incumbent: np.ndarray, best: float, *,
+          target: int, prediction: int, value_at, deadline: float
+          ) -> tuple[np.ndarray, float, int]:
+    """Hill climbing from ``incumbent`` over the activation pattern of the undecided
+    first-layer neurons: each round computes the objective of every single-neuron flip of the
+    current pattern (the exact forward pass through the deeper layers, no solver) and moves to
+    the best flip above ``best`` that some perturbation reaches (:meth:`PatternLayer.reach`),
+    until none does or ``deadline`` passes. Returns the best perturbation, its objective
+    (``value_at``) and the number of moves.
+
+    On the paper-trained 2×200 MNIST BNN at ε = 0.01 (continuous), one round of iterated FGSM
+    gives −20.04 on test point 0 and climbing from it −10.06 in 1.9 s (HiGHS big-M: −17.28
+    after 180 s).
+    """
+    pattern = (first.weight @ incumbent >= first.need).astype(np.int64)
+    moves = 0
+    while time.perf_counter() < deadline:
+        flips = np.repeat(pattern[None], len(pattern), axis=0)
+        flips[np.arange(len(pattern)), np.arange(len(pattern))] ^= 1
+        values = pattern_values(ib, first, flips, target, prediction)
+        for q in np.argsort(values, kind="stable")[::-1]:
+            if values[q] <= best or time.perf_counter() >= deadline:
+                return incumbent, best, moves
+            reached = first.reach(flips[q], range(len(pattern)), deadline - time.perf_counter())
+            if not isinstance(reached, str) and value_at(reached) > best:
+                pattern, incumbent, best, moves = flips[q], reached, value_at(reached), moves + 1
+                break
+        else:
+            return incumbent, best, moves
+    return incumbent, best, moves
 
 
 def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int | str = "second",
                  time_limit: float = 180.0, threads: int = 1, hint: np.ndarray | None = None,
-                 floor: float | None = None, seed: int = 0, domain: str = "grid") -> ExactResult:
+                 floor: float | None = None, seed: int = 0, domain: str = "grid",
+                 climbing: float = 0.1) -> ExactResult:
     """Maximize f_target − f_prediction over the ε-ball on the pixel grid (see module doc), or
     with ``domain="continuous"`` over the paper's real box (:class:`BoxLayer`; ``hint`` and the
     returned perturbation are then on the [0, 1] scale).
@@ -541,10 +591,16 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         floor: only look for perturbations with objective >= floor (certification uses 0):
             when none exists the result is ``optimal`` with ``bound < floor``.
         seed: CP-SAT's random seed.
+        climbing: the share of ``time_limit`` kept at its end for :func:`climb`, which
+            improves the incumbent when the search has not proven its optimum by then (0: the
+            search has all the time).
     """
     start = time.perf_counter()
     check_seconds("time_limit", time_limit)
     check_steps("threads", threads)
+    if not 0.0 <= climbing <= 1.0:
+        raise AttackError(f"climbing must be a share of the time limit in [0, 1], got "
+                          f"{climbing!r}; 0 skips the hill climbing.")
     x = check_pixels(pixels, ib)
     deadline = start + float(time_limit)
     first = pattern_layer(ib, x, eps=eps, domain=domain)
@@ -601,8 +657,11 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         # a reachable pattern no better than the incumbent (objective rounding) is excluded
         return exact > best or (floor is not None and exact >= floor)
 
-    found = search(first, model, b1, deadline=deadline, threads=threads, seed=seed, accept=accept,
-                   improve=raise_floor)
+    # the last share of the time is kept for climbing from the incumbent, should the search
+    # not prove its optimum before (no proof in the runs of the exact-attack issue, 385 in all,
+    # came in the last 10 % of the time limit)
+    found = search(first, model, b1, deadline=deadline - climbing * float(time_limit),
+                   threads=threads, seed=seed, accept=accept, improve=raise_floor)
     bound = math.inf if found.bound is None else found.bound / scale + const + slack
     status = "timeout"
     if found.status == "infeasible":  # no reachable pattern beats the incumbent / floor
@@ -613,6 +672,12 @@ def cpsat_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         trace.append((time.perf_counter() - start, best))
         if found.status == "optimal":
             bound, status = best, "optimal"
+    if status != "optimal" and climbing > 0:
+        incumbent, best, moves = climb(ib, first, incumbent, best, target=target,
+                                       prediction=prediction, value_at=value_at,
+                                       deadline=deadline)
+        if moves:
+            trace.append((time.perf_counter() - start, best))
     iterations = found.iterations
     return ExactResult(status=status, objective=best, bound=bound, perturbation=incumbent,
                        prediction=prediction, target=target, seconds=time.perf_counter() - start,
