@@ -184,6 +184,44 @@ def test_certify_takes_a_gradient_attacks_inputs_as_its_start():
     assert certified(again, y).settled_by["start"] == sum(broken)
 
 
+def test_a_start_that_breaks_nothing_is_where_every_exact_search_begins(monkeypatch):
+    """A start that flips no class is handed, clipped to the box, to each exact search as its
+    hint; without a start the searches get none."""
+    from bnnrobust.attacks.combinatorial import milp
+
+    hints = []
+    real = milp.solver
+
+    def recording(backend):
+        solve = real(backend)
+
+        def solve_and_record(*args, hint=None, **options):
+            hints.append(hint)
+            return solve(*args, hint=hint, **options)
+        return solve_and_record
+
+    monkeypatch.setattr(milp, "solver", recording)
+    rng = np.random.default_rng(4)
+    checked = 0
+    for _ in range(20):
+        ib, x, _ = random_case(rng, max_steps=2)
+        start = np.full(len(x), 0.5)  # far outside the box: clipped to its upper corner
+        hints.clear()
+        plain = certify_point(ib, x, eps=0.012, backend="cpsat-lp", time_limit=20,
+                              bounds=False)
+        assert hints and all(h is None for h in hints)
+        hints.clear()
+        given = certify_point(ib, x, eps=0.012, backend="cpsat-lp", time_limit=20,
+                              bounds=False, start=start)
+        if given.method == "start":
+            continue
+        corner = np.minimum(0.012, 1 - x / 255.0)
+        assert hints and all(np.array_equal(h, corner) for h in hints)
+        assert given.status == plain.status
+        checked += 1
+    assert checked >= 5
+
+
 @pytest.mark.parametrize("start", [np.zeros(5), np.full(6, np.nan)])
 def test_certify_refuses_a_start_of_the_wrong_size_or_not_finite(start):
     from bnnrobust.attacks.base import AttackError

@@ -252,7 +252,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     grid, on the [0, 1] scale on the continuous box; clipped to the ε-box): when some class
     reaches the prediction's output there in the exact forward pass, with every undecided
     first-layer neuron clear of its float32 margin, the point is ``attacked``, settled by
-    ``start``, without any search.
+    ``start``, without any search; otherwise every exact search starts from it.
     """
     check_backend(backend)
     domain = "grid" if backend == "cpsat" else "continuous"
@@ -265,6 +265,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     settled_by: dict[int, str] = {}
     if classes is not None:
         order = [c for c in order if c in set(classes)]
+    hint = None
     if start is not None and order:
         p = np.asarray(start, dtype=np.float64).ravel()
         if p.shape != x.shape or not np.all(np.isfinite(p)):
@@ -277,6 +278,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
         if logits[best] >= logits[prediction] and first.clear(p):
             return Certificate("attacked", prediction, time.perf_counter() - start_time, best,
                                p, {best: "attacked"}, {best: "start"})
+        hint = p  # the exact searches start from it (their incumbent and master hint)
     for cls in order:
         left = time_limit - (time.perf_counter() - start_time)
         if left <= 0:
@@ -291,7 +293,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
         if left <= 0:
             break
         result = solve(ib, x, eps=eps, target=cls, time_limit=left, threads=threads,
-                       hint=None, floor=0.0, seed=seed)
+                       hint=hint, floor=0.0, seed=seed)
         if result.objective >= 0:
             per_class[cls], settled_by[cls] = "attacked", "exact"
             return Certificate("attacked", prediction, time.perf_counter() - start_time, cls,
