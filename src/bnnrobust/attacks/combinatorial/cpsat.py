@@ -568,20 +568,20 @@ def climb(ib: IntegerBNN, first: PatternLayer, incumbent: np.ndarray, best: floa
     after 180 s).
     """
     pattern = (first.weight @ incumbent >= first.need).astype(np.int64)
-    moves = 0
-    while time.perf_counter() < deadline:
+    moves, moved = 0, True
+    while moved and time.perf_counter() < deadline:
+        moved = False
         flips = np.repeat(pattern[None], len(pattern), axis=0)
         flips[np.arange(len(pattern)), np.arange(len(pattern))] ^= 1
         values = pattern_values(ib, first, flips, target, prediction)
         for q in np.argsort(values, kind="stable")[::-1]:
             if values[q] <= best or time.perf_counter() >= deadline:
-                return incumbent, best, moves
-            reached = first.reach(flips[q], range(len(pattern)), deadline - time.perf_counter())
-            if not isinstance(reached, str) and value_at(reached) > best:
-                pattern, incumbent, best, moves = flips[q], reached, value_at(reached), moves + 1
                 break
-        else:
-            return incumbent, best, moves
+            reached = first.reach(flips[q], range(len(pattern)), deadline - time.perf_counter())
+            value = -math.inf if isinstance(reached, str) else value_at(reached)
+            if value > best:
+                pattern, incumbent, best, moves, moved = flips[q], reached, value, moves + 1, True
+                break
     return incumbent, best, moves
 
 
