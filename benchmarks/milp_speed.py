@@ -80,8 +80,9 @@ def main() -> None:
                         help="attack nothing: print the summary and table of the points the "
                              "journal holds (a run still under way included)")
     args = parser.parse_args()
-    if args.report and args.journal is None:
-        raise SystemExit("--report reads a journal: give --journal PATH.")
+    if args.report and (args.journal is None or not args.journal.exists()):
+        raise SystemExit(f"--report reads a journal: give --journal PATH of an existing one "
+                         f"(got {args.journal}).")
     # one thread per point, the gradient hint included: with more, PyTorch's thread pool
     # contends with the other workers and a 20-step hint on a 2×100 MLP took 2 s instead of ms
     torch.set_num_threads(1)

@@ -33,7 +33,6 @@ those neurons instead (logic-based Benders decomposition):
    paper-trained 2×100, ε = 0.01, point 96 (41 undecided neurons), this turned a 180 s
    timeout at objective −8.35 into the optimum +1.20, proven in 122–156 s (25 and 22 master
    solves instead of 46; two versions of the check, beside one and two other processes).
-
 6. The last 10 % of the time limit is kept: when the search has not proven an optimum by
    then, :func:`climb` improves the incumbent by single-neuron flips of its pattern that some
    perturbation reaches (paper-trained 2×200, ε = 0.01, test point 0: one round of iterated
