@@ -18,7 +18,7 @@ them), what settled each decided point (interval / LP / exact search), and the m
 Every finished point is kept in ``--journal``; run the same command again after a kill and it
 goes on from there.
 
-    python benchmarks/galloway_exact.py --points 100 --time-limit 180 --journal runs/b64.jsonl
+    python benchmarks/galloway_exact.py --points 100 --time-limit 180 --journal benchmarks/journals/b64.jsonl
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from bnnrobust.attacks.pgd import PGD
 from bnnrobust.data import load
 from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.parse import load as load_spec
+from bnnrobust.experiments.runner import code_version
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "galloway2018" / "table1.toml"
 EPS = [1 / 255, 2 / 255, 4 / 255, 0.005, 0.01]
@@ -70,6 +71,7 @@ def main() -> None:
     journal = Journal(args.journal, {"spec": spec.name, "model": args.model,
                                      "profile": args.profile, "time_limit": args.time_limit,
                                      "start": "pgd"})
+    code = code_version()
     x, y = load(spec.dataset, "test", limit=args.points)
     with torch.no_grad():
         prediction = model(x).argmax(1)
@@ -87,8 +89,9 @@ def main() -> None:
             if name in journal.records:
                 continue
             # PGD's input first: a point it breaks is settled without a search
-            record = certify.run(x[i:i + 1], y[i:i + 1],
-                                 start=found.x_adv[i:i + 1]).extra["points"][0]
+            record = {**certify.run(x[i:i + 1], y[i:i + 1],
+                                    start=found.x_adv[i:i + 1]).extra["points"][0],
+                      "code": code}
             journal.add(name, record)
             print(f"ε={key} point {i:3d}: {record['status']:8s} by {record['method']} "
                   f"{record['seconds']:7.2f} s  PGD {'broke' if pgd_success[i] else 'missed'}",
@@ -107,7 +110,8 @@ def main() -> None:
             f"{int(pgd_success.sum())}; broken only by the exact search {only_exact}; settled "
             f"by PGD's input {by['start']}, interval {by['interval']}, LP {by['lp']}, exact "
             f"{by['exact']}; median "
-            f"{statistics.median(r['seconds'] for r in records):.1f} s")
+            f"{statistics.median(r['seconds'] for r in records):.1f} s; code "
+            f"{', '.join(sorted({r.get('code', 'unrecorded') for r in records}))}")
         print(lines[-1], flush=True)
     print(f"\n{args.model} ({args.profile} profile), first {args.points} MNIST test points, "
           f"{args.time_limit:g} s per point and ε, one thread")

@@ -33,7 +33,8 @@ Every network of the paper at both of its budgets (the exact-attack issue's tabl
 keys each point by network, backend and ε, so one journal holds the whole table):
 
     python benchmarks/milp_speed.py --models 2x100 3x100 4x100 5x100 2x200 2x300 2x400 2x500 \
-        --eps 0.01 0.005 --backends cpsat-lp highs --points 20 --journal runs/networks.jsonl
+        --eps 0.01 0.005 --backends cpsat-lp highs --points 20 \
+        --journal benchmarks/journals/networks.jsonl
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from bnnrobust.data import load
 from bnnrobust.experiments import make_executor, run
 from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.parse import load as load_spec
+from bnnrobust.experiments.runner import code_version
 
 PAPER_MEAN = {"2x100": 27.0, "2x200": 777.0}
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "khalil2019" / "figure2_mnist.toml"
@@ -149,8 +151,10 @@ def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: t
 
     todo = [i for i in range(args.points) if f"{name} {i}" not in journal.records]
 
+    code = code_version()
+
     def keep(j: int, r: dict) -> None:
-        journal.add(f"{name} {todo[j]}", r)
+        journal.add(f"{name} {todo[j]}", {**r, "code": code})
         show(todo[j], r)
 
     for i in range(args.points):
@@ -179,6 +183,7 @@ def _summary(args: argparse.Namespace, journal: Journal, trained, *, label: str,
             "flipped": sum(r["flipped"] for r in results),
             "median": statistics.median(times), "mean": statistics.mean(times),
             "gap": max(gaps, default=float("nan")),
+            "code": ", ".join(sorted({r.get("code", "unrecorded") for r in results})),
             # the paper's mean is over the first 100 points: shown beside a run of those only
             "paper": PAPER_MEAN.get(label)
             if backend in CONTINUOUS and eps == 0.01 and len(results) == 100 else None}
@@ -189,7 +194,8 @@ def _line(row: dict) -> str:
     return (f"fc-bnn {row['network']} ({row['accuracy']:.2%}) ε={row['eps']:g} "
             f"{row['backend']:8s} {row['problem']}: proven optimal {row['proven']}/"
             f"{row['points']}{_partial(row)}, flipped {row['flipped']}, time median {row['median']:.2f} s, "
-            f"mean {row['mean']:.2f} s, largest |reported − float32 model| {row['gap']:.1e}"
+            f"mean {row['mean']:.2f} s, largest |reported − float32 model| {row['gap']:.1e}, "
+            f"code {row['code']}"
             + (f" (paper, same problem with Gurobi on its machine: mean {row['paper']:g} s)"
                if row["paper"] is not None else ""))
 
@@ -202,13 +208,13 @@ def _partial(row: dict) -> str:
 def _markdown(rows: list[dict]) -> str:
     """Every run as one Markdown table."""
     lines = ["| network | test accuracy | ε | backend | problem | proven optimal | flipped | "
-             "median (s) | mean (s) | largest \\|reported − float32\\| | paper's mean (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "median (s) | mean (s) | largest \\|reported − float32\\| | paper's mean (s) | code |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r['accuracy']:.2%} | {r['eps']:g} | {r['backend']} | "
                      f"{r['problem']} | {r['proven']}/{r['points']}{_partial(r)} | {r['flipped']} | "
                      f"{r['median']:.2f} | {r['mean']:.2f} | {r['gap']:.1e} | "
-                     f"{'' if r['paper'] is None else format(r['paper'], 'g')} |")
+                     f"{'' if r['paper'] is None else format(r['paper'], 'g')} | {r['code']} |")
     return "\n".join(lines)
 
 
