@@ -39,6 +39,7 @@ from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "galloway2018" / "table1.toml"
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 EPS = [1 / 255, 2 / 255, 4 / 255, 0.005, 0.01]
 
 
@@ -53,6 +54,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=180.0,
                         help="seconds of certification per point and ε (180)")
     parser.add_argument("--journal", type=Path, help="JSON-lines file of finished points")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                        help="checkpoint folder: the committed benchmark networks, so every "
+                             "session attacks the same weights (benchmarks/checkpoints)")
     args = parser.parse_args()
     # one thread per point, the gradient hint included: with more, PyTorch's thread pool
     # contends with the other workers and a 20-step hint on a 2×100 MLP took 2 s instead of ms
@@ -66,7 +70,8 @@ def main() -> None:
         raise SystemExit(f"{args.model} is not a B (binary) model of {spec.name} in profile "
                          f"{args.profile}; B models: {', '.join(binary)}.")
     request = train_request(plans[args.model], profile, spec.dataset, profile.seeds[0])
-    model = trained_model(request, device="cpu", data_root=None, cache_dir=None,
+    model = trained_model(request, device="cpu", data_root=None,
+                          cache_dir=str(args.checkpoints),
                           progress=True).model.eval()
     journal = Journal(args.journal, {"spec": spec.name, "model": args.model,
                                      "profile": args.profile, "time_limit": args.time_limit,

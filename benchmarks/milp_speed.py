@@ -55,6 +55,7 @@ from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
 
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 PAPER_MEAN = {"2x100": 27.0, "2x200": 777.0}
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "khalil2019" / "figure2_mnist.toml"
 
@@ -76,6 +77,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point (180)")
     parser.add_argument("--hint", default="fgsm", help="starting solution: fgsm or none")
     parser.add_argument("--workers", type=int, default=1, help="points attacked at once (1)")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                        help="checkpoint folder: the committed benchmark networks, so every "
+                             "session attacks the same weights (benchmarks/checkpoints)")
     parser.add_argument("--journal", type=Path,
                         help="JSON-lines file of finished points; a rerun skips them")
     parser.add_argument("--report", action="store_true",
@@ -109,7 +113,8 @@ def main() -> None:
             if not runs:
                 continue
         request = train_request(plans[label], profile, spec.dataset, profile.seeds[0])
-        trained = trained_model(request, device="cpu", data_root=None, cache_dir=None,
+        trained = trained_model(request, device="cpu", data_root=None,
+                                cache_dir=str(args.checkpoints),
                                 progress=True)
         for eps, backend in runs:
             if not args.report:
