@@ -30,11 +30,16 @@ of what the journal holds so far (a run still under way, or one spread over seve
     python benchmarks/milp_speed.py --models 2x100 --backends cpsat-lp highs --points 20
 
 Every network of the paper at both of its budgets (the exact-attack issue's table; the journal
-keys each point by network, backend and ε, so one journal holds the whole table):
+keys each point by network, backend and ε, so one journal can hold the whole table; two runs
+side by side, one per core, write one journal each, and ``--report`` reads both as one):
 
-    python benchmarks/milp_speed.py --models 2x100 3x100 4x100 5x100 2x200 2x300 2x400 2x500 \
-        --eps 0.01 0.005 --backends cpsat-lp highs --points 20 \
-        --journal benchmarks/journals/networks.jsonl
+    python benchmarks/milp_speed.py --models 2x100 3x100 2x200 4x100 5x100 2x300 2x400 2x500 \
+        --eps 0.01 0.005 --backends cpsat-lp --points 20 \
+        --journal benchmarks/journals/networks_cpsat-lp.jsonl
+    python benchmarks/milp_speed.py --models ... --backends highs ... \
+        --journal benchmarks/journals/networks_highs.jsonl
+    python benchmarks/milp_speed.py --models ... --backends cpsat-lp highs ... --report \
+        --journal benchmarks/journals/networks_cpsat-lp.jsonl benchmarks/journals/networks_highs.jsonl
 """
 
 from __future__ import annotations
@@ -80,15 +85,20 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
                         help="checkpoint folder: the committed benchmark networks, so every "
                              "session attacks the same weights (benchmarks/checkpoints)")
-    parser.add_argument("--journal", type=Path,
-                        help="JSON-lines file of finished points; a rerun skips them")
+    parser.add_argument("--journal", type=Path, nargs="+",
+                        help="JSON-lines file of finished points; a rerun skips them (with "
+                             "--report, several journals are read as one)")
     parser.add_argument("--report", action="store_true",
                         help="attack nothing: print the summary and table of the points the "
-                             "journal holds (a run still under way included)")
+                             "journals hold (a run still under way included)")
     args = parser.parse_args()
-    if args.report and (args.journal is None or not args.journal.exists()):
-        raise SystemExit(f"--report reads a journal: give --journal PATH of an existing one "
-                         f"(got {args.journal}).")
+    journals = args.journal or []
+    if args.report and (not journals or not all(path.exists() for path in journals)):
+        raise SystemExit(f"--report reads journals: give --journal PATH... of existing ones "
+                         f"(got {' '.join(map(str, journals)) or 'none'}).")
+    if not args.report and len(journals) > 1:
+        raise SystemExit("a run writes one journal: give one --journal PATH (several only with "
+                         "--report).")
     # one thread per point, the gradient hint included: with more, PyTorch's thread pool
     # contends with the other workers and a 20-step hint on a 2×100 MLP took 2 s instead of ms
     torch.set_num_threads(1)
@@ -100,9 +110,10 @@ def main() -> None:
         raise SystemExit(f"{args.spec} has no network {', '.join(unknown)} in profile "
                          f"{args.profile}; it has {', '.join(plans)}.")
     settings = {k: str(v) for k, v in vars(args).items()
-                if k not in ("journal", "workers", "points", "models", "backends", "eps", "report")}
+                if k not in ("journal", "checkpoints", "workers", "points", "models", "backends",
+                             "eps", "report")}
     settings["spec"] = spec.name  # not its path: a journal moves with the checkout
-    journal = Journal(args.journal, settings)
+    journal = _journal(journals, settings)
 
     x, y = load(spec.dataset, "test", limit=args.points)
     summary = []
@@ -128,6 +139,20 @@ def main() -> None:
         print(_line(row))
     print()
     print(_markdown(summary))
+
+
+def _journal(paths: list[Path], settings: dict) -> Journal:
+    """The journal of ``paths`` (none: keep nothing); several are read as one, in memory."""
+    if len(paths) <= 1:
+        return Journal(paths[0] if paths else None, settings)
+    merged = Journal(None, settings)
+    for path in paths:
+        for key, record in Journal(path, settings).records.items():
+            if merged.records.get(key, record) != record:
+                raise SystemExit(f"{path} holds point {key!r} with another result than an "
+                                 "earlier journal: report them one by one.")
+            merged.records[key] = record
+    return merged
 
 
 def _name(label: str, backend: str, eps: float) -> str:
