@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Continue the exact-attack issue's measurement where the committed journals stop, in two lanes
+# (one per core), from a worktree at the commit the journals' records name. Every command skips
+# the points its journal holds; kill at any moment and run again. Usage, from the repository:
+#     bash benchmarks/journals/continue.sh          # starts both lanes in the background
+# Progress: runs/lane1.log, runs/lane2.log (git-ignored). Commit benchmarks/journals and
+# benchmarks/checkpoints before the session ends.
+set -euo pipefail
+MAIN="$(cd "$(dirname "$0")/../.." && pwd)"
+COMMIT=7c72e2c
+BENCH="$MAIN/../bench-$COMMIT"
+[ -d "$BENCH" ] || git -C "$MAIN" worktree add -q "$BENCH" "$COMMIT"
+# the networks are the committed ones (the worktree's scripts predate --checkpoints: its
+# default cache folder is pointed at them)
+CACHE="${BNNROBUST_CACHE:-$HOME/.cache/bnnrobust}"
+mkdir -p "$CACHE"
+if [ ! -L "$CACHE/checkpoints" ]; then
+    mkdir -p "$CACHE/checkpoints" && cp -n "$CACHE"/checkpoints/*.pt "$MAIN/benchmarks/checkpoints/" 2>/dev/null || true
+    rm -rf "$CACHE/checkpoints" && ln -s "$MAIN/benchmarks/checkpoints" "$CACHE/checkpoints"
+fi
+export BNNROBUST_DATA="${BNNROBUST_DATA:-$MAIN/../shared/data}" PYTHONPATH="$BENCH/src"
+mkdir -p "$MAIN/runs"
+J="$MAIN/benchmarks/journals" PY="$MAIN/.venv/bin/python"
+NETS="2x100 3x100 2x200 4x100 5x100 2x300 2x400 2x500"
+lane1() {
+    cd "$BENCH"
+    $PY benchmarks/galloway_exact.py --points 100 --time-limit 20 --journal "$J/b64.jsonl"
+    $PY benchmarks/milp_speed.py --models $NETS --eps 0.01 0.005 --backends cpsat-lp \
+        --points 20 --journal "$J/networks_cpsat-lp.jsonl"
+    $PY benchmarks/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 20 \
+        --time-limit 1800 --journal "$J/networks_1800s.jsonl"
+}
+lane2() {
+    cd "$BENCH"
+    $PY benchmarks/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp highs \
+        --points 100 --time-limit 30 --journal "$J/soundness_30s.jsonl"
+    $PY benchmarks/milp_speed.py --models 2x500 2x400 2x300 5x100 4x100 2x200 3x100 2x100 \
+        --eps 0.01 0.005 --backends highs --points 20 --journal "$J/networks_highs.jsonl"
+}
+(lane1 >> "$MAIN/runs/lane1.log" 2>&1 &)
+(lane2 >> "$MAIN/runs/lane2.log" 2>&1 &)
+echo "lanes started: tail -f $MAIN/runs/lane1.log $MAIN/runs/lane2.log"
