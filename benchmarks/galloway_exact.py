@@ -16,7 +16,8 @@ and prints per ε: clean accuracy, certified robust accuracy (correct and proved
 attack's successes, PGD's successes, the points only the exact search broke (PGD missed
 them), what settled each decided point (interval / LP / exact search), and the median time.
 Every finished point is kept in ``--journal``; run the same command again after a kill and it
-goes on from there.
+goes on from there; the same command with ``--report`` certifies nothing and prints the summary
+of what the journal holds so far.
 
     python benchmarks/galloway_exact.py --points 100 --time-limit 180 --journal benchmarks/journals/b64.jsonl
 """
@@ -28,7 +29,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from journal import Journal
+from journal import Journal, add_checkpoints_option, codes
 
 from bnnrobust.attacks.combinatorial import Certify
 from bnnrobust.attacks.combinatorial.milp import SETTLED
@@ -39,7 +40,6 @@ from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "galloway2018" / "table1.toml"
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 EPS = [1 / 255, 2 / 255, 4 / 255, 0.005, 0.01]
 
 
@@ -54,10 +54,14 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=180.0,
                         help="seconds of certification per point and ε (180)")
     parser.add_argument("--journal", type=Path, help="JSON-lines file of finished points")
-    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
-                        help="checkpoint folder: the committed benchmark networks, so every "
-                             "session attacks the same weights (benchmarks/checkpoints)")
+    add_checkpoints_option(parser)
+    parser.add_argument("--report", action="store_true",
+                        help="certify nothing: print the summary of the points the journal "
+                             "holds (a run still under way included)")
     args = parser.parse_args()
+    if args.report and (args.journal is None or not args.journal.exists()):
+        raise SystemExit(f"--report reads a journal: give --journal PATH of an existing one "
+                         f"(got {args.journal or 'none'}).")
     # one thread per point, the gradient hint included: with more, PyTorch's thread pool
     # contends with the other workers and a 20-step hint on a 2×100 MLP took 2 s instead of ms
     torch.set_num_threads(1)
@@ -91,7 +95,7 @@ def main() -> None:
         certify = Certify(model, eps=eps, backend="cpsat-lp", time_limit=args.time_limit)
         for i in range(args.points):
             name = f"{key} {i}"
-            if name in journal.records:
+            if name in journal.records or args.report:
                 continue
             # PGD's input first: a point it breaks is settled without a search
             record = {**certify.run(x[i:i + 1], y[i:i + 1],
@@ -101,27 +105,35 @@ def main() -> None:
             print(f"ε={key} point {i:3d}: {record['status']:8s} by {record['method']} "
                   f"{record['seconds']:7.2f} s  PGD {'broke' if pgd_success[i] else 'missed'}",
                   flush=True)
-        records = [journal.records[f"{key} {i}"] for i in range(args.points)]
-        robust = [r["status"] == "robust" for r in records]
-        attacked = [r["status"] == "attacked" for r in records]
-        only_exact = sum(a and not bool(p) for a, p in zip(attacked, pgd_success, strict=True))
-        by = {m: sum(r["method"] == m for r in records) for m in SETTLED}
-        lines.append(
-            f"ε={eps:.4f} ({eps * 255:.2f}/255): clean {float(correct.float().mean()):.0%}, "
-            f"certified robust accuracy "
-            f"{sum(r and bool(c) for r, c in zip(robust, correct, strict=True)) / args.points:.0%}"
-            f" (robust {sum(robust)}, attacked exactly {sum(attacked)}, unknown "
-            f"{args.points - sum(robust) - sum(attacked)}); PGD broke "
-            f"{int(pgd_success.sum())}; broken only by the exact search {only_exact}; settled "
-            f"by PGD's input {by['start']}, interval {by['interval']}, LP {by['lp']}, exact "
-            f"{by['exact']}; median "
-            f"{statistics.median(r['seconds'] for r in records):.1f} s; code "
-            f"{', '.join(sorted({r.get('code', 'unrecorded') for r in records}))}")
-        print(lines[-1], flush=True)
+        done = [i for i in range(args.points) if f"{key} {i}" in journal.records]
+        if done:
+            lines.append(_summary(eps, [journal.records[f"{key} {i}"] for i in done],
+                                  correct[done], pgd_success[done], asked=args.points))
+            print(lines[-1], flush=True)
     print(f"\n{args.model} ({args.profile} profile), first {args.points} MNIST test points, "
           f"{args.time_limit:g} s per point and ε, one thread")
     for line in lines:
         print(line)
+
+
+def _summary(eps: float, records: list[dict], correct: torch.Tensor, pgd_success: torch.Tensor,
+             *, asked: int) -> str:
+    """One ε's line over the points the journal holds (``asked`` were asked for; a partial run
+    says how many are done, and its rates are over those)."""
+    n = len(records)
+    robust = [r["status"] == "robust" for r in records]
+    attacked = [r["status"] == "attacked" for r in records]
+    only_exact = sum(a and not bool(p) for a, p in zip(attacked, pgd_success, strict=True))
+    by = {m: sum(r["method"] == m for r in records) for m in SETTLED}
+    certified = sum(r and bool(c) for r, c in zip(robust, correct, strict=True))
+    return (f"ε={eps:.4f} ({eps * 255:.2f}/255){'' if n == asked else f' ({n} of {asked} done)'}: "
+            f"clean {float(correct.float().mean()):.0%}, certified robust accuracy "
+            f"{certified / n:.0%} (robust {sum(robust)}, attacked exactly {sum(attacked)}, "
+            f"unknown {n - sum(robust) - sum(attacked)}); PGD broke {int(pgd_success.sum())}; "
+            f"broken only by the exact search {only_exact}; settled by PGD's input "
+            f"{by['start']}, interval {by['interval']}, LP {by['lp']}, exact {by['exact']}; "
+            f"median {statistics.median(r['seconds'] for r in records):.1f} s; code "
+            f"{codes(records)}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,28 @@ is refused rather than mixed in.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+#: the committed benchmark networks (``benchmarks/checkpoints``, README there)
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+
+
+def add_checkpoints_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--checkpoints DIR`` option of the exact-attack benchmarks (default
+    :data:`CHECKPOINTS`, so every session attacks the same weights)."""
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                        help="checkpoint folder: the committed benchmark networks, so every "
+                             "session attacks the same weights (benchmarks/checkpoints)")
+
+
+def codes(records: list[dict[str, Any]]) -> str:
+    """The code versions that produced ``records`` (their ``code`` field; ``unrecorded`` where
+    a record has none), sorted and comma-separated."""
+    return ", ".join(sorted({r.get("code", "unrecorded") for r in records}))
 
 
 class Journal:
@@ -36,6 +54,22 @@ class Journal:
                                  f"({entry.get('settings')}); use another --journal path or the "
                                  "same options.")
             self.records[entry["key"]] = entry["record"]
+
+    @classmethod
+    def merged(cls, paths: list[Path], settings: dict[str, Any]) -> Journal:
+        """The journal of ``paths`` (none: keeps nothing; one: that journal). Several are read
+        as one, in memory (a report over runs that wrote one journal each); a key two of them
+        hold with different records is refused."""
+        if len(paths) <= 1:
+            return cls(paths[0] if paths else None, settings)
+        merged = cls(None, settings)
+        for path in paths:
+            for key, record in cls(path, settings).records.items():
+                if merged.records.get(key, record) != record:
+                    raise SystemExit(f"{path} holds point {key!r} with another result than an "
+                                     "earlier journal: report them one by one.")
+                merged.records[key] = record
+        return merged
 
     def add(self, key: str, record: Any) -> None:
         """Store one finished task durably."""

@@ -50,7 +50,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from journal import Journal
+from journal import Journal, add_checkpoints_option, codes
 
 from bnnrobust.attacks.combinatorial import MILPAttack
 from bnnrobust.attacks.combinatorial.milp import CONTINUOUS
@@ -60,7 +60,6 @@ from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 PAPER_MEAN = {"2x100": 27.0, "2x200": 777.0}
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "khalil2019" / "figure2_mnist.toml"
 
@@ -82,9 +81,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point (180)")
     parser.add_argument("--hint", default="fgsm", help="starting solution: fgsm or none")
     parser.add_argument("--workers", type=int, default=1, help="points attacked at once (1)")
-    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
-                        help="checkpoint folder: the committed benchmark networks, so every "
-                             "session attacks the same weights (benchmarks/checkpoints)")
+    add_checkpoints_option(parser)
     parser.add_argument("--journal", type=Path, nargs="+",
                         help="JSON-lines file of finished points; a rerun skips them (with "
                              "--report, several journals are read as one)")
@@ -113,7 +110,7 @@ def main() -> None:
                 if k not in ("journal", "checkpoints", "workers", "points", "models", "backends",
                              "eps", "report")}
     settings["spec"] = spec.name  # not its path: a journal moves with the checkout
-    journal = _journal(journals, settings)
+    journal = Journal.merged(journals, settings)
 
     x, y = load(spec.dataset, "test", limit=args.points)
     summary = []
@@ -139,20 +136,6 @@ def main() -> None:
         print(_line(row))
     print()
     print(_markdown(summary))
-
-
-def _journal(paths: list[Path], settings: dict) -> Journal:
-    """The journal of ``paths`` (none: keep nothing); several are read as one, in memory."""
-    if len(paths) <= 1:
-        return Journal(paths[0] if paths else None, settings)
-    merged = Journal(None, settings)
-    for path in paths:
-        for key, record in Journal(path, settings).records.items():
-            if merged.records.get(key, record) != record:
-                raise SystemExit(f"{path} holds point {key!r} with another result than an "
-                                 "earlier journal: report them one by one.")
-            merged.records[key] = record
-    return merged
 
 
 def _name(label: str, backend: str, eps: float) -> str:
@@ -213,7 +196,7 @@ def _summary(args: argparse.Namespace, journal: Journal, trained, *, label: str,
             "flipped": sum(r["flipped"] for r in results),
             "median": statistics.median(times), "mean": statistics.mean(times),
             "gap": max(gaps, default=float("nan")),
-            "code": ", ".join(sorted({r.get("code", "unrecorded") for r in results})),
+            "code": codes(results),
             # the paper's mean is over the first 100 points: shown beside a run of those only
             "paper": PAPER_MEAN.get(label)
             if backend in CONTINUOUS and eps == 0.01 and len(results) == 100 else None}

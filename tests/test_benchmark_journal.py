@@ -1,0 +1,94 @@
+"""The benchmark journals (``benchmarks/journal.py``): resuming, torn lines, refused settings,
+several journals read as one; and the exact-attack benchmarks' refusals of bad ``--report`` /
+``--journal`` combinations (they exit before loading any network)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+_spec = importlib.util.spec_from_file_location("bench_journal", BENCHMARKS / "journal.py")
+journal = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(journal)
+
+SETTINGS = {"spec": "khalil2019/figure2_mnist", "time_limit": "180.0"}
+
+
+def test_records_survive_a_reload_and_keep_their_settings(tmp_path):
+    path = tmp_path / "j.jsonl"
+    first = journal.Journal(path, SETTINGS)
+    first.add("2x100 cpsat ε=0.01 0", {"status": "optimal", "seconds": 0.5})
+    first.add("2x100 cpsat ε=0.01 1", {"status": "timeout", "seconds": 180.0})
+    again = journal.Journal(path, SETTINGS)
+    assert again.records == first.records
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["settings"] for line in lines] == [SETTINGS, SETTINGS]
+
+
+def test_a_torn_last_line_is_ignored_and_the_next_record_starts_afresh(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal.Journal(path, SETTINGS).add("a", {"n": 1})
+    with path.open("a") as f:
+        f.write('{"settings": {"spec": "khal')  # killed while writing
+    torn = journal.Journal(path, SETTINGS)
+    assert torn.records == {"a": {"n": 1}}
+    torn.add("b", {"n": 2})
+    assert journal.Journal(path, SETTINGS).records == {"a": {"n": 1}, "b": {"n": 2}}
+
+
+def test_a_journal_of_other_settings_is_refused(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal.Journal(path, SETTINGS).add("a", {"n": 1})
+    with pytest.raises(SystemExit, match="line 1 was written with other settings"):
+        journal.Journal(path, {**SETTINGS, "time_limit": "30.0"})
+
+
+def test_no_path_keeps_nothing(tmp_path):
+    kept = journal.Journal(None, SETTINGS)
+    kept.add("a", {"n": 1})
+    assert kept.records == {"a": {"n": 1}} and not list(tmp_path.iterdir())
+
+
+def test_several_journals_read_as_one_and_a_conflict_is_refused(tmp_path):
+    a, b, c = (tmp_path / f"{n}.jsonl" for n in "abc")
+    journal.Journal(a, SETTINGS).add("p 0", {"n": 1})
+    journal.Journal(b, SETTINGS).add("p 1", {"n": 2})
+    journal.Journal(b, SETTINGS).add("p 0", {"n": 1})  # the same result twice is fine
+    assert journal.Journal.merged([a, b], SETTINGS).records == {"p 0": {"n": 1}, "p 1": {"n": 2}}
+    assert journal.Journal.merged([a], SETTINGS).path == a
+    assert journal.Journal.merged([], SETTINGS).path is None
+    journal.Journal(c, SETTINGS).add("p 0", {"n": 3})
+    with pytest.raises(SystemExit, match="holds point 'p 0' with another result"):
+        journal.Journal.merged([a, c], SETTINGS)
+
+
+def test_codes_name_every_version_and_the_unrecorded():
+    records = [{"code": "0.1.0+gb"}, {"code": "0.1.0+ga"}, {}, {"code": "0.1.0+gb"}]
+    assert journal.codes(records) == "0.1.0+ga, 0.1.0+gb, unrecorded"
+
+
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--report"], "give --journal PATH... of existing ones (got none)"),
+    (["--report", "--journal", "missing.jsonl"], "of existing ones (got missing.jsonl)"),
+    (["--journal", "a.jsonl", "b.jsonl"], "a run writes one journal"),
+])
+def test_milp_speed_refuses_bad_journal_options(args, message):
+    done = _bench("milp_speed.py", *args)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_galloway_exact_report_needs_a_journal():
+    done = _bench("galloway_exact.py", "--report")
+    assert done.returncode != 0 and "--report reads a journal" in done.stderr
+    assert "Traceback" not in done.stderr
