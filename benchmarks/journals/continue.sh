@@ -3,8 +3,10 @@
 # (one per core), from a worktree at the commit the journals' records name. Every command skips
 # the points its journal holds; kill at any moment and run again. Usage, from the repository:
 #     bash benchmarks/journals/continue.sh          # starts both lanes in the background
-# Progress: runs/lane1.log, runs/lane2.log (git-ignored). Commit benchmarks/journals and
-# benchmarks/checkpoints before the session ends.
+# Progress: runs/lane1.log, runs/lane2.log (git-ignored). It refuses to start while a benchmark
+# writes to these journals. Stop, from the repository:
+#     pkill -f "bash -c lane"; pkill -f -- "--journal $PWD/benchmarks/journals/"
+# and commit benchmarks/journals and benchmarks/checkpoints before the session ends.
 set -euo pipefail
 MAIN="$(cd "$(dirname "$0")/../.." && pwd)"
 COMMIT=7c72e2c
@@ -21,13 +23,19 @@ fi
 export BNNROBUST_DATA="${BNNROBUST_DATA:-$MAIN/../shared/data}" PYTHONPATH="$BENCH/src"
 mkdir -p "$MAIN/runs"
 J="$MAIN/benchmarks/journals" PY="$MAIN/.venv/bin/python"
+# two processes appending to one journal would attack every point twice
+if pgrep -f -- "--journal $J/" >/dev/null; then
+    echo "a benchmark is writing to $J already (pgrep -af -- '--journal $J/'); stop it first" >&2
+    exit 1
+fi
 NETS="2x100 3x100 2x200 4x100 5x100 2x300 2x400 2x500"
 lane1() {
     cd "$BENCH"
     $PY benchmarks/galloway_exact.py --points 100 --time-limit 20 --journal "$J/b64.jsonl"
     $PY benchmarks/milp_speed.py --models $NETS --eps 0.01 0.005 --backends cpsat-lp \
         --points 20 --journal "$J/networks_cpsat-lp.jsonl"
-    $PY benchmarks/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 20 \
+    # the paper's limit on its 100 points (the first 20 first: a shorter run's journal goes on)
+    $PY benchmarks/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 100 \
         --time-limit 1800 --journal "$J/networks_1800s.jsonl"
 }
 lane2() {
@@ -37,6 +45,11 @@ lane2() {
     $PY benchmarks/milp_speed.py --models 2x500 2x400 2x300 5x100 4x100 2x200 3x100 2x100 \
         --eps 0.01 0.005 --backends highs --points 20 --journal "$J/networks_highs.jsonl"
 }
-(lane1 >> "$MAIN/runs/lane1.log" 2>&1 &)
-(lane2 >> "$MAIN/runs/lane2.log" 2>&1 &)
+# one core each (taskset, where there is one), so that neither lane's times depend on the other
+PIN0="" PIN1=""
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN0="taskset -c 0" PIN1="taskset -c 1"; fi
+export -f lane1 lane2
+export BENCH J PY NETS
+($PIN0 bash -c lane1 >> "$MAIN/runs/lane1.log" 2>&1 &)
+($PIN1 bash -c lane2 >> "$MAIN/runs/lane2.log" 2>&1 &)
 echo "lanes started: tail -f $MAIN/runs/lane1.log $MAIN/runs/lane2.log"
