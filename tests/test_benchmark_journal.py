@@ -92,3 +92,25 @@ def test_galloway_exact_report_needs_a_journal():
     done = _bench("galloway_exact.py", "--report")
     assert done.returncode != 0 and "--report reads a journal" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_papers_mean_stands_only_beside_a_like_run():
+    """Gurobi's 27 s / 777 s are means over the first 100 points of the continuous problem at
+    ε = 0.01 with an 1800 s limit: beside a shorter limit only when nothing timed out."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from milp_speed import paper_mean
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    proven = [{"status": "optimal"}] * 100
+    cut = [{"status": "optimal"}] * 99 + [{"status": "timeout"}]
+    assert paper_mean("2x100", backend="cpsat-lp", eps=0.01, results=proven, time_limit=180) == 27
+    assert paper_mean("2x200", backend="highs", eps=0.01, results=cut, time_limit=1800) == 777
+    assert paper_mean("2x200", backend="cpsat-lp", eps=0.01, results=cut, time_limit=30) is None
+    assert paper_mean("2x100", backend="cpsat", eps=0.01, results=proven, time_limit=180) is None
+    assert paper_mean("2x100", backend="highs", eps=0.005, results=proven,
+                      time_limit=1800) is None
+    assert paper_mean("2x100", backend="highs", eps=0.01, results=proven[:20],
+                      time_limit=1800) is None
+    assert paper_mean("3x100", backend="highs", eps=0.01, results=proven,
+                      time_limit=1800) is None
