@@ -80,6 +80,10 @@ def main() -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=[0.01],
                         help="L∞ budgets, each run in turn (0.01)")
     parser.add_argument("--points", type=int, default=100, help="first N test points (100)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="attack only points START..N-1 of the first N (0): two runs side "
+                             "by side share one long run, one journal each (--report reads "
+                             "both as one)")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per point (180)")
     parser.add_argument("--hint", default="fgsm", help="starting solution: fgsm or none")
     parser.add_argument("--workers", type=int, default=1, help="points attacked at once (1)")
@@ -92,6 +96,9 @@ def main() -> None:
                              "journals hold (a run still under way included)")
     args = parser.parse_args()
     journals = args.journal or []
+    if not 0 <= args.start < args.points:
+        raise SystemExit(f"--start must name one of the first --points {args.points} points "
+                         f"(0 to {args.points - 1}), got {args.start}.")
     if args.report and (not journals or not all(path.exists() for path in journals)):
         raise SystemExit(f"--report reads journals: give --journal PATH... of existing ones "
                          f"(got {' '.join(map(str, journals)) or 'none'}).")
@@ -109,8 +116,8 @@ def main() -> None:
         raise SystemExit(f"{args.spec} has no network {', '.join(unknown)} in profile "
                          f"{args.profile}; it has {', '.join(plans)}.")
     settings = {k: str(v) for k, v in vars(args).items()
-                if k not in ("journal", "checkpoints", "workers", "points", "models", "backends",
-                             "eps", "report")}
+                if k not in ("journal", "checkpoints", "workers", "points", "start", "models",
+                             "backends", "eps", "report")}
     settings["spec"] = spec.name  # not its path: a journal moves with the checkout
     journal = Journal.merged(journals, settings)
 
@@ -153,8 +160,9 @@ def _finished(args: argparse.Namespace, journal: Journal, name: str) -> list[dic
 
 def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: torch.Tensor,
                trained, *, label: str, eps: float, backend: str) -> None:
-    """Attack the first ``args.points`` points of one network at one ε with one backend (points
-    already in the journal are not attacked again), printing each point's line."""
+    """Attack points ``args.start`` to ``args.points − 1`` of one network at one ε with one
+    backend (points already in the journal are not attacked again), printing each point's
+    line."""
     attack = MILPAttack(trained.model.eval(), eps=eps, backend=backend, hint=args.hint,
                         time_limit=args.time_limit)
     name = _name(label, backend, eps)
@@ -164,7 +172,7 @@ def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: t
         print(f"{name} point {i:3d}: {r['status']:8s} {r['seconds']:7.2f} s  objective "
               f"{r['objective']:+.4f}  bound {bound}  flipped {r['flipped']}", flush=True)
 
-    todo = [i for i in range(args.points) if f"{name} {i}" not in journal.records]
+    todo = [i for i in range(args.start, args.points) if f"{name} {i}" not in journal.records]
 
     code = code_version()
 
@@ -172,7 +180,7 @@ def _benchmark(args: argparse.Namespace, journal: Journal, x: torch.Tensor, y: t
         journal.add(f"{name} {todo[j]}", {**r, "code": code})
         show(todo[j], r)
 
-    for i in range(args.points):
+    for i in range(args.start, args.points):
         if i not in todo:
             show(i, journal.records[f"{name} {i}"])
     outcome = run(make_executor("local", workers=args.workers),

@@ -82,6 +82,8 @@ def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
     (["--report"], "give --journal PATH... of existing ones (got none)"),
     (["--report", "--journal", "missing.jsonl"], "of existing ones (got missing.jsonl)"),
     (["--journal", "a.jsonl", "b.jsonl"], "a run writes one journal"),
+    (["--points", "20", "--start", "20"], "--start must name one of the first --points 20"),
+    (["--start", "-1"], "(0 to 99), got -1"),
 ])
 def test_milp_speed_refuses_bad_journal_options(args, message):
     done = _bench("milp_speed.py", *args)
