@@ -1,7 +1,8 @@
 """An append-only JSON-lines journal of finished benchmark tasks, so that a run of hours that is
 killed resumes where it stopped: every finished task is one line, flushed and fsynced; a torn
 last line (the process killed while writing) is ignored; a journal written with other settings
-is refused rather than mixed in.
+is refused rather than mixed in. Beside it, what the long benchmarks share about their runs:
+the ``--checkpoints`` option (the committed networks) and the code summary of records.
 """
 
 from __future__ import annotations
