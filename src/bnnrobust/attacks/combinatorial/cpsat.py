@@ -198,15 +198,14 @@ class PatternLayer:
                 out.append((int(i % u), int(i < u), int(j % u), int(j < u)))
         return out
 
-    def clear(self, p: np.ndarray) -> bool:
-        """Whether every undecided neuron's pre-activation at the perturbation ``p`` lies on
-        its side with the margin this layer keeps (on the grid always: integer arithmetic), so
-        that the activation pattern at ``p`` is the model's own."""
-        if len(self.undecided) == 0:
-            return True
-        pattern = (self.weight @ p >= self.need).astype(np.int64)
-        a, b = self.rows(pattern, range(len(self.undecided)))
-        return bool(np.all(a @ p >= b))
+    def ambiguous(self, p: np.ndarray) -> np.ndarray:
+        """The positions (in ``undecided``) of the neurons whose pre-activation at the
+        perturbation ``p`` lies within the margin this layer keeps around their threshold, on
+        neither side: the model's own float32 arithmetic may give them either value (on the
+        grid none: integer arithmetic). Elsewhere the activation pattern at ``p`` is the
+        model's own."""
+        a_on, b_on, a_off, b_off = self._cache()["rows"]
+        return np.flatnonzero((a_on @ p < b_on) & (a_off @ p < b_off))
 
     def decided(self) -> dict[int, int]:
         """Neurons whose sign cannot change over the box: index -> ±1."""
@@ -516,13 +515,13 @@ def search(first: FirstLayer, model: cp_model.CpModel, b1: list, *, deadline: fl
     return out
 
 
-def pattern_values(ib: IntegerBNN, first: PatternLayer, patterns: np.ndarray, target: int,
-                   prediction: int, *, chunk: int = 64) -> np.ndarray:
-    """The objective of each first-layer activation pattern (rows of ``patterns``, over the
-    undecided neurons) by the exact integer forward pass through the deeper layers, ``chunk``
-    patterns at a time. The second layer's sums over the fixed first-layer neurons are
-    computed once (on Galloway's B64, 504 undecided of 50,176 first-layer neurons, this makes
-    504 patterns' objectives 6.9 → 0.52 s)."""
+def pattern_logits(ib: IntegerBNN, first: PatternLayer, patterns: np.ndarray, *,
+                   chunk: int = 64) -> np.ndarray:
+    """The outputs (one row per pattern) of each first-layer activation pattern (rows of
+    ``patterns``, over the undecided neurons) by the exact integer forward pass through the
+    deeper layers, ``chunk`` patterns at a time. The second layer's sums over the fixed
+    first-layer neurons are computed once (on Galloway's B64, 504 undecided of 50,176
+    first-layer neurons, this makes 504 patterns' objectives 6.9 → 0.52 s)."""
     patterns = np.atleast_2d(patterns)
     if len(ib.layers) > 1:
         weight = ib.layers[1].weight
@@ -531,7 +530,7 @@ def pattern_values(ib: IntegerBNN, first: PatternLayer, patterns: np.ndarray, ta
         const = times(weight, fixed[None])[0].astype(np.int64)
         sub = weight[:, first.undecided].astype(np.int64)
     deeper = [(layer.weight.astype(np.int64), layer.int_threshold) for layer in ib.layers[2:]]
-    values = []
+    logits = []
     for begin in range(0, len(patterns), chunk):
         h_free = np.where(patterns[begin:begin + chunk] == 1, 1, -1)
         if len(ib.layers) > 1:
@@ -541,9 +540,16 @@ def pattern_values(ib: IntegerBNN, first: PatternLayer, patterns: np.ndarray, ta
             h[:, first.undecided] = h_free
         for weight, threshold in deeper:
             h = np.where(times(weight, h) >= threshold, 1, -1)
-        logits = ib.output(h)
-        values.append(logits[:, target] - logits[:, prediction])
-    return np.concatenate(values) if values else np.zeros(0)
+        logits.append(ib.output(h))
+    return np.concatenate(logits) if logits else np.zeros((0, len(ib.out_bias)))
+
+
+def pattern_values(ib: IntegerBNN, first: PatternLayer, patterns: np.ndarray, target: int,
+                   prediction: int, *, chunk: int = 64) -> np.ndarray:
+    """The objective ``f_target − f_prediction`` of each first-layer activation pattern
+    (:func:`pattern_logits`)."""
+    logits = pattern_logits(ib, first, patterns, chunk=chunk)
+    return logits[:, target] - logits[:, prediction]
 
 
 def pattern_value(ib: IntegerBNN, first: PatternLayer, pattern: np.ndarray, target: int,

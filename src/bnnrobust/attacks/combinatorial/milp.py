@@ -44,14 +44,13 @@ from bnnrobust.attacks.combinatorial.attack import (
     records,
 )
 from bnnrobust.attacks.combinatorial.bounds import METHODS, settle
-from bnnrobust.attacks.combinatorial.cpsat import pattern_layer
+from bnnrobust.attacks.combinatorial.cpsat import PatternLayer, pattern_layer, pattern_logits
 from bnnrobust.attacks.combinatorial.export import IntegerBNN
 from bnnrobust.attacks.combinatorial.problem import (
     ExactResult,
     check_pixels,
     eps_steps,
     grid_steps,
-    logits_at,
     other_classes,
 )
 
@@ -236,6 +235,27 @@ class Certificate:
                 "perturbation": None if self.perturbation is None else self.perturbation.tolist()}
 
 
+def start_class(ib: IntegerBNN, first: PatternLayer, p: np.ndarray, prediction: int,
+                classes: Sequence[int], *, most: int = 10) -> int | None:
+    """A class of ``classes`` whose output reaches the prediction's at the perturbation ``p``
+    for every activation the model may give the first-layer neurons within their float32
+    margin there (:meth:`.cpsat.PatternLayer.ambiguous`; all 2^m combinations of those m
+    neurons, by the exact forward pass), or None; also None when more than ``most`` neurons
+    are ambiguous. A gradient attack's input at the box's corners often sits within the margin
+    of one or two of Galloway's B64's ~1,000 undecided neurons at 2/255 while fooling the
+    model: this settles it as attacked when no such neuron decides the flip."""
+    ambiguous = first.ambiguous(p)
+    if len(ambiguous) > most:
+        return None
+    combos = np.repeat((first.weight @ p >= first.need).astype(np.int64)[None],
+                       2 ** len(ambiguous), axis=0)
+    for bit, q in enumerate(ambiguous):
+        combos[:, q] = (np.arange(len(combos)) >> bit) & 1
+    logits = pattern_logits(ib, first, combos)
+    reached = [c for c in classes if np.all(logits[:, c] >= logits[:, prediction])]
+    return max(reached, key=lambda c: logits[0, c] - logits[0, prediction], default=None)
+
+
 def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: str = "cpsat",
                   time_limit: float = 180.0, threads: int = 1, seed: int = 0,
                   bounds: bool = True, classes: Sequence[int] | None = None,
@@ -250,9 +270,10 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     targets (the others known robust, e.g. at a larger ε); the verdict is then about them.
     ``start``: a perturbation to try first (e.g. a gradient attack's, in pixel steps on the
     grid, on the [0, 1] scale on the continuous box; clipped to the ε-box): when some class
-    reaches the prediction's output there in the exact forward pass, with every undecided
-    first-layer neuron clear of its float32 margin, the point is ``attacked``, settled by
-    ``start``, without any search; otherwise every exact search starts from it.
+    reaches the prediction's output there whatever value the model's float32 arithmetic gives
+    the first-layer neurons within their margin (:func:`start_class`), the point is
+    ``attacked``, settled by ``start``, without any search; otherwise every exact search
+    starts from it.
     """
     check_backend(backend)
     domain = "grid" if backend == "cpsat" else "continuous"
@@ -273,9 +294,8 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
                               f"input), got shape {np.shape(start)}.")
         p = np.clip(p if domain == "continuous" else np.rint(p).astype(np.int64),
                     first.lo, first.hi)
-        logits = logits_at(ib, x, p, domain=domain)
-        best = max(order, key=lambda c: logits[c])
-        if logits[best] >= logits[prediction] and first.clear(p):
+        best = start_class(ib, first, p, prediction, order)
+        if best is not None:
             return Certificate("attacked", prediction, time.perf_counter() - start_time, best,
                                p, {best: "attacked"}, {best: "start"})
         hint = p  # the exact searches start from it (their incumbent and master hint)
