@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Continue the exact-attack issue's measurement where the committed journals stop, in two lanes
-# (one per core), from a worktree at the commit the journals' records name. Every command skips
-# the points its journal holds; kill at any moment and run again. Usage, from the repository:
+# (one per core), each from a worktree at the commit its journal's records name. Every command
+# skips the points its journal holds; kill at any moment and run again. Usage, from the repository:
 #     bash benchmarks/journals/continue.sh          # starts both lanes in the background
 # Progress: runs/lane1.log, runs/lane2.log (git-ignored). It refuses to start while a benchmark
 # writes to these journals. Stop, from the repository:
@@ -9,13 +9,18 @@
 # and commit benchmarks/journals and benchmarks/checkpoints before the session ends.
 set -euo pipefail
 MAIN="$(cd "$(dirname "$0")/../.." && pwd)"
-COMMIT=7c72e2c
-BENCH="$MAIN/../bench-$COMMIT"
-[ -d "$BENCH" ] || git -C "$MAIN" worktree add -q "$BENCH" "$COMMIT"
+# the exact attack's code of the Khalil journals, and certification's of the B64 journal (whose
+# start rule changed after; the exact attack's arithmetic did not: git diff 7c72e2c 030ab00)
+ATTACK=7c72e2c CERTIFY=030ab00
+worktree() {
+    [ -d "$MAIN/../bench-$1" ] || git -C "$MAIN" worktree add -q "$MAIN/../bench-$1" "$1"
+}
+worktree $ATTACK
+worktree $CERTIFY
 # the benchmark scripts are main's (its journal and checkpoint options), the package they
-# attack with is the worktree's (PYTHONPATH): the records name its commit; the networks are
-# the committed ones (the scripts' --checkpoints default)
-export BNNROBUST_DATA="${BNNROBUST_DATA:-$MAIN/../shared/data}" PYTHONPATH="$BENCH/src"
+# attack with is a worktree's (PYTHONPATH): the records name its commit; the networks are the
+# committed ones (the scripts' --checkpoints default)
+export BNNROBUST_DATA="${BNNROBUST_DATA:-$MAIN/../shared/data}"
 mkdir -p "$MAIN/runs"
 J="$MAIN/benchmarks/journals" PY="$MAIN/.venv/bin/python" B="$MAIN/benchmarks"
 # two processes appending to one journal would attack every point twice
@@ -25,16 +30,19 @@ if pgrep -f -- "--journal $J/" >/dev/null; then
 fi
 NETS="2x100 3x100 2x200 4x100 5x100 2x300 2x400 2x500"
 lane1() {
-    cd "$BENCH"
-    $PY $B/galloway_exact.py --points 100 --time-limit 20 --journal "$J/b64.jsonl"
+    cd "$MAIN/../bench-$ATTACK"
+    export PYTHONPATH="$PWD/src"
     $PY $B/milp_speed.py --models $NETS --eps 0.01 0.005 --backends cpsat-lp \
         --points 20 --journal "$J/networks_cpsat-lp.jsonl"
+    (cd "$MAIN/../bench-$CERTIFY" && PYTHONPATH="$PWD/src" \
+        $PY $B/galloway_exact.py --points 100 --time-limit 20 --journal "$J/b64.jsonl")
     # the paper's limit on its 100 points: 0-59 here, 60-99 in lane 2 (whose table is longer)
     $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 60 \
         --time-limit 1800 --journal "$J/networks_1800s.jsonl"
 }
 lane2() {
-    cd "$BENCH"
+    cd "$MAIN/../bench-$ATTACK"
+    export PYTHONPATH="$PWD/src"
     $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp highs \
         --points 100 --time-limit 30 --journal "$J/soundness_30s.jsonl"
     $PY $B/milp_speed.py --models 2x500 2x400 2x300 5x100 4x100 2x200 3x100 2x100 \
@@ -46,7 +54,7 @@ lane2() {
 PIN0="" PIN1=""
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN0="taskset -c 0" PIN1="taskset -c 1"; fi
 export -f lane1 lane2
-export BENCH J PY B NETS
+export MAIN ATTACK CERTIFY J PY B NETS
 ($PIN0 bash -c lane1 >> "$MAIN/runs/lane1.log" 2>&1 &)
 ($PIN1 bash -c lane2 >> "$MAIN/runs/lane2.log" 2>&1 &)
 echo "lanes started: tail -f $MAIN/runs/lane1.log $MAIN/runs/lane2.log"
