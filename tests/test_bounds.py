@@ -265,3 +265,38 @@ def test_certify_refuses_a_start_of_the_wrong_size_or_not_finite(start):
     ib, x, k = random_case(rng, max_steps=2)
     with pytest.raises(AttackError, match="start must be a finite perturbation of 6 values"):
         certify_point(ib, x, eps=k / 255 + 1e-6, start=start)
+
+
+def test_an_input_on_a_threshold_is_certified_with_the_prediction_its_search_uses():
+    """An input whose own first-layer pre-activation is exactly on a threshold (common in tiny
+    integer BNNs) can have one prediction by the integer forward pass and another by the real
+    one; on the continuous box certification and the untargeted attack take the real one, as
+    their searches do, and give a verdict (not an error): a counter-example that flips the
+    real forward pass, or robustness that no box vertex or sampled point contradicts."""
+    import itertools
+
+    from bnnrobust.attacks.combinatorial.problem import logits_at
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(200):
+        ib = random_bnn(rng, depth=2)
+        x = rng.integers(100, 156, size=6)
+        if np.argmax(ib.logits_pixels(x[None])[0]) == np.argmax(
+                logits_at(ib, x, 0, domain="continuous")):
+            continue
+        cert = certify_point(ib, x, eps=0.03, backend="cpsat-lp", time_limit=20)
+        assert cert.prediction == int(np.argmax(logits_at(ib, x, 0, domain="continuous")))
+        assert cert.status in ("robust", "attacked")
+        if cert.status == "attacked":
+            logits = logits_at(ib, x, cert.perturbation, domain="continuous")
+            assert logits[cert.target] >= logits[cert.prediction]
+        else:
+            lo, hi = np.maximum(-0.03, -x / 255), np.minimum(0.03, 1 - x / 255)
+            corners = np.array(list(itertools.product(*zip(lo, hi, strict=True))))
+            inside = lo + (hi - lo) * rng.random((200, len(x)))
+            for p in [*corners, *inside]:
+                logits = logits_at(ib, x, p, domain="continuous")
+                assert np.argmax(logits) == cert.prediction
+        checked += 1
+    assert checked

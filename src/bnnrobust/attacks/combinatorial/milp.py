@@ -175,7 +175,8 @@ class MILPAttack(ExactAttack):
                            floor=floor, seed=p.seed)
             result.seconds = time.perf_counter() - begin
             return result
-        _, order = other_classes(self.integer, x)
+        _, order = other_classes(self.integer, x, domain="continuous" if self.continuous
+                                 else "grid")
         results = []
         for i, cls in enumerate(order):  # the time left is shared among the classes left
             t0 = time.perf_counter()
@@ -280,7 +281,7 @@ def certify_point(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, backend: st
     start_time = time.perf_counter()
     x = check_pixels(pixels, ib)
     first = pattern_layer(ib, x, eps=eps, domain=domain)  # checks ε (the grid needs a step)
-    prediction, order = other_classes(ib, x)
+    prediction, order = other_classes(ib, x, domain=domain)
     solve = solver(backend)
     per_class: dict[int, str] = {}
     settled_by: dict[int, str] = {}
@@ -435,7 +436,7 @@ def minimal_eps(ib: IntegerBNN, pixels: np.ndarray, *, max_eps: float = 0.1,
         eps_steps(max_eps)
     lower, upper, found = 0.0, None, None
     robust_up_to: dict[int, float] = {}  # per class: the largest ε it was proven robust at
-    _, order = other_classes(ib, x)
+    _, order = other_classes(ib, x, domain="grid" if grid else "continuous")
     probes = 0
 
     def settled() -> bool:

@@ -111,9 +111,12 @@ def resolve_target(logits: np.ndarray, target: int | str) -> tuple[int, int]:
     return prediction, int(target)
 
 
-def other_classes(ib: IntegerBNN, x: np.ndarray) -> tuple[int, list[int]]:
-    """``(prediction, the other classes by decreasing output)`` at the 8-bit input ``x``."""
-    order = [int(c) for c in np.argsort(-ib.logits_pixels(x[None])[0], kind="stable")]
+def other_classes(ib: IntegerBNN, x: np.ndarray, *, domain: str = "grid"
+                  ) -> tuple[int, list[int]]:
+    """``(prediction, the other classes by decreasing output)`` at the 8-bit input ``x``, by
+    the forward pass of ``domain`` (:func:`logits_at`), the one its search uses: the two
+    differ for an input with a first-layer pre-activation exactly on a threshold."""
+    order = [int(c) for c in np.argsort(-logits_at(ib, x, 0, domain=domain), kind="stable")]
     return order[0], order[1:]
 
 
