@@ -14,7 +14,9 @@ continuous problem, |p| <= ε, inputs in [0, 1]):
 
 and prints per ε: clean accuracy, certified robust accuracy (correct and proved), the exact
 attack's successes, PGD's successes, the points only the exact search broke (PGD missed
-them), what settled each decided point (interval / LP / exact search), and the median time.
+them), what settled each decided point (interval / LP / exact search), and the median time;
+then, across ε, the points attacked at some ε' <= ε and those proved robust at some ε'' >= ε
+(each ε is certified on its own, so a search at a larger ε may miss what a smaller one found).
 Every finished point is kept in ``--journal``; run the same command again after a kill and it
 goes on from there; the same command with ``--report`` certifies nothing and prints the summary
 of what the journal holds so far.
@@ -114,6 +116,26 @@ def main() -> None:
           f"{args.time_limit:g} s per point and ε, one thread")
     for line in lines:
         print(line)
+    print("Across ε (each ε above is certified on its own; a perturbation within ε' is within "
+          "every ε > ε', and a proof at ε covers every ε' < ε):")
+    for line in _across(sorted(args.eps), journal.records, args.points):
+        print(line)
+
+
+def _across(eps: list[float], records: dict[str, dict], points: int) -> list[str]:
+    """Per ε (ascending): the points attacked at some ε' <= ε and those proved robust at some
+    ε'' >= ε, over the points the journal holds at every ε."""
+    keys = [f"{e:.6g}" for e in eps]
+    done = [i for i in range(points) if all(f"{k} {i}" in records for k in keys)]
+    lines = []
+    for n, e in enumerate(eps):
+        broken = sum(any(records[f"{q} {i}"]["status"] == "attacked" for q in keys[:n + 1])
+                     for i in done)
+        proved = sum(any(records[f"{q} {i}"]["status"] == "robust" for q in keys[n:])
+                     for i in done)
+        lines.append(f"ε={e:.4f} ({e * 255:.2f}/255): attacked at some ε' <= ε {broken}, robust "
+                     f"at some ε'' >= ε {proved}, of {len(done)} points")
+    return lines
 
 
 def _summary(eps: float, records: list[dict], correct: torch.Tensor, pgd_success: torch.Tensor,

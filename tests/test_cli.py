@@ -195,6 +195,18 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
     assert set(data["eps"]) == {"0.004", "0.01"} and len(data["minimal_eps"]) == 3
     for entry in data["eps"].values():  # every decided point names what settled it
         assert sum(entry["settled_by"].values()) == entry["robust"] + entry["attacked"]
+    # several ε, given largest first, run smallest first; a point broken at the smaller ε is
+    # settled at the larger by that counter-example, without a search
+    code, out, err = run(monkeypatch, capsys, "certify", ckpt, "--points", "8", "--eps", "0.02",
+                         "0.004", "--time-limit", "20", "--json", str(tmp_path / "c1.json"))
+    assert code == 0, err
+    data = json.loads((tmp_path / "c1.json").read_text())
+    small, large = data["eps"]["0.004"]["points"], data["eps"]["0.02"]["points"]
+    broken = [a["index"] for a in small if a["status"] == "attacked"]
+    assert broken, "the test needs a point broken at one pixel step"
+    assert all(b["status"] == "attacked" and b["method"] == "start"
+               for b in large if b["index"] in broken)
+    assert data["eps"]["0.02"]["settled_by"]["start"] == len(broken)
     code, out, err = run(monkeypatch, capsys, "certify", ckpt, "--points", "2", "--eps", "0.01",
                          "--backend", "cpsat-lp", "--time-limit", "20", "--min-eps",
                          "--tolerance", "0.001", "--json", str(tmp_path / "c2.json"))
