@@ -555,25 +555,62 @@ def test_budgets_above_one_or_not_finite_are_refused_everywhere(eps):
             make()
 
 
-def test_continuous_decomposition_equals_the_highs_big_m_optimum():
-    """cpsat-lp (CP-SAT master, LP reachability with the float32 margins) and the HiGHS big-M
-    MILP solve the same continuous problem: on 30 random tiny BNNs and budgets both prove the
-    same optimum; the returned perturbation lies in the box and its pattern's objective is
-    the forward pass's."""
+def box_vertices(x: np.ndarray, eps: float) -> np.ndarray:
+    """Every vertex of the continuous ε-box around the 8-bit input ``x``, as perturbations on
+    the [0, 1] scale (one row each)."""
+    lo, hi = np.maximum(-eps, -x / 255), np.minimum(eps, 1 - x / 255)
+    return np.array(list(itertools.product(*zip(lo, hi, strict=True))))
+
+
+def test_continuous_optimum_equals_the_gap_zero_milp_and_the_box_vertices_on_50_tiny_bnns():
+    """The continuous optimum of cpsat-lp (CP-SAT master, LP reachability with the float32
+    margins) against two independent references on 50 random tiny BNNs and budgets: the HiGHS
+    big-M MILP solved with an optimality gap of 0 proves the same optimum, and no vertex of the
+    box does better. Where at most one first-layer neuron can change sign, the best vertex *is*
+    the optimum (a linear pre-activation takes its extremes at vertices, so each of the two
+    sides is reached at one if at all), and is required to equal it. Certification on the same
+    box agrees: a point certified robust has no other class with a non-negative optimum and
+    no vertex of the box that changes its prediction; an attacked one has a counter-example
+    that changes it."""
+    from bnnrobust.attacks.combinatorial.cpsat import pattern_layer
     from bnnrobust.attacks.combinatorial.highs import highs_attack
 
     rng = np.random.default_rng(11)
-    for _ in range(30):
+    by_vertices, verdicts = 0, {"robust": 0, "attacked": 0}
+    for _ in range(50):
         ib = random_bnn(rng, depth=int(rng.integers(1, 4)))
         x = rng.integers(100, 156, size=6)
         eps = float(rng.uniform(0.002, 0.03))
         ours = cpsat_attack(ib, x, eps=eps, time_limit=20, domain="continuous")
-        reference = highs_attack(ib, x, eps=eps, time_limit=20)
+        reference = highs_attack(ib, x, eps=eps, time_limit=20, gap=0)
         assert ours.status == reference.status == "optimal"
         assert ours.objective == pytest.approx(reference.objective, abs=1e-9)
         assert np.abs(ours.perturbation).max() <= eps + 1e-12
         exact = ib.logits((x / 255 + ours.perturbation)[None])[0]
         assert ours.objective == exact[ours.target] - exact[ours.prediction]
+
+        logits = ib.logits(x / 255 + box_vertices(x, eps))
+        best_vertex = float((logits[:, ours.target] - logits[:, ours.prediction]).max())
+        assert best_vertex <= ours.objective + 1e-9
+        if len(pattern_layer(ib, x, eps=eps, domain="continuous").undecided) <= 1:
+            assert ours.objective == pytest.approx(best_vertex, abs=1e-9)
+            by_vertices += 1
+
+        cert = certify_point(ib, x, eps=eps, backend="cpsat-lp", time_limit=20)
+        verdicts[cert.status] += 1
+        prediction = cert.prediction
+        if cert.status == "robust":
+            assert (logits.argmax(1) == prediction).all()
+            for c in set(range(logits.shape[1])) - {prediction}:
+                worst = cpsat_attack(ib, x, eps=eps, target=c, time_limit=20, domain="continuous")
+                assert worst.status == "optimal" and worst.objective < 0
+        else:
+            assert cert.status == "attacked"
+            assert np.abs(cert.perturbation).max() <= eps + 1e-12
+            broken = ib.logits((x / 255 + cert.perturbation)[None])[0]
+            assert broken[cert.target] >= broken[prediction]
+    assert by_vertices >= 10, by_vertices
+    assert min(verdicts.values()) >= 5, verdicts
 
 
 def test_continuous_decomposition_results_hold_in_the_pytorch_model():
