@@ -134,6 +134,11 @@ def test_eps_steps_and_errors():
     pred = int(np.argmax(ib.logits_pixels(x[None])[0]))
     with pytest.raises(AttackError, match="other than the prediction"):
         cpsat_attack(ib, x, eps=0.01, target=pred)
+    from bnnrobust.attacks.combinatorial.highs import highs_attack
+
+    for gap in (-1e-4, float("nan"), "0"):
+        with pytest.raises(AttackError, match="gap must be a finite number >= 0"):
+            highs_attack(ib, x, eps=0.01, gap=gap)
 
 
 # --------------------------------------------------------------------------- shared helpers
