@@ -9,7 +9,13 @@ import pytest
 
 pytest.importorskip("ortools")
 
-from test_exact import best_over_classes, brute_force, random_bnn, random_case  # noqa: E402
+from test_exact import (  # noqa: E402
+    best_over_classes,
+    box_vertices,
+    brute_force,
+    random_bnn,
+    random_case,
+)
 
 from bnnrobust.attacks.combinatorial import certify_point, cpsat_attack  # noqa: E402
 from bnnrobust.attacks.combinatorial.bounds import interval_bound, lp_bound  # noqa: E402
@@ -273,7 +279,6 @@ def test_an_input_on_a_threshold_is_certified_with_the_prediction_its_search_use
     one; on the continuous box certification and the untargeted attack take the real one, as
     their searches do, and give a verdict (not an error): a counter-example that flips the
     real forward pass, or robustness that no box vertex or sampled point contradicts."""
-    import itertools
 
     from bnnrobust.attacks.combinatorial.problem import logits_at
 
@@ -293,7 +298,7 @@ def test_an_input_on_a_threshold_is_certified_with_the_prediction_its_search_use
             assert logits[cert.target] >= logits[cert.prediction]
         else:
             lo, hi = np.maximum(-0.03, -x / 255), np.minimum(0.03, 1 - x / 255)
-            corners = np.array(list(itertools.product(*zip(lo, hi, strict=True))))
+            corners = box_vertices(x, 0.03)
             inside = lo + (hi - lo) * rng.random((200, len(x)))
             for p in [*corners, *inside]:
                 logits = logits_at(ib, x, p, domain="continuous")

@@ -102,8 +102,8 @@ def highs_attack(ib: IntegerBNN, pixels: np.ndarray, *, eps: float, target: int 
         floor: only look for perturbations with objective >= floor (certification).
         gap: the optimality gap at which HiGHS stops and reports "optimal", relative and
             absolute alike (0: proven to optimality, the reference of the tests). Default
-            None: HiGHS's own (``mip_rel_gap`` 1e-4, ``mip_abs_gap`` 1e-6), as a solver run
-            with its defaults, like the paper's Gurobi (``MIPGap`` 1e-4).
+            None: HiGHS's own (``mip_rel_gap`` 1e-4, ``mip_abs_gap`` 1e-6; Gurobi's default
+            ``MIPGap`` is also 1e-4), as the benchmarks run it.
     The result's ``perturbation`` is real (on the [0, 1] scale); ``eps_steps`` is floor(255·ε)
     for comparison with the grid backend.
     """
