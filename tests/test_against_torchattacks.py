@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from bnnrobust.attacks import CWL2, FGSM, PGD
+from bnnrobust.attacks.apgd import APGD, APGDT
+from bnnrobust.attacks.fab import FABT
+from bnnrobust.attacks.square import Square
 from bnnrobust.data import load
 from bnnrobust.models import build
 from bnnrobust.train import fit
@@ -46,3 +49,60 @@ def test_cw_success_rates_within_two_points(trained):
         theirs = (model(theirs_adv).argmax(1) != y).float().mean().item()
     print(f"\nCW-L2 success rate: ours {ours.success_rate:.1%}, torchattacks {theirs:.1%}")
     assert abs(ours.success_rate - theirs) <= 0.02
+
+
+def broken_by(model, x_adv, y):
+    """Where torchattacks' output misclassifies."""
+    with torch.no_grad():
+        return model(x_adv).argmax(1) != y
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_identical_to_torchattacks(trained, loss):
+    # same seed, same random start, same steps: the same adversarial inputs
+    model, x, y = trained
+    ours = APGD(model, eps=0.1, steps=25, loss=loss).run(x, y)
+    theirs = torchattacks.APGD(model, eps=0.1, steps=25, loss=loss, seed=0)(x, y)
+    broken = broken_by(model, theirs, y)
+    print(f"\nAPGD-{loss} success: ours {ours.success_rate:.1%}, torchattacks "
+          f"{broken.float().mean():.1%}")
+    assert 0 < broken.sum() < len(y) - 10  # a case that separates the inputs
+    assert torch.equal(ours.success, broken)
+    assert torch.equal(ours.x_adv[broken], theirs[broken])
+
+
+def test_apgd_t_identical_to_torchattacks(trained):
+    model, x, y = trained
+    ours = APGDT(model, eps=0.1, steps=10).run(x, y)
+    theirs = torchattacks.APGDT(model, eps=0.1, steps=10, n_classes=10, seed=0)(x, y)
+    broken = broken_by(model, theirs, y)
+    assert 0 < broken.sum() < len(y) - 10
+    assert torch.equal(ours.success, broken)
+    assert torch.equal(ours.x_adv[broken], theirs[broken])
+
+
+def test_square_identical_to_torchattacks(trained):
+    # the same draws in the same order: window, sign per channel, per query
+    model, x, y = trained
+    ours = Square(model, eps=0.1, queries=200).run(x, y)
+    theirs = torchattacks.Square(model, eps=0.1, n_queries=200, resc_schedule=False,
+                                 seed=0)(x, y)
+    broken = broken_by(model, theirs, y)
+    assert 0 < broken.sum() < len(y) - 10
+    assert torch.equal(ours.success, broken)
+    assert torch.equal(ours.x_adv[broken], theirs[broken])
+    assert ours.queries is not None and int(ours.queries.max()) <= 201
+
+
+def test_fab_t_success_within_two_points_of_torchattacks(trained):
+    # our L∞ projection is exact where fra31's bisects, so the runs differ in rounding only
+    model, x, y = trained
+    ours = FABT(model, eps=0.1, steps=20).run(x, y)
+    theirs = torchattacks.FAB(model, eps=0.1, steps=20, multi_targeted=True, n_classes=10,
+                              seed=0)(x, y)
+    broken = broken_by(model, theirs, y)
+    print(f"\nFAB-T success: ours {ours.success_rate:.1%}, torchattacks "
+          f"{broken.float().mean():.1%}")
+    assert 0 < broken.sum() < len(y) - 10
+    assert abs(ours.success_rate - broken.float().mean().item()) <= 0.02
+    assert ours.linf.max() <= 0.1 + 1e-6

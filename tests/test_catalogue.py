@@ -18,6 +18,10 @@ FAST = {
     "bim": {"eps": 0.05, "steps": 3},
     "pgd": {"eps": 0.05, "steps": 3, "restarts": 2},
     "rfgsm": {"eps": 0.05},
+    "apgd": {"eps": 0.05, "steps": 3},
+    "apgd-t": {"eps": 0.05, "steps": 3, "targets": 3},
+    "fab-t": {"eps": 0.05, "steps": 3, "targets": 3},
+    "square": {"eps": 0.05, "queries": 20},
     "cw": {"steps": 5, "binary_search_steps": 1},
     "jsma": {"gamma": 0.5},
     "substitute": {"eps": 0.1, "holdout": 10, "rounds": 1, "epochs": 1},
@@ -96,7 +100,9 @@ def test_parameters_are_frozen_typed_and_checked_once(tiny, name):
 
 
 def test_kinds_and_requirements():
-    assert names("gradient") == ("fgsm", "bim", "pgd", "rfgsm", "cw", "jsma")
+    assert names("gradient") == ("fgsm", "bim", "pgd", "rfgsm", "apgd", "apgd-t", "fab-t", "cw",
+                                 "jsma")
+    assert names("score") == ("square",)
     assert names("transfer") == ("substitute",)
     assert set(names("exact", "certify")) == {"milp", "iprop", "iterated-fgsm", "certify"}
     assert all(CATALOGUE[n].requires == ("fc-bnn",) for n in names("exact", "certify"))

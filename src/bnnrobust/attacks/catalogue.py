@@ -1,7 +1,8 @@
 """The one catalogue of attacks: name → attack class (its typed ``Params``), kind and
 requirements. Specs, the command line, the audit and the measures all build attacks from it.
 
-Kinds: ``gradient`` (white-box, batched), ``transfer`` (black-box substitute), ``exact``
+Kinds: ``gradient`` (white-box, batched), ``score`` (needs only the model's scores, no
+gradient; batched), ``transfer`` (black-box substitute), ``exact``
 (combinatorial attacks on a fully connected BNN: optimal or heuristic) and ``certify``
 (proves robustness or finds a counter-example). Exact entries load their module on first use
 (they need OR-Tools: the ``cpsat`` extra); a missing extra is a clear error.
@@ -26,7 +27,7 @@ from torch import nn
 
 from bnnrobust.attacks.base import Attack, AttackError, AttackParams
 
-Kind = Literal["gradient", "transfer", "exact", "certify"]
+Kind = Literal["gradient", "score", "transfer", "exact", "certify"]
 #: model requirement -> what it means (shown in errors and ``bnnrobust attacks``)
 REQUIREMENTS = {"fc-bnn": "a fully connected BNN (exportable to integer form)"}
 
@@ -99,6 +100,14 @@ ENTRIES: tuple[Entry, ...] = (
           "projected gradient descent, L∞ or L2 (Madry et al. 2018)"),
     Entry("rfgsm", "bnnrobust.attacks.rfgsm:RFGSM", "gradient",
           "random step, then FGSM (Tramèr et al. 2018)"),
+    Entry("apgd", "bnnrobust.attacks.apgd:APGD", "gradient",
+          "auto-PGD, cross-entropy or DLR loss (Croce & Hein 2020, AutoAttack)"),
+    Entry("apgd-t", "bnnrobust.attacks.apgd:APGDT", "gradient",
+          "APGD on the targeted DLR loss toward the 9 likeliest classes (AutoAttack)"),
+    Entry("fab-t", "bnnrobust.attacks.fab:FABT", "gradient",
+          "targeted fast adaptive boundary attack (Croce & Hein 2020, AutoAttack)"),
+    Entry("square", "bnnrobust.attacks.square:Square", "score",
+          "Square attack, random search on the scores (Andriushchenko et al. 2020)"),
     Entry("cw", "bnnrobust.attacks.cw:CWL2", "gradient",
           "Carlini-Wagner L2 (Carlini & Wagner 2017)", budget=None, preset="GALLOWAY"),
     Entry("jsma", "bnnrobust.attacks.jsma:JSMA", "gradient",

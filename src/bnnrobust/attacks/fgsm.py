@@ -67,5 +67,5 @@ class FGSM(GradientAttack):
     Params = FGSMParams
 
     def _perturb(self, x, y, target):
-        _, grad = self.gradient(x, y, target)
+        grad = self.gradient(x, y, target).grad
         return (x + per_sample(self.params.eps, x) * grad.sign()).clamp(0, 1), {}

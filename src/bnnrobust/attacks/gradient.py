@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +142,15 @@ def frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+class Gradient(NamedTuple):
+    """What :meth:`GradientAttack.gradient` returns: the logits, the per-sample loss and the
+    input gradient at one input batch (each the mean over the EOT passes)."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor
+    grad: torch.Tensor
+
+
 class GradientAttack(Attack):
     """Base class of the white-box gradient attacks (see the module doc).
 
@@ -149,6 +158,8 @@ class GradientAttack(Attack):
     """
 
     Params: ClassVar[type[GradientParams]] = GradientParams
+    #: differentiate the batch's summed loss (each input's own gradient) instead of its mean
+    summed_loss: ClassVar[bool] = False
 
     @property
     def eot_passes(self) -> int:
@@ -170,7 +181,7 @@ class GradientAttack(Attack):
         self._seed_generator(x.device)
         with self._prepared_model():
             tgt = self._resolve_target(x, y, target)
-            _, grad = self.gradient(x, y, tgt)
+            grad = self.gradient(x, y, tgt).grad
         return grad.to(out_device)
 
     def _execute(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *,
@@ -186,7 +197,8 @@ class GradientAttack(Attack):
             if measure:
                 with torch.no_grad():
                     success = self.is_success(self.model(x_adv), y, tgt)
-        return Found(x, x_adv, success, target=tgt, extra=extra)
+        return Found(x, x_adv, success, target=tgt,
+                     queries=extra.pop("queries", None), extra=extra)
 
     def _seed_generator(self, device: torch.device) -> None:
         """A fresh generator from the attack's seed: every call draws the same numbers."""
@@ -224,25 +236,27 @@ class GradientAttack(Attack):
         return F.cross_entropy(logits, y, reduction="none")
 
     def gradient(self, x: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(per-sample loss, input gradient)``, averaged over ``eot_samples`` passes (one
-        pass when the model has no randomness at inference: the passes would be identical).
+                 target: torch.Tensor | None) -> Gradient:
+        """The logits, per-sample loss and input gradient at ``x``, each averaged over
+        ``eot_samples`` passes (one pass when the model has no randomness at inference: the
+        passes would be identical).
 
-        The gradient is that of the batch-mean loss (as torchattacks and CleverHans compute it);
-        its direction per input is the same as the per-sample loss's.
+        The gradient is that of the batch-mean loss (as torchattacks and CleverHans compute it
+        for FGSM and PGD; its direction per input is the same as the per-sample loss's), or of
+        the summed loss where the attack sets ``summed_loss`` (each input's own gradient).
         """
         passes = self.eot_passes
-        total_grad = torch.zeros_like(x)
-        total_loss = torch.zeros(len(x), device=x.device)
+        total = None
         for _ in range(passes):
             xg = x.detach().requires_grad_(True)
-            loss = self.loss(self.model(xg), y, target)
-            (grad,) = torch.autograd.grad(loss.mean(), xg)
+            logits = self.model(xg)
+            loss = self.loss(logits, y, target)
+            (grad,) = torch.autograd.grad(loss.sum() if self.summed_loss else loss.mean(), xg)
+            out = Gradient(logits.detach(), loss.detach(), grad)
             if passes == 1:
-                return loss.detach(), grad
-            total_grad += grad
-            total_loss += loss.detach()
-        return total_loss / passes, total_grad / passes
+                return out
+            total = out if total is None else Gradient(*(a + b for a, b in zip(total, out, strict=True)))
+        return Gradient(*(t / passes for t in total))
 
     def _resolve_target(self, x: torch.Tensor, y: torch.Tensor,
                         target: torch.Tensor | None) -> torch.Tensor | None:
@@ -274,4 +288,7 @@ class GradientAttack(Attack):
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
                  ) -> tuple[torch.Tensor, dict]:
+        """``(x_adv, extra)``: the adversarial inputs and attack-specific values; an extra
+        ``"queries"`` (model queries per input, score-based attacks) becomes the result's
+        ``queries``."""
         raise NotImplementedError

@@ -107,7 +107,7 @@ class PGD(GradientAttack):
         for _ in range(restarts):
             x_adv = self._start(x)
             for _ in range(self.params.steps):
-                _, grad = self.gradient(x_adv, y, target)
+                grad = self.gradient(x_adv, y, target).grad
                 x_adv = self.project(x_adv + self._step(grad), x)
             if restarts == 1:
                 return x_adv, {}

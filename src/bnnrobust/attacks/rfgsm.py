@@ -57,5 +57,5 @@ class RFGSM(GradientAttack):
         alpha = eps / 2 if self.params.alpha is None else self.params.alpha
         noise = torch.randn(x.shape, generator=self.generator, device=x.device)
         x_prime = (x + alpha * noise.sign()).clamp(0, 1)
-        _, grad = self.gradient(x_prime, y, target)
+        grad = self.gradient(x_prime, y, target).grad
         return (x_prime + (eps - alpha) * grad.sign()).clamp(0, 1), {}

@@ -36,7 +36,7 @@ from bnnrobust.evaluate import accuracy_under_attack, diagnose, transfer_vs_whit
 from bnnrobust.files import atomic_write
 from bnnrobust.train import load as load_checkpoint
 
-GRADIENT = names("gradient")
+GRADIENT = names("gradient", "score")
 
 
 def attack(

@@ -42,10 +42,11 @@ class Row:
 
 
 def attack_class(name: str) -> type[Attack]:
-    """The gradient attack of the catalogue named ``name`` (fgsm, bim, pgd, rfgsm, cw, jsma)."""
-    if name not in names("gradient"):
+    """The batched attack of the catalogue named ``name`` (a gradient or score attack: fgsm,
+    bim, pgd, rfgsm, apgd, apgd-t, fab-t, square, cw, jsma)."""
+    if name not in names("gradient", "score"):
         raise AttackError(f"unknown attack {name!r}; expected one of "
-                          f"{', '.join(names('gradient'))}.")
+                          f"{', '.join(names('gradient', 'score'))}.")
     return entry(name).attack
 
 
