@@ -10,6 +10,7 @@ from bnnrobust.attacks.apgd import APGD, APGDT
 from bnnrobust.attacks.fab import FABT
 from bnnrobust.attacks.square import Square
 from bnnrobust.data import load
+from bnnrobust.evaluate import autoattack
 from bnnrobust.models import build
 from bnnrobust.train import fit
 
@@ -106,3 +107,22 @@ def test_fab_t_success_within_two_points_of_torchattacks(trained):
     assert 0 < broken.sum() < len(y) - 10
     assert abs(ours.success_rate - broken.float().mean().item()) <= 0.02
     assert ours.linf.max() <= 0.1 + 1e-6
+
+
+def test_autoattack_cascade_within_one_point_of_torchattacks(trained):
+    # the standard ensemble with fewer steps and queries (the test's time), configured alike in
+    # both; torchattacks' MultiAttack is its cascade
+    model, x, y = trained
+    ours = autoattack(model, x, y, eps=0.1, steps=10, queries=100)
+    theirs = torchattacks.MultiAttack([
+        torchattacks.APGD(model, eps=0.1, steps=10, loss="ce", seed=0),
+        torchattacks.APGDT(model, eps=0.1, steps=10, n_classes=10, seed=0),
+        torchattacks.FAB(model, eps=0.1, steps=10, multi_targeted=True, n_classes=10, seed=0),
+        torchattacks.Square(model, eps=0.1, n_queries=100, resc_schedule=False, seed=0)])(x, y)
+    theirs_accuracy = 1 - broken_by(model, theirs, y).float().mean().item()
+    print(f"\nAutoAttack robust accuracy: ours {ours.accuracy:.1%}, torchattacks "
+          f"{theirs_accuracy:.1%}; ours after each attack {ours.accuracy_after}")
+    assert abs(ours.accuracy - theirs_accuracy) <= 0.01
+    assert list(ours.after) == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
+    # the cascade: each attack ran only on what the earlier ones left
+    assert len(ours.attacked["APGD-T"]) == int(ours.after["APGD-CE"].sum())

@@ -9,12 +9,13 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from bnnrobust.attacks import AttackError
+from bnnrobust.attacks import FGSM, PGD, AttackError
 from bnnrobust.attacks.apgd import APGD, APGDT, dlr_loss
 from bnnrobust.attacks.catalogue import entry, make
 from bnnrobust.attacks.fab import FABT, linf_projection
 from bnnrobust.attacks.square import SCHEDULE, Square
 from bnnrobust.data import InputQuantizer
+from bnnrobust.evaluate import autoattack_suite, worst_case
 from bnnrobust.models import build
 
 
@@ -163,3 +164,36 @@ def test_bad_inputs_for_the_model(small):
         FABT(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)), eps=0.1).run(x, y % 5)
     with pytest.raises(AttackError, match="picks its own targets"):
         APGDT(model, eps=0.1).run(x, y, target=(y + 1) % 10)
+
+
+def test_cascade_gives_the_same_worst_case_for_less_work(small):
+    model, x, y = small
+    attacks = lambda: {"FGSM": FGSM(model, eps=0.03), "PGD": PGD(model, eps=0.03, steps=5)}  # noqa: E731
+    full = worst_case(model, x, y, attacks(), budget=0.03)
+    cascade = worst_case(model, x, y, attacks(), budget=0.03, cascade=True)
+    assert torch.equal(full.robust, cascade.robust) and 0 < full.accuracy < 1
+    assert cascade.per_attack == {} and set(full.per_attack) == {"FGSM", "PGD"}
+    survivors = (cascade.after["FGSM"] > 0).nonzero().flatten()
+    assert torch.equal(cascade.attacked["PGD"], survivors) and len(survivors) < len(x)
+    assert len(cascade.results["PGD"].x_adv) == len(survivors)
+    assert torch.equal(cascade.after["PGD"], cascade.robust)
+    # a start carried over from an earlier cascade
+    carried = worst_case(model, x, y, {"PGD": PGD(model, eps=0.03, steps=5)}, budget=0.03,
+                         cascade=True, start=cascade.after["FGSM"])
+    assert torch.equal(carried.robust, cascade.robust)
+
+
+def test_autoattack_suites():
+    model = nn.Flatten()
+    standard = autoattack_suite(model, eps=0.1)
+    assert list(standard) == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
+    assert standard["APGD-CE"].params.steps == 100 and standard["APGD-T"].params.targets == 9
+    assert standard["FAB-T"].params.steps == 100 and standard["Square"].params.queries == 5000
+    assert not standard["Square"].params.rescale_schedule
+    rand = autoattack_suite(model, eps=0.1, version="rand")
+    assert list(rand) == ["APGD-CE", "APGD-DLR"]
+    assert all(a.params.eot_samples == 20 for a in rand.values())
+    with pytest.raises(AttackError, match="unknown version 'plus'"):
+        autoattack_suite(model, eps=0.1, version="plus")
+    with pytest.raises(AttackError, match="eps must be"):
+        autoattack_suite(model, eps=0.0)

@@ -1,5 +1,6 @@
 """Evaluation: accuracy under attack over ε, worst case over attacks, CW curves, diagnostics."""
 
+from bnnrobust.evaluate.autoattack import autoattack, autoattack_suite
 from bnnrobust.evaluate.diagnostics import EXPLANATIONS, Flag, diagnose, transfer_vs_white_box
 from bnnrobust.evaluate.exact import Certified, SolveSummary, certified, solve_summary
 from bnnrobust.evaluate.robustness import (
@@ -22,6 +23,8 @@ __all__ = [
     "SolveSummary",
     "WorstCase",
     "accuracy_under_attack",
+    "autoattack",
+    "autoattack_suite",
     "attack_class",
     "certified",
     "concatenate",

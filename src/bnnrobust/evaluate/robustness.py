@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from rich.progress import Progress
 from torch import nn
 
 from bnnrobust.attacks import CWL2, Attack, AttackError, AttackResult
-from bnnrobust.attacks.base import check_steps, model_device
+from bnnrobust.attacks.base import TENSOR_FIELDS, check_steps, model_device
 from bnnrobust.attacks.catalogue import CATALOGUE, entry, names
 from bnnrobust.train import accuracy, correct, correct_fraction, predict_logits
 
@@ -139,9 +139,13 @@ class WorstCase:
 
     ``robust``: per sample, the fraction of forward passes correct under its worst attack (0
     or 1 for a deterministic model; see :func:`bnnrobust.train.correct_fraction`);
-    ``clean``: the same on the clean inputs; ``per_attack``: per attack label, the per-sample
-    fraction correct under that attack alone (clean mistakes included); ``results``: each
-    attack's result; ``seconds``: the attacks' time.
+    ``clean``: the same on the clean inputs; ``after``: per attack label, in the order run,
+    the per-sample robustness after that attack and every earlier one; ``per_attack``: per
+    attack label, the per-sample fraction correct under that attack alone (clean mistakes
+    included; empty for a cascade, where an attack does not see every sample); ``results``:
+    each attack's result, on the samples of ``attacked``; ``attacked``: per attack label, the
+    indices of the samples it ran on (all of them, unless a cascade skipped the broken ones);
+    ``seconds``: the attacks' time.
     """
 
     robust: torch.Tensor
@@ -149,6 +153,8 @@ class WorstCase:
     per_attack: dict[str, torch.Tensor]
     results: dict[str, AttackResult]
     seconds: float
+    after: dict[str, torch.Tensor] = field(default_factory=dict)
+    attacked: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -157,14 +163,20 @@ class WorstCase:
 
     @property
     def per_attack_accuracy(self) -> dict[str, float]:
-        """Accuracy under each attack alone."""
+        """Accuracy under each attack alone (empty for a cascade)."""
         return {k: v.mean().item() for k, v in self.per_attack.items()}
+
+    @property
+    def accuracy_after(self) -> dict[str, float]:
+        """Robust accuracy after each attack and every earlier one, in the order run."""
+        return {k: v.mean().item() for k, v in self.after.items()}
 
 
 def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                attacks: Mapping[str, Attack | AttackResult] | Sequence[Attack], *,
                budget: float | None = None, passes: int = 5, seed: int = 0,
-               batch_size: int = 256) -> WorstCase:
+               batch_size: int = 256, cascade: bool = False,
+               start: torch.Tensor | None = None) -> WorstCase:
     """Attack every sample with every attack and keep, per sample, the worst outcome.
 
     ``attacks``: attacks by label (a sequence is labelled ``"<i>:<name>"``), or results
@@ -172,32 +184,69 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     adversarial input counts only where it lies within ``budget`` in L∞ (when given). A
     counter-example proven by an exact attack or certification (its ``success``) counts as
     broken even where the model's own tie-break still predicts the label.
+
+    ``cascade``: as AutoAttack runs its ensemble, each attack runs only on the samples every
+    earlier attack failed on (the robust accuracy is the same, the cost lower; cheapest
+    attacks first pays most). ``start``: per-sample robustness already established (e.g. by an
+    earlier cascade), instead of the clean inputs' alone.
     """
     if not isinstance(attacks, Mapping):
         attacks = {f"{i}:{atk.name}": atk for i, atk in enumerate(attacks)}
-    start = time.perf_counter()
-    clean = correct_fraction(model, x, y, passes=passes, seed=seed,
-                             device=model_device(model))
-    robust = clean.clone()
-    per_attack, results = {}, {}
+    began = time.perf_counter()
+    dev = model_device(model)
+    clean = correct_fraction(model, x, y, passes=passes, seed=seed, device=dev)
+    robust = clean.clone() if start is None else torch.minimum(clean, start.cpu())
+    per_attack, results, after, attacked = {}, {}, {}, {}
     for label, item in attacks.items():
-        out = item if isinstance(item, AttackResult) else \
-            run_batched(item, x, y, batch_size=batch_size)
-        if len(out.x_adv) != len(x):
-            raise AttackError(f"the result for {label!r} has {len(out.x_adv)} samples; "
-                              f"expected {len(x)}.")
-        ok = correct_fraction(model, out.x_adv.cpu(), y, passes=passes, seed=seed,
-                              device=model_device(model))
-        if budget is not None:
-            ok = torch.where(out.linf.cpu() <= budget + 1e-6, ok, torch.ones_like(ok))
-        name = out.settings.get("attack")
-        if name in CATALOGUE and CATALOGUE[name].kind in ("exact", "certify"):
-            ok = torch.where(out.success.cpu(), torch.zeros_like(ok), ok)
-        per_attack[label] = torch.minimum(clean, ok)
-        results[label] = out
+        where = (robust > 0).nonzero().flatten() if cascade else torch.arange(len(x))
+        if isinstance(item, AttackResult):
+            if len(item.x_adv) != len(x):
+                raise AttackError(f"the result for {label!r} has {len(item.x_adv)} samples; "
+                                  f"expected {len(x)}.")
+            out = _subset(item, where) if cascade else item
+        elif len(where):
+            out = run_batched(item, x[where], y[where], batch_size=batch_size)
+        else:
+            out = None
+        ok = torch.ones(len(x))
+        if out is not None:
+            ok[where] = _correct_under(model, out, y[where], budget=budget, passes=passes,
+                                       seed=seed)
+            results[label] = out
+        attacked[label] = where
+        if not cascade:
+            per_attack[label] = torch.minimum(clean, ok)
         robust = torch.minimum(robust, ok)
+        after[label] = robust.clone()
     return WorstCase(robust=robust, clean=clean, per_attack=per_attack, results=results,
-                     seconds=time.perf_counter() - start)
+                     seconds=time.perf_counter() - began, after=after, attacked=attacked)
+
+
+def _correct_under(model: nn.Module, out: AttackResult, y: torch.Tensor, *,
+                   budget: float | None, passes: int, seed: int) -> torch.Tensor:
+    """Per sample of ``out``, the fraction of passes still correct on its adversarial input
+    (1 where the input leaves the ``budget``; 0 where an exact attack proved a
+    counter-example)."""
+    ok = correct_fraction(model, out.x_adv.cpu(), y, passes=passes, seed=seed,
+                          device=model_device(model))
+    if budget is not None:
+        ok = torch.where(out.linf.cpu() <= budget + 1e-6, ok, torch.ones_like(ok))
+    name = out.settings.get("attack")
+    if name in CATALOGUE and CATALOGUE[name].kind in ("exact", "certify"):
+        ok = torch.where(out.success.cpu(), torch.zeros_like(ok), ok)
+    return ok
+
+
+def _subset(out: AttackResult, where: torch.Tensor) -> AttackResult:
+    """The per-sample fields of ``out`` at the samples ``where``."""
+    def pick(t):
+        return None if t is None else t[where.to(t.device)]
+
+    return AttackResult(
+        x_adv=pick(out.x_adv), success=pick(out.success), l0=pick(out.l0), l2=pick(out.l2),
+        linf=pick(out.linf), seconds=out.seconds, settings=out.settings,
+        status=None if out.status is None else tuple(out.status[i] for i in where.tolist()),
+        **{name: pick(getattr(out, name)) for name in TENSOR_FIELDS}, extra=out.extra)
 
 
 def cw_accuracy_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
