@@ -4,6 +4,7 @@ closed form on a linear model, the report files, the CLI and its errors."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from bnnrobust.report import write_audit as write
 from bnnrobust.train import fit
 
 FAST = {"pgd_steps": 5, "restarts": 1, "eot_samples": 3, "cw_steps": 10,
-        "substitute_rounds": 2, "exact_points": 0, "progress": False}
+        "substitute_rounds": 2, "exact_points": 0, "progress": False, "aa_steps": 3,
+        "aa_queries": 20}
 
 
 def test_linear_model_fgsm_line_is_the_closed_form_and_worst_case_is_per_point():
@@ -28,7 +30,8 @@ def test_linear_model_fgsm_line_is_the_closed_form_and_worst_case_is_per_point()
     with torch.no_grad():
         y = model(x).argmax(1)
     y[:5] = 1 - y[:5]  # five misclassified points
-    result = audit(model, x, y, eps=[0.05, 0.2], points=40, holdout=20, **FAST)
+    result = audit(model, x, y, eps=[0.05, 0.2], points=40, holdout=20, per_attack=True,
+                   suite_name="bnnrobust", **FAST)
     w = model[1].weight.detach()
     xe, ye = x[20:], y[20:]
     fgsm = next(line for line in result.lines if line.label == "FGSM")
@@ -39,6 +42,7 @@ def test_linear_model_fgsm_line_is_the_closed_form_and_worst_case_is_per_point()
         assert fgsm.accuracy[e] == pytest.approx(ok.float().mean().item())
         assert all(result.worst[e] <= line.accuracy[e] + 1e-9 for line in result.lines)
         assert result.worst[e] <= result.clean_accuracy
+        assert result.worst[e] == result.lines[-1].after[e]
     assert result.clean_accuracy == 1.0  # the flipped labels are among the 20 seed points
     assert [line.kind for line in result.lines] == ["standard", "standard", "adaptive",
                                                     "transfer", "cw"]
@@ -73,9 +77,9 @@ def test_exact_attack_runs_on_a_fully_connected_bnn_and_counts_in_the_worst_case
     result = audit(model, x, y, eps=[0.02], points=20, holdout=30,
                    **{**FAST, "exact_points": 4, "exact_time_limit": 20.0})
     counts = result.exact[0.02]
-    assert counts["robust"] + counts["attacked"] + counts["unknown"] == 4
     assert any(f.name == "exact_finds_what_gradients_miss" for f in result.flags)
-    assert all(result.worst[0.02] <= line.accuracy[0.02] + 1e-9 for line in result.lines)
+    assert counts["skipped"] + counts["robust"] + counts["attacked"] + counts["unknown"] == 4
+    assert all(result.worst[0.02] <= line.after[0.02] + 1e-9 for line in result.lines)
 
 
 def test_report_files(tmp_path):
@@ -116,12 +120,14 @@ def test_audit_command(monkeypatch, capsys, fake_mnist, tmp_path):
                        "--param", "precision=binary", "--epochs", "1", "--out", str(ckpt))
     assert code == 0, err
     fast = ["--points", "20", "--holdout", "30", "--steps", "3", "--restarts", "1",
-            "--cw-steps", "5", "--exact-points", "2", "--exact-time", "2"]
+            "--cw-steps", "5", "--exact-points", "2", "--exact-time", "2", "--aa-steps", "3",
+            "--aa-queries", "20"]
     code, out, err = run(monkeypatch, capsys, "audit", str(ckpt), *fast, "--out",
                          str(tmp_path / "audit"))
     assert code == 0, err
     text = " ".join(out.split())
     assert "20 points" in text and "worst case" in text and "saturated_softmax" in text
+    assert "AutoAttack (standard)" in text and "APGD-CE" in text
     for name in ("audit.md", "audit.html", "audit.json", "audit.png"):
         assert (tmp_path / "audit" / name).exists()
     data = json.loads((tmp_path / "audit" / "audit.json").read_text())
@@ -133,6 +139,7 @@ def test_audit_command(monkeypatch, capsys, fake_mnist, tmp_path):
         (["--points", "0"], "points must be an integer >= 1"),
         (["--holdout", "100"], "holdout must leave test inputs to audit"),
         (["--dataset", "svhn"], "unknown dataset 'svhn'"),
+        (["--suite", "all"], "--suite must be one of both, autoattack, bnnrobust, got 'all'"),
     ]:
         rest = [a for i, a in enumerate(fast) if args[0] not in (a, fast[i - 1])]
         code, _, err = run(monkeypatch, capsys, "audit", str(ckpt), *rest, *args)
@@ -150,3 +157,46 @@ def test_the_audit_refuses_non_finite_inputs_before_any_attack():
     with pytest.raises(AttackError, match="NaN or infinite"):
         audit(model, x, torch.zeros(20, dtype=torch.long), eps=[0.1], points=10, holdout=5,
               **FAST)
+
+
+def test_cascade_and_per_attack_audits_agree_on_the_worst_case():
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=4, precision="full").eval()
+    x = torch.rand(40, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    options = {**FAST, "transfer": False, "eps": [0.01, 0.03], "points": 24, "holdout": 10}
+    cascade = audit(model, x, y, **options)
+    full = audit(model, x, y, per_attack=True, **options)
+    assert cascade.worst == full.worst and 0 < cascade.worst[0.01] < 1
+    labels = [line.label for line in cascade.lines]
+    assert labels[:4] == ["APGD-CE", "APGD-T", "FAB-T", "Square"] and "FGSM" in labels
+    before = {0.01: cascade.clean_accuracy, 0.03: cascade.worst[0.01]}
+    for e in (0.01, 0.03):
+        # AutoAttack's own number is the cascade after its four attacks
+        assert cascade.autoattack[e] == cascade.lines[3].after[e] >= cascade.worst[e]
+        # each line reads the robust accuracy after it; the points it broke add up
+        broken = sum(line.broken[e] for line in cascade.lines)
+        assert broken == round(24 * (before[e] - cascade.worst[e]))
+        assert all(a.after[e] >= b.after[e] for a, b in pairwise(cascade.lines))
+        # later attacks ran on fewer points than every point
+        assert cascade.lines[-1].points[e] < 24 and full.lines[-1].points[e] == 24
+    # a point broken at 0.01 counts at 0.03 without being attacked again
+    assert cascade.lines[0].points[0.03] == round(24 * cascade.worst[0.01])
+    assert all(line.accuracy[0.01] is None for line in cascade.lines)
+    assert all(line.accuracy[0.01] is not None for line in full.lines)
+    names = {f.name for f in cascade.flags}
+    assert {"score_attack_stronger_than_white_box", "adaptive_stronger_than_standard"} <= names
+
+
+def test_autoattack_suite_adapts_to_few_classes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+    x = torch.rand(30, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    result = audit(model, x, y, eps=[0.1], points=10, holdout=10, suite_name="autoattack",
+                   **FAST)
+    assert [line.label for line in result.lines] == ["APGD-CE", "FAB-T", "Square"]
+    assert result.autoattack == result.worst and "not in the autoattack suite" in \
+        result.exact_note

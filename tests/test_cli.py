@@ -34,7 +34,8 @@ COMMANDS = {
     "reproduce": ["--profile", "--executor", "--workers", "--address", "--device", "--store",
                   "--list", "--report"],
     "report": ["--profile", "--store", "--out"],
-    "audit": ["--eps", "--dataset", "--points", "--restarts", "--steps", "--eot", "--cw-steps",
+    "audit": ["--eps", "--dataset", "--points", "--suite", "--per-attack", "--aa-steps",
+              "--aa-queries", "--restarts", "--steps", "--eot", "--cw-steps",
               "--transfer", "--holdout", "--exact-points", "--exact-time", "--seed", "--device",
               "--root", "--out"],
 }

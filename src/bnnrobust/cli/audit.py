@@ -20,8 +20,9 @@ from bnnrobust.cli.options import (
 )
 from bnnrobust.data import load
 from bnnrobust.device import resolve_device
+from bnnrobust.errors import BnnRobustError
+from bnnrobust.evaluate.audit import SUITES, default_eps
 from bnnrobust.evaluate.audit import audit as run_audit
-from bnnrobust.evaluate.audit import default_eps
 from bnnrobust.report import write_audit
 from bnnrobust.train import load as load_checkpoint
 
@@ -34,6 +35,18 @@ def audit(
                           "dataset, else mnist).")] = None,
     points: Annotated[int, typer.Option(
         help="Test points audited (taken after the substitute's seed inputs).")] = 500,
+    suite: Annotated[str, typer.Option(
+        help="Attacks: autoattack (AutoAttack's standard ensemble: APGD-CE, APGD-T, FAB-T, "
+             "Square), bnnrobust (FGSM, PGD, the adaptive attacks, transfer, CW-L2, exact) "
+             "or both (AutoAttack's first, so its own robust accuracy is reported).")] = "both",
+    per_attack: Annotated[bool, typer.Option(
+        "--per-attack", help="Run every attack on every point and report each one's accuracy "
+                             "alone (default: a cascade, each attack on the points the "
+                             "earlier ones failed on; the same worst case, cheaper).")] = False,
+    aa_steps: Annotated[int, typer.Option(
+        "--aa-steps", help="Iterations of APGD and FAB-T (AutoAttack's 100).")] = 100,
+    aa_queries: Annotated[int, typer.Option(
+        "--aa-queries", help="Queries of Square (AutoAttack's 5000).")] = 5000,
     restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 5,
     steps: Annotated[int, typer.Option(help="PGD steps (step size 2.5·ε/steps).")] = 40,
     eot: Annotated[int, typer.Option(
@@ -56,17 +69,21 @@ def audit(
         "--out", help="Folder for audit.md, audit.html, audit.json and audit.png (default: "
                       "audit-<checkpoint name>).")] = None,
 ) -> None:
-    """Audit one model: FGSM, PGD with restarts, the adaptive attacks its defenses call for
-    (PGD on the logits; EOT when it is random; BPDA when its input layer is
-    non-differentiable), the transfer attack, CW-L2, and the exact attack when it is a fully
-    connected BNN. Reports per-ε worst-case robust accuracy and the gradient-masking flags,
-    as Markdown and HTML."""
+    """Audit one model: AutoAttack's standard ensemble, then FGSM, PGD with restarts, the
+    adaptive attacks its defenses call for (PGD on the logits; EOT when it is random; BPDA when
+    its input layer is non-differentiable), the transfer attack, CW-L2, and the exact attack
+    when it is a fully connected BNN or Galloway's B model, as a cascade. Reports per-ε
+    worst-case robust accuracy, AutoAttack's own beside it, and the gradient-masking flags, as
+    Markdown and HTML."""
     check_checkpoint(checkpoint)
     folder = check_output_dir("--out", out_dir or Path(f"audit-{checkpoint.stem}"))
     budgets = check_eps(eps) if eps else None
+    if suite not in SUITES:
+        raise BnnRobustError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}.")
     options = {"seed": seed, "pgd_steps": steps, "restarts": restarts, "eot_samples": eot,
                "cw_steps": cw_steps, "transfer": transfer, "exact_points": exact_points,
-               "exact_time_limit": exact_time}
+               "exact_time_limit": exact_time, "suite_name": suite, "per_attack": per_attack,
+               "aa_steps": aa_steps, "aa_queries": aa_queries}
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=dev)
     name = dataset or ckpt.train_config.get("dataset") or "mnist"
@@ -74,10 +91,14 @@ def audit(
     budgets = budgets or list(default_eps(x.shape[1:]))
     result = run_audit(ckpt.model, x, y, eps=budgets, points=points, holdout=holdout, **options)
     files = write_audit(result, folder, source={"checkpoint": str(checkpoint), "dataset": name})
-    table = Table("attack", *(f"ε={e:.4g}" for e in result.eps))
+    table = Table("attack (robust accuracy after it, −points it broke)",
+                  *(f"ε={e:.4g}" for e in result.eps))
     for line in result.lines:
         table.add_row(line.label + (" †" if line.kind == "adaptive" else ""),
-                      *(f"{100 * line.accuracy[e]:.1f}" for e in result.eps))
+                      *(f"{100 * line.after[e]:.1f} (−{line.broken[e]})" for e in result.eps))
+    if result.autoattack is not None:
+        table.add_row("AutoAttack (standard)",
+                      *(f"{100 * result.autoattack[e]:.1f}" for e in result.eps))
     table.add_row("worst case", *(f"{100 * result.worst[e]:.1f}" for e in result.eps))
     out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']} on {name}: "
               f"{result.points} points, clean {100 * result.clean_accuracy:.1f} %")

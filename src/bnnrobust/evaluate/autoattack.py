@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnnrobust.attacks import Attack
+from bnnrobust.attacks import Attack, AttackError
 from bnnrobust.attacks.apgd import APGD, APGDT
 from bnnrobust.attacks.base import check_budget, check_choice
 from bnnrobust.attacks.fab import FABT
@@ -35,33 +35,43 @@ RAND_EOT = 20
 
 def autoattack_suite(model: nn.Module, *, eps: float, version: str = "standard",
                      seed: int = 0, eot_samples: int = 1, bpda: bool = False,
-                     steps: int = 100, queries: int = 5000) -> dict[str, Attack]:
+                     steps: int = 100, queries: int = 5000,
+                     num_classes: int = 10) -> dict[str, Attack]:
     """AutoAttack's attacks of ``version`` on ``model`` at L∞ budget ``eps``, by label, in the
     order the cascade runs them; ``steps``: iterations of APGD and FAB (AutoAttack's 100),
-    ``queries``: Square's (5,000)."""
+    ``queries``: Square's (5,000). With ``num_classes`` below 10 the targeted attacks aim at
+    every other class; below 4 APGD-T is left out (its targeted DLR loss needs 4 classes, as
+    fra31/auto-attack's checks say), below 3 APGD-DLR too."""
     check_budget("eps", eps)
     check_choice("version", version, VERSIONS)
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise AttackError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+    targets = min(9, num_classes - 1)
     adaptive: dict[str, Any] = {"seed": seed, "bpda": bpda, "steps": steps}
     if version == "rand":
         adaptive["eot_samples"] = max(eot_samples, RAND_EOT)
-        return {"APGD-CE": APGD(model, eps=eps, loss="ce", **adaptive),
-                "APGD-DLR": APGD(model, eps=eps, loss="dlr", **adaptive)}
+        attacks = {"APGD-CE": APGD(model, eps=eps, loss="ce", **adaptive)}
+        if num_classes >= 3:
+            attacks["APGD-DLR"] = APGD(model, eps=eps, loss="dlr", **adaptive)
+        return attacks
     adaptive["eot_samples"] = eot_samples
-    return {"APGD-CE": APGD(model, eps=eps, loss="ce", **adaptive),
-            "APGD-T": APGDT(model, eps=eps, **adaptive),
-            "FAB-T": FABT(model, eps=eps, **adaptive),
-            "Square": Square(model, eps=eps, seed=seed, queries=queries)}
+    attacks = {"APGD-CE": APGD(model, eps=eps, loss="ce", **adaptive)}
+    if num_classes >= 4:
+        attacks["APGD-T"] = APGDT(model, eps=eps, targets=targets, **adaptive)
+    attacks["FAB-T"] = FABT(model, eps=eps, targets=targets, **adaptive)
+    attacks["Square"] = Square(model, eps=eps, seed=seed, queries=queries)
+    return attacks
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                version: str = "standard", seed: int = 0, eot_samples: int = 1,
                bpda: bool = False, steps: int = 100, queries: int = 5000, passes: int = 5,
-               batch_size: int = 256) -> WorstCase:
+               batch_size: int = 256, num_classes: int = 10) -> WorstCase:
     """Robust accuracy of ``model`` on ``(x, y)`` under AutoAttack at L∞ budget ``eps``
     (see the module doc and :func:`autoattack_suite`); ``passes``: forward passes averaged
     when judging a random model."""
     attacks = autoattack_suite(model, eps=eps, version=version, seed=seed,
                                eot_samples=eot_samples, bpda=bpda, steps=steps,
-                               queries=queries)
+                               queries=queries, num_classes=num_classes)
     return worst_case(model, x, y, attacks, budget=eps, passes=passes, seed=seed,
                       batch_size=batch_size, cascade=True)

@@ -49,6 +49,10 @@ EXPLANATIONS = {
     "exact_finds_what_gradients_miss":
         "The exact attack found adversarial examples for points on which every gradient "
         "attack failed: the gradient attacks understate this model's vulnerability.",
+    "score_attack_stronger_than_white_box":
+        "Square, which uses only the model's scores and no gradient, broke points every "
+        "white-box gradient attack before it missed (AutoAttack's check): the gradients are "
+        "misleading, trust the black-box and adaptive numbers.",
     "transfer_stronger_than_white_box":
         "A black-box transfer attack beat the white-box attack at the same ε, a classic sign "
         "that the white-box gradients are masked.",

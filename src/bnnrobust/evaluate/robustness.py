@@ -176,7 +176,8 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                attacks: Mapping[str, Attack | AttackResult] | Sequence[Attack], *,
                budget: float | None = None, passes: int = 5, seed: int = 0,
                batch_size: int = 256, cascade: bool = False,
-               start: torch.Tensor | None = None) -> WorstCase:
+               start: torch.Tensor | None = None,
+               limits: Mapping[str, int] | None = None) -> WorstCase:
     """Attack every sample with every attack and keep, per sample, the worst outcome.
 
     ``attacks``: attacks by label (a sequence is labelled ``"<i>:<name>"``), or results
@@ -188,7 +189,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ``cascade``: as AutoAttack runs its ensemble, each attack runs only on the samples every
     earlier attack failed on (the robust accuracy is the same, the cost lower; cheapest
     attacks first pays most). ``start``: per-sample robustness already established (e.g. by an
-    earlier cascade), instead of the clean inputs' alone.
+    earlier cascade, or at a smaller ε: an adversarial input within a smaller budget lies
+    within this one), instead of the clean inputs' alone. ``limits``: attack label -> run that
+    attack on the first N samples only (an exact attack's budget of points).
     """
     if not isinstance(attacks, Mapping):
         attacks = {f"{i}:{atk.name}": atk for i, atk in enumerate(attacks)}
@@ -199,11 +202,13 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     per_attack, results, after, attacked = {}, {}, {}, {}
     for label, item in attacks.items():
         where = (robust > 0).nonzero().flatten() if cascade else torch.arange(len(x))
+        if limits and label in limits:
+            where = where[where < limits[label]]
         if isinstance(item, AttackResult):
             if len(item.x_adv) != len(x):
                 raise AttackError(f"the result for {label!r} has {len(item.x_adv)} samples; "
                                   f"expected {len(x)}.")
-            out = _subset(item, where) if cascade else item
+            out = item if len(where) == len(x) else _subset(item, where)
         elif len(where):
             out = run_batched(item, x[where], y[where], batch_size=batch_size)
         else:

@@ -16,8 +16,13 @@ from bnnrobust.files import atomic_write
 from bnnrobust.report.plots import plt, save
 from bnnrobust.report.reproduction import CSS
 
-KIND_NOTES = {"standard": "", "adaptive": " †", "transfer": " (black box)", "cw": "",
-              "exact": ""}
+CASCADE_NOTE = ("Each attack runs on the points every earlier attack failed on (a point "
+                "broken at a smaller ε counts as broken at the larger ones); a cell is the robust "
+                "accuracy after that attack and every earlier one, with (−k) the points it alone "
+                "broke. A point is robust only if the model classifies it correctly and every "
+                "attack (and the exact attack, where it ran) failed. † adaptive attack.")
+KIND_NOTES = {"autoattack": "", "score": " (scores only)", "standard": "", "adaptive": " †",
+              "transfer": " (black box)", "cw": "", "exact": ""}
 
 
 def _pct(value: float | None) -> str:
@@ -25,16 +30,29 @@ def _pct(value: float | None) -> str:
 
 
 def _rows(result: AuditResult) -> list[tuple[str, list[str]]]:
-    """(label, cells per ε) for every attack, then the worst case."""
-    rows = [(line.label + KIND_NOTES[line.kind], [_pct(line.accuracy.get(e)) for e in result.eps])
+    """(label, cells per ε): every attack's robust accuracy after it and every earlier one,
+    with the points it alone broke; then AutoAttack's, the exact counts and the worst case."""
+    rows = [(line.label + KIND_NOTES[line.kind],
+             [f"{_pct(line.after.get(e))} (−{line.broken.get(e, 0)})" for e in result.eps])
             for line in result.lines]
+    if result.autoattack is not None:
+        rows.append(("AutoAttack (standard) robust accuracy",
+                     [_pct(result.autoattack[e]) for e in result.eps]))
     if result.exact is not None:
-        rows.append(("exact (CP-SAT): attacked / unknown of "
+        rows.append(("exact (CP-SAT): attacked / unknown / skipped (broken before) of "
                      f"{result.settings['exact_points']} points",
-                     [f"{c['attacked']} / {c['unknown']}" for c in
+                     [f"{c['attacked']} / {c['unknown']} / {c['skipped']}" for c in
                       (result.exact[e] for e in result.eps)]))
     rows.append(("worst case (robust accuracy)", [_pct(result.worst[e]) for e in result.eps]))
     return rows
+
+
+def _alone(result: AuditResult) -> list[tuple[str, list[str]]]:
+    """(label, cells per ε): each attack's accuracy alone (per-attack audits only)."""
+    if not result.settings.get("per_attack"):
+        return []
+    return [(line.label + KIND_NOTES[line.kind], [_pct(line.accuracy.get(e)) for e in result.eps])
+            for line in result.lines]
 
 
 def _summary(result: AuditResult, source: dict[str, Any]) -> list[tuple[str, str]]:
@@ -48,6 +66,9 @@ def _summary(result: AuditResult, source: dict[str, Any]) -> list[tuple[str, str
              else "no"),
             ("non-differentiable input layer", "yes (BPDA used)"
              if result.settings["non_differentiable_input"] else "no"),
+            ("suite", f"{result.settings['suite']}, "
+                      + ("every attack on every point (--per-attack)"
+                         if result.settings["per_attack"] else "cascade")),
             ("CW-L2 mean L2 of successful examples",
              "—" if result.cw_mean_l2 is None else f"{result.cw_mean_l2:.3f}"),
             ("exact attack", result.exact_note),
@@ -63,12 +84,13 @@ def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str
     raised = [f for f in result.flags if f.raised]
     md = ["# Robustness audit", ""]
     md += [f"- **{k}**: {v}" for k, v in _summary(result, source)] + [""]
-    md += ["## Accuracy under attack (%)", "",
-           "Every cell counts a point as correct only if the model classifies it correctly "
-           "before and after the attack. † adaptive attack. The worst case is per point: robust "
-           "only if every attack (and the exact attack, where it ran) failed.", "",
+    md += ["## Robust accuracy (%), attack after attack", "", CASCADE_NOTE, "",
            "| " + " | ".join(heading) + " |", "|" + "---|" * len(heading)]
     md += ["| " + " | ".join([label, *cells]) + " |" for label, cells in _rows(result)]
+    if _alone(result):
+        md += ["", "## Accuracy under each attack alone (%)", "",
+               "| " + " | ".join(heading) + " |", "|" + "---|" * len(heading)]
+        md += ["| " + " | ".join([label, *cells]) + " |" for label, cells in _alone(result)]
     md += ["", "## Gradient-masking flags", ""]
     md += [f"- **{'FLAG' if f.raised else 'ok'}** `{f.name}`: {f.evidence}"
            + (f" — {f.explanation}" if f.raised else "") for f in result.flags]
@@ -80,12 +102,13 @@ def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str
             f"audit</title><style>{CSS}</style></head><body><h1>Robustness audit</h1>",
             "<table id='metadata'><tbody>"]
     page += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _summary(result, source)]
-    page += ["</tbody></table>", "<h2>Accuracy under attack (%)</h2>",
-             "<table class='results'><thead><tr>"
-             + "".join(f"<th>{esc(h)}</th>" for h in heading) + "</tr></thead><tbody>"]
-    page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in [label, *cells]) + "</tr>"
-             for label, cells in _rows(result)]
-    page += ["</tbody></table>", "<h2>Gradient-masking flags</h2><ul id='flags'>"]
+    page += ["</tbody></table>", "<h2>Robust accuracy (%), attack after attack</h2>",
+             f"<p>{esc(CASCADE_NOTE)}</p>"]
+    page += _html_table(heading, _rows(result))
+    if _alone(result):
+        page += ["<h2>Accuracy under each attack alone (%)</h2>"]
+        page += _html_table(heading, _alone(result))
+    page += ["<h2>Gradient-masking flags</h2><ul id='flags'>"]
     page += [f"<li class='{'flag' if f.raised else ''}'><b>{'FLAG' if f.raised else 'ok'}</b> "
              f"<code>{esc(f.name)}</code>: {esc(f.evidence)}"
              + (f" — {esc(f.explanation)}" if f.raised else "") + "</li>" for f in result.flags]
@@ -99,14 +122,26 @@ def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str
             "json": out / "audit.json", "png": png}
 
 
+def _html_table(heading: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    esc = html.escape
+    return (["<table class='results'><thead><tr>"
+             + "".join(f"<th>{esc(h)}</th>" for h in heading) + "</tr></thead><tbody>"]
+            + ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in [label, *cells]) + "</tr>"
+               for label, cells in rows] + ["</tbody></table>"])
+
+
 def _figure(result: AuditResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for line in result.lines:
-        points = [(e, 100 * v) for e, v in line.accuracy.items() if v is not None]
+    for line in result.lines:  # each attack alone where measured, else after it in the cascade
+        values = line.accuracy if result.settings.get("per_attack") else line.after
+        points = [(e, 100 * v) for e, v in values.items() if v is not None]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", linewidth=1,
                     linestyle="--" if line.kind == "adaptive" else "-",
                     label=line.label + KIND_NOTES[line.kind])
+    if result.autoattack is not None:
+        ax.plot(result.eps, [100 * result.autoattack[e] for e in result.eps], color="grey",
+                linewidth=2, marker="^", label="AutoAttack (standard)")
     ax.plot(result.eps, [100 * result.worst[e] for e in result.eps], color="black",
             linewidth=3, marker="s", label="worst case")
     ax.set_xlabel("ε (L∞)")
