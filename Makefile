@@ -17,8 +17,8 @@ export BNNROBUST_DATA
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,milp,ray]"
-	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
+	$(BIN)/python -m pip install --quiet -e ".[dev,milp,ray,onnx]"
+	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1" "onnx2torch==1.5.15"
 	touch $@
 
 setup: $(STAMP)

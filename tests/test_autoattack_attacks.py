@@ -197,3 +197,23 @@ def test_autoattack_suites():
         autoattack_suite(model, eps=0.1, version="plus")
     with pytest.raises(AttackError, match="eps must be"):
         autoattack_suite(model, eps=0.0)
+
+
+class _HardSign(nn.Module):
+    """Piecewise constant in its input (a BNN exported without its straight-through
+    estimator): no input gradient at all."""
+
+    def forward(self, x):
+        return torch.where(x.flatten(1)[:, :10] < 0.5, -1.0, 1.0) * torch.arange(1.0, 11.0)
+
+
+@pytest.mark.parametrize("cls", [APGD, APGDT, FABT, FGSM, PGD])
+def test_a_model_without_input_gradient_meets_zero_gradients_not_an_error(small, cls):
+    _, x, _ = small
+    model = _HardSign()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    atk = cls(model, eps=0.05)
+    assert torch.equal(atk.input_gradient(x, y), torch.zeros_like(x))
+    result = atk.run(x, y)
+    assert result.linf.max() <= 0.05 + 1e-6

@@ -85,7 +85,8 @@ USAGE_ERRORS = [
     (["milp", "CKPT", "--eps", "0.01", "--eps", "0.02"], "--eps takes one value and was "
                                                          "given more than once"),
     (["attack", "CKPT", "--eps", "0.1", "-0.2"], "--eps -0.2 is not a budget"),
-    (["eval"], "Missing argument 'checkpoint' (see 'bnnrobust eval --help')"),
+    (["eval"], "give the model once: a checkpoint, --model package.module:factory or --onnx "
+               "FILE (none given)"),
     (["train"], "Missing argument 'model'"),
     (["milp", "CKPT", "--points", "many"], "Invalid value for '--points'"),
     (["milp", "--help-me"], "No such option: --help-me"),

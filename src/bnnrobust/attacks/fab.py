@@ -124,8 +124,11 @@ class FABT(GradientAttack):
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor,
              target: torch.Tensor | None) -> torch.Tensor:
-        """``z_t − z_y`` per sample (negative until the target overtakes the label)."""
+        """``z_t − z_y`` per sample (negative until the target overtakes the label); without a
+        target (:meth:`input_gradient`), the likeliest other class stands for it."""
         rows = torch.arange(len(y), device=y.device)
+        if target is None:
+            target = logits.detach().scatter(1, y[:, None], -torch.inf).argmax(1)
         return logits[rows, target] - logits[rows, y]
 
     def _perturb(self, x, y, target):

@@ -129,6 +129,18 @@ def bpda_mode(model: nn.Module) -> Iterator[int]:
             handle.remove()
 
 
+def input_grad(output: torch.Tensor, x: torch.Tensor, *,
+               retain_graph: bool = False) -> torch.Tensor:
+    """The gradient of the scalar ``output`` with respect to ``x``: zero where ``output`` does
+    not depend on ``x`` differentiably at all (a model that is piecewise constant in its
+    input, e.g. a BNN exported without its straight-through estimator: the gradient that
+    masks it, which the attacks then meet, rather than an error)."""
+    if not output.requires_grad:
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(output, x, retain_graph=retain_graph, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Stop gradients to the parameters for the block (attacks need input gradients only)."""
@@ -251,7 +263,7 @@ class GradientAttack(Attack):
             xg = x.detach().requires_grad_(True)
             logits = self.model(xg)
             loss = self.loss(logits, y, target)
-            (grad,) = torch.autograd.grad(loss.sum() if self.summed_loss else loss.mean(), xg)
+            grad = input_grad(loss.sum() if self.summed_loss else loss.mean(), xg)
             out = Gradient(logits.detach(), loss.detach(), grad)
             if passes == 1:
                 return out

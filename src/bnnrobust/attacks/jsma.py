@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from bnnrobust.attacks.base import AttackError, check_positive, check_steps
-from bnnrobust.attacks.gradient import GradientAttack, GradientParams
+from bnnrobust.attacks.gradient import GradientAttack, GradientParams, input_grad
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,9 +73,8 @@ class JSMA(GradientAttack):
         for _ in range(passes):
             xg = x.detach().requires_grad_(True)
             logits = self.model(xg)
-            alpha += torch.autograd.grad(logits.gather(1, target[:, None]).sum(), xg,
-                                         retain_graph=True)[0]
-            total += torch.autograd.grad(logits.sum(), xg)[0]
+            alpha += input_grad(logits.gather(1, target[:, None]).sum(), xg, retain_graph=True)
+            total += input_grad(logits.sum(), xg)
         alpha = (alpha / passes).flatten(1)
         return alpha, (total / passes).flatten(1) - alpha
 

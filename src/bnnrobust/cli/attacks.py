@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +12,6 @@ from bnnrobust.attacks import TARGET_RULES, blackbox_attack
 from bnnrobust.attacks.blackbox import CRAFTING
 from bnnrobust.attacks.catalogue import entry, names
 from bnnrobust.cli.options import (
-    CheckpointArg,
     DatasetOpt,
     DeviceOpt,
     EpsListOpt,
@@ -21,7 +19,6 @@ from bnnrobust.cli.options import (
     ParamOpt,
     RootOpt,
     SeedOpt,
-    check_checkpoint,
     check_count,
     check_eps,
     check_output_file,
@@ -29,18 +26,19 @@ from bnnrobust.cli.options import (
     parse_params,
     print_flags,
 )
+from bnnrobust.cli.source import Source, load_model, takes_model
 from bnnrobust.data import load
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate import accuracy_under_attack, diagnose, transfer_vs_white_box
 from bnnrobust.files import atomic_write
-from bnnrobust.train import load as load_checkpoint
 
 GRADIENT = names("gradient", "score")
 
 
+@takes_model
 def attack(
-    checkpoint: CheckpointArg,
+    source: Source,
     dataset: DatasetOpt = "mnist",
     attack_name: Annotated[str, typer.Option(
         "--attack", help=f"Attack: {', '.join(GRADIENT)}.")] = "fgsm",
@@ -71,7 +69,7 @@ def attack(
     json_path: JsonOpt = None,
 ) -> None:
     """Accuracy under a white-box attack for each ε, and the gradient-masking flags."""
-    check_checkpoint(checkpoint)
+    source.check()
     check_output_file("--json", json_path)
     if attack_name not in GRADIENT:
         raise BnnRobustError(f"--attack {attack_name!r} is unknown; valid attacks: "
@@ -90,9 +88,9 @@ def attack(
               **{k: v for k, v in given.items() if v is not None}}
     chosen.check({**params, **({chosen.budget: eps_list[0]} if chosen.budget else {})})
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, device=dev)
     x, y = load(dataset, "test", root=root, limit=limit)
-    rows = accuracy_under_attack(ckpt.model, x, y, attack=attack_name, eps=eps_list,
+    loaded = load_model(source, device=dev, sample=x)
+    rows = accuracy_under_attack(loaded.model, x, y, attack=attack_name, eps=eps_list,
                                  batch_size=batch_size, passes=passes, progress=True,
                                  all_targets=target == "all", **params)
     table = Table("attack", "ε", "accuracy", "success rate", "mean L2 (successful)", "n",
@@ -101,23 +99,23 @@ def attack(
         table.add_row(r.attack, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.2%}",
                       f"{r.success_rate:.2%}", "-" if r.mean_l2 is None else f"{r.mean_l2:.3f}",
                       str(r.n), f"{r.seconds:.1f}")
-    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']} on {dataset}")
+    out.print(f"{loaded.name} on {dataset}")
     out.print(table)
     flags = []
     if diagnostics:
         budgets = [e for e in eps_list if e is not None] or [0.3]
-        flags = diagnose(ckpt.model, x.to(dev), y.to(dev), rows=rows, eps=max(budgets),
+        flags = diagnose(loaded.model, x.to(dev), y.to(dev), rows=rows, eps=max(budgets),
                          eot_samples=eot, bpda=bpda)
         print_flags(flags)
     if json_path is not None:
-        atomic_write(json_path, json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
+        atomic_write(json_path, json.dumps({"model": loaded.name, "dataset": dataset,
                                             "rows": [r.as_dict() for r in rows],
                                             "flags": [f.as_dict() for f in flags]}, indent=2))
 
 
+@takes_model
 def blackbox(
-    checkpoint: Annotated[Path, typer.Argument(
-        help="The oracle: a checkpoint it answers labels for.", show_default=False)],
+    source: Source,
     dataset: DatasetOpt = "mnist",
     attack_name: Annotated[str, typer.Option(
         "--attack", help=f"White-box attack crafted on the substitute: {', '.join(CRAFTING)}.")]
@@ -145,8 +143,9 @@ def blackbox(
     root: RootOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """Papernot's black-box substitute attack against a checkpoint that only answers labels."""
-    check_checkpoint(checkpoint)
+    """Papernot's black-box substitute attack against a model (the oracle) that only answers
+    labels."""
+    source.check()
     check_output_file("--json", json_path)
     check_eps([eps])
     if attack_name not in CRAFTING:
@@ -158,29 +157,28 @@ def blackbox(
               "seed": seed}
     entry("substitute").check(params)
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, device=dev)
     x, y = load(dataset, "test", root=root, limit=limit)
-    result = blackbox_attack(ckpt.model, x, y, progress=True, **params)
+    loaded = load_model(source, device=dev, sample=x)
+    result = blackbox_attack(loaded.model, x, y, progress=True, **params)
     table = Table("", "clean accuracy", f"accuracy under {attack_name} (transferred)")
     table.add_row("oracle", f"{result.oracle_clean_accuracy:.2%}",
                   f"{result.oracle_adversarial_accuracy:.2%}")
     table.add_row("substitute", f"{result.substitute_clean_accuracy:.2%}",
                   f"{result.substitute_adversarial_accuracy:.2%} (white-box on itself)")
-    out.print(f"oracle {ckpt.model.config['name']} {ckpt.model.config['params']}, "
-              f"{result.n_eval} evaluation images")
+    out.print(f"oracle {loaded.name}, {result.n_eval} evaluation images")
     out.print(table)
     out.print(f"oracle queries: {result.training_queries} for substitute training, "
               f"{result.evaluation_queries} for evaluation")
     flags = []
     if white_box:
-        row = accuracy_under_attack(ckpt.model, x[holdout:], y[holdout:], attack=attack_name,
+        row = accuracy_under_attack(loaded.model, x[holdout:], y[holdout:], attack=attack_name,
                                     eps=[eps], seed=seed)[0]
         flags.append(transfer_vs_white_box(white_box_accuracy=row.accuracy,
                                            transfer_accuracy=result.oracle_adversarial_accuracy,
                                            eps=eps))
         print_flags(flags)
     if json_path is not None:
-        atomic_write(json_path, json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
+        atomic_write(json_path, json.dumps({"model": loaded.name, "dataset": dataset,
                                             **result.as_dict(),
                                             "flags": [f.as_dict() for f in flags]}, indent=2))
 

@@ -9,26 +9,25 @@ import typer
 from rich.table import Table
 
 from bnnrobust.cli.options import (
-    CheckpointArg,
     DeviceOpt,
     EpsListOpt,
     RootOpt,
-    check_checkpoint,
     check_eps,
     check_output_dir,
     out,
 )
+from bnnrobust.cli.source import Source, load_model, takes_model
 from bnnrobust.data import load
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate.audit import SUITES, default_eps
 from bnnrobust.evaluate.audit import audit as run_audit
 from bnnrobust.report import write_audit
-from bnnrobust.train import load as load_checkpoint
 
 
+@takes_model
 def audit(
-    checkpoint: CheckpointArg,
+    source: Source,
     eps: EpsListOpt = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Test set to audit on (default: the checkpoint's training "
@@ -75,8 +74,10 @@ def audit(
     when it is a fully connected BNN or Galloway's B model, as a cascade. Reports per-ε
     worst-case robust accuracy, AutoAttack's own beside it, and the gradient-masking flags, as
     Markdown and HTML."""
-    check_checkpoint(checkpoint)
-    folder = check_output_dir("--out", out_dir or Path(f"audit-{checkpoint.stem}"))
+    source.check()
+    stem = (source.checkpoint or source.onnx).stem if not source.factory else \
+        source.factory.replace(":", "-").replace(".", "-")
+    folder = check_output_dir("--out", out_dir or Path(f"audit-{stem}"))
     budgets = check_eps(eps) if eps else None
     if suite not in SUITES:
         raise BnnRobustError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}.")
@@ -85,12 +86,16 @@ def audit(
                "exact_time_limit": exact_time, "suite_name": suite, "per_attack": per_attack,
                "aa_steps": aa_steps, "aa_queries": aa_queries}
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, device=dev)
-    name = dataset or ckpt.train_config.get("dataset") or "mnist"
+    loaded = None if source.external else load_model(source, device=dev)
+    name = dataset or (loaded and loaded.trained_on) or "mnist"
     x, y = load(name, "test", root=root, limit=holdout + points)
+    loaded = loaded or load_model(source, device=dev, sample=x)
     budgets = budgets or list(default_eps(x.shape[1:]))
-    result = run_audit(ckpt.model, x, y, eps=budgets, points=points, holdout=holdout, **options)
-    files = write_audit(result, folder, source={"checkpoint": str(checkpoint), "dataset": name})
+    result = run_audit(loaded.model, x, y, eps=budgets, points=points, holdout=holdout,
+                       **options)
+    files = write_audit(result, folder, source={
+        "checkpoint": str(source.checkpoint or source.onnx or source.factory),
+        "dataset": name})
     table = Table("attack (robust accuracy after it, −points it broke)",
                   *(f"ε={e:.4g}" for e in result.eps))
     for line in result.lines:
@@ -100,8 +105,8 @@ def audit(
         table.add_row("AutoAttack (standard)",
                       *(f"{100 * result.autoattack[e]:.1f}" for e in result.eps))
     table.add_row("worst case", *(f"{100 * result.worst[e]:.1f}" for e in result.eps))
-    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']} on {name}: "
-              f"{result.points} points, clean {100 * result.clean_accuracy:.1f} %")
+    out.print(f"{loaded.name} on {name}: {result.points} points, clean "
+              f"{100 * result.clean_accuracy:.1f} %")
     out.print(table)
     for flag in result.flags:
         out.print(f"{'FLAG' if flag.raised else 'ok  '} {flag.name}: {flag.evidence}",

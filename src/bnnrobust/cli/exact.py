@@ -24,24 +24,19 @@ from bnnrobust.cli.options import (
     JsonOpt,
     RootOpt,
     WorkersOpt,
-    check_checkpoint,
     check_count,
     check_eps,
     check_output_file,
     err,
     out,
 )
+from bnnrobust.cli.source import Source, load_model, takes_model
 from bnnrobust.data import load
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate import certified, concatenate, solve_summary
 from bnnrobust.experiments import check_executor, make_executor, run
 from bnnrobust.files import atomic_write
-from bnnrobust.train import load as load_checkpoint
 
-FcBnnArg = Annotated[Path, typer.Argument(
-    help="A BNN checkpoint: an fc-bnn ('bnnrobust train fc-bnn') or Galloway's "
-         "convolutional B model (galloway-cnn, precision binary; continuous backends "
-         "only).", show_default=False)]
 PointsOpt = Annotated[int, typer.Option("--points", help="Attack the first N test points.")]
 TimeLimitOpt = Annotated[float, typer.Option(
     "--time-limit", help="Seconds per point (the paper: 180).")]
@@ -61,12 +56,12 @@ def parse_target(value: str) -> int | str:
                              f"{value!r}.") from None
 
 
-def _points(checkpoint: Path, dataset: str, points: int, root: Path | None):
-    check_checkpoint(checkpoint)
+def _points(source: Source, dataset: str, points: int, root: Path | None):
+    """The model (on the CPU, where the solvers run) and the first ``points`` test points."""
+    source.check()
     check_count("--points", points)
-    ckpt = load_checkpoint(checkpoint, device="cpu")
     x, y = load(dataset, "test", root=root, limit=points)
-    return ckpt, x, y
+    return load_model(source, device="cpu", sample=x), x, y
 
 
 def _attack_one(attack: Attack, x: torch.Tensor, y: torch.Tensor,
@@ -127,8 +122,9 @@ def _report(name: str, result: AttackResult | None, records: list[dict[str, Any]
         raise typer.Exit(130)
 
 
+@takes_model
 def milp(
-    checkpoint: FcBnnArg,
+    source: Source,
     dataset: DatasetOpt = "mnist",
     eps: Annotated[float, typer.Option(
         "--eps", help="L∞ budget on [0, 1], in (0, 1]. cpsat allows floor(255·ε) whole pixel "
@@ -151,23 +147,26 @@ def milp(
     root: RootOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """The exact MILP attack (Khalil et al. 2019): maximize f_target − f_prediction per point."""
+    """The exact MILP attack (Khalil et al. 2019): maximize f_target − f_prediction per point,
+    on an fc-bnn ('bnnrobust train fc-bnn') or Galloway's convolutional B model (continuous
+    backends only)."""
     check_output_file("--json", json_path)
     params = {"eps": eps, "target": parse_target(target), "backend": backend,
               "time_limit": time_limit, "threads": threads, "hint": hint, "seed": seed}
     entry("milp").check(params)
     check_executor(executor, workers=workers, address=address)
-    ckpt, x, y = _points(checkpoint, dataset, points, root)
-    attack = entry("milp").make(ckpt.model, params)
+    loaded, x, y = _points(source, dataset, points, root)
+    attack = entry("milp").make(loaded.model, params)
     result, done, interrupted = _run_points(attack, x, y, executor=executor, workers=workers,
                                             address=address, description=f"milp ({backend})")
     _report(f"milp {backend} ε={eps:g}", result, _records(result, done, x, y),
-            {**attack.settings(), "checkpoint": str(checkpoint), "dataset": dataset},
+            {**attack.settings(), "model": loaded.name, "dataset": dataset},
             json_path, interrupted)
 
 
+@takes_model
 def iprop(
-    checkpoint: FcBnnArg,
+    source: Source,
     dataset: DatasetOpt = "mnist",
     eps: Annotated[float, typer.Option(
         "--eps", help="L∞ budget on [0, 1], in (0, 1] (floor(255·ε) pixel steps).")] = 0.01,
@@ -191,7 +190,8 @@ def iprop(
     root: RootOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """IProp (Khalil et al. 2019): integer target propagation, a fast local search."""
+    """IProp (Khalil et al. 2019): integer target propagation, a fast local search, on an
+    fc-bnn."""
     check_output_file("--json", json_path)
     if step != "adaptive":
         try:
@@ -205,12 +205,12 @@ def iprop(
               "warm_start": warm_start, "warm_start_time": warm_start_time, "seed": seed}
     entry("iprop").check(params)
     check_executor(executor, workers=workers, address=address)
-    ckpt, x, y = _points(checkpoint, dataset, points, root)
-    attack = entry("iprop").make(ckpt.model, params)
+    loaded, x, y = _points(source, dataset, points, root)
+    attack = entry("iprop").make(loaded.model, params)
     result, done, interrupted = _run_points(attack, x, y, executor=executor, workers=workers,
                                             address=address, description="iprop")
     _report(f"iprop ε={eps:g}", result, _records(result, done, x, y),
-            {**attack.settings(), "checkpoint": str(checkpoint), "dataset": dataset},
+            {**attack.settings(), "model": loaded.name, "dataset": dataset},
             json_path, interrupted)
 
 
@@ -223,8 +223,9 @@ def _minimal(integer, max_eps: float, backend: str, tolerance: float, time_limit
                        backend=backend, tolerance=tolerance, time_limit=time_limit)
 
 
+@takes_model
 def certify(
-    checkpoint: FcBnnArg,
+    source: Source,
     dataset: DatasetOpt = "mnist",
     eps: EpsListOpt = None,
     points: PointsOpt = 100,
@@ -233,10 +234,10 @@ def certify(
         help="cpsat (the 1/255 pixel grid, floor(255·ε) whole steps), cpsat-lp (the paper's "
              "continuous problem, |p| <= ε, by pattern decomposition) or highs (the same "
              "continuous problem as the big-M MILP).")] = "cpsat",
-    bounds: Annotated[bool, typer.Option(
-        "--bounds/--no-bounds", help="Settle what interval and LP bounds can before the "
-                                     "exact search (the table counts what settled each "
-                                     "point).")] = True,
+    bounds_first: Annotated[bool, typer.Option(
+        "--bounds-first/--no-bounds-first", help="Settle what interval and LP bounds can "
+                                                 "before the exact search (the table counts "
+                                                 "what settled each point).")] = True,
     min_eps: Annotated[bool, typer.Option(
         "--min-eps", help="Also find each point's smallest flipping ε (bisection up to the "
                           "largest --eps; whole pixel steps with cpsat, to --tolerance on the "
@@ -249,32 +250,33 @@ def certify(
     root: RootOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """Certified robust accuracy: prove that no perturbation within ε changes the prediction
-    (default ε 0.01; on the 1/255 pixel grid, floor(255·ε) whole steps, unless --backend
-    names a continuous one). Several ε are certified smallest first, and a counter-example
-    found at one is tried first at every larger ε (it lies within the larger box): a point
-    broken at ε is never reported unknown at a larger ε."""
+    """Certified robust accuracy of an fc-bnn or Galloway's B model: prove that no
+    perturbation within ε changes the prediction (default ε 0.01; on the 1/255 pixel grid,
+    floor(255·ε) whole steps, unless --backend names a continuous one). Several ε are
+    certified smallest first, and a counter-example found at one is tried first at every
+    larger ε (it lies within the larger box): a point broken at ε is never reported unknown
+    at a larger ε."""
     check_output_file("--json", json_path)
     # smallest first: a counter-example within ε' is one within every ε > ε'
     eps_list = sorted(check_eps(eps, [0.01]))
-    params = {"time_limit": time_limit, "backend": backend, "bounds": bounds}
+    params = {"time_limit": time_limit, "backend": backend, "bounds": bounds_first}
     for value in eps_list:
         entry("certify").check({"eps": value, **params})
     if min_eps and not (math.isfinite(tolerance) and tolerance > 0):
         raise BnnRobustError(f"--tolerance must be a finite number > 0, got {tolerance}.")
     check_executor(executor, workers=workers, address=address)
-    ckpt, x, y = _points(checkpoint, dataset, points, root)
+    loaded, x, y = _points(source, dataset, points, root)
     from bnnrobust.attacks.combinatorial import eps_steps
 
     table = Table("ε", "problem", "certified", "robust", "attacked", "unknown",
                   "settled: smaller ε/interval/LP/exact", "clean", "time (s)")
-    report: dict = {"checkpoint": str(checkpoint), "dataset": dataset, "time_limit": time_limit,
-                    "backend": backend, "bounds": bounds, "points": len(x), "eps": {}}
+    report: dict = {"model": loaded.name, "dataset": dataset, "time_limit": time_limit,
+                    "backend": backend, "bounds": bounds_first, "points": len(x), "eps": {}}
     interrupted = False
     summaries: list[str] = []
     found: dict[int, torch.Tensor] = {}  # a counter-example per point, from a smaller ε
     for value in eps_list:
-        attack = entry("certify").make(ckpt.model, {"eps": value, **params})
+        attack = entry("certify").make(loaded.model, {"eps": value, **params})
         result, done, interrupted = _run_points(attack, x, y, executor=executor,
                                                 workers=workers, address=address,
                                                 description=f"certify ε={value:g}",

@@ -10,24 +10,22 @@ import typer
 
 from bnnrobust.attacks import ADV_KINDS, AdversarialTraining
 from bnnrobust.cli.options import (
-    CheckpointArg,
     DatasetOpt,
     DeviceOpt,
     JsonOpt,
     ParamOpt,
     RootOpt,
-    check_checkpoint,
     check_count,
     check_output_file,
     err,
     out,
     parse_params,
 )
+from bnnrobust.cli.source import Source, load_model, takes_model
 from bnnrobust.data import load
 from bnnrobust.device import resolve_device
 from bnnrobust.files import atomic_write
 from bnnrobust.train import TrainRequest, accuracy, save, train_cached
-from bnnrobust.train import load as load_checkpoint
 
 
 def train(
@@ -99,8 +97,9 @@ def train(
                                             **result.metrics}, indent=2))
 
 
+@takes_model
 def evaluate(
-    checkpoint: CheckpointArg,
+    source: Source,
     dataset: DatasetOpt = "mnist",
     limit: Annotated[int | None, typer.Option(
         help="Evaluate on the first N test examples only.")] = None,
@@ -109,14 +108,14 @@ def evaluate(
     device: DeviceOpt = "auto",
     root: RootOpt = None,
 ) -> None:
-    """Clean test accuracy of a checkpoint."""
-    check_checkpoint(checkpoint)
+    """Clean test accuracy of a checkpoint or of your own model."""
+    source.check()
     check_count("--passes", passes)
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, device=dev)
     x, y = load(dataset, "test", root=root, limit=limit)
-    acc = accuracy(ckpt.model, x, y, device=dev, passes=passes)
-    out.print(f"{ckpt.model.config['name']} {ckpt.model.config['params']}")
+    loaded = load_model(source, device=dev, sample=x)
+    acc = accuracy(loaded.model, x, y, device=dev, passes=passes)
+    out.print(loaded.name)
     out.print(f"clean accuracy on {dataset} test ({len(x)} images): {acc:.2%}")
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnnrobust.attacks import PGD, non_differentiable_layers
-from bnnrobust.attacks.gradient import bpda_mode, frozen
+from bnnrobust.attacks.gradient import bpda_mode, frozen, input_grad
 from bnnrobust.evaluate.robustness import Row, accuracy_under_attack
 from bnnrobust.nn import is_stochastic
 from bnnrobust.train import eval_mode
@@ -95,7 +95,7 @@ def input_gradient_health(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     """Fraction of inputs whose cross-entropy input gradient is all zero or non-finite."""
     with eval_mode(model), frozen(model), (bpda_mode(model) if bpda else nullcontext()):
         xg = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
+        grad = input_grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
     flat = grad.flatten(1)
     bad = (flat.abs().sum(1) == 0) | ~torch.isfinite(flat).all(1)
     frac = bad.float().mean().item()

@@ -50,6 +50,12 @@ class _SignSTE(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         return _ste_backward(grad, x, ctx.rule), None
 
+    @staticmethod
+    def symbolic(g, x, rule):  # noqa: D102 - ONNX export: Where(x < 0, -1, 1), sign(0) = +1
+        zero = g.op("Constant", value_t=torch.tensor(0.0))
+        return g.op("Where", g.op("Less", x, zero), g.op("Constant", value_t=torch.tensor(-1.0)),
+                    g.op("Constant", value_t=torch.tensor(1.0)))
+
 
 class _StochasticSTE(torch.autograd.Function):
     @staticmethod
