@@ -94,7 +94,9 @@ def test_report_files(tmp_path):
     assert "<table class='results'>" in files["html"].read_text()
     assert files["png"].stat().st_size > 1000
     data = json.loads(files["json"].read_text())
-    assert data["checkpoint"] == "m.pt" and set(data["worst"]) == {"0.1"}
+    assert data["schema"] == "bnnrobust.audit/1" and data["model"]["source"] == "m.pt"
+    assert set(data["robust_accuracy"]["worst_case"]) == {"0.1"}
+    assert data["versions"]["torch"] and data["threat_model"]["norm"] == "Linf"
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -131,7 +133,7 @@ def test_audit_command(monkeypatch, capsys, fake_mnist, tmp_path):
     for name in ("audit.md", "audit.html", "audit.json", "audit.png"):
         assert (tmp_path / "audit" / name).exists()
     data = json.loads((tmp_path / "audit" / "audit.json").read_text())
-    assert data["dataset"] == "mnist" and data["eps"] == [0.1, 0.2, 0.3]
+    assert data["data"]["dataset"] == "mnist" and data["threat_model"]["eps"] == [0.1, 0.2, 0.3]
     # Galloway's B model is certified on the continuous box (its first layer is real)
     assert "the continuous box" in data["exact_note"]
     for args, message in [

@@ -37,7 +37,10 @@ COMMANDS = {
     "audit": ["--eps", "--dataset", "--points", "--suite", "--per-attack", "--aa-steps",
               "--aa-queries", "--restarts", "--steps", "--eot", "--cw-steps",
               "--transfer", "--holdout", "--exact-points", "--exact-time", "--seed", "--device",
-              "--root", "--out"],
+              "--root", "--out", "--records", "--save-adv", "--model", "--weights", "--onnx",
+              "--input-shape", "--classes", "--normalize", "--bounds", "--output-index",
+              "--logits-from-probs"],
+    "leaderboard": ["--out"],
 }
 
 

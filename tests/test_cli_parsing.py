@@ -27,6 +27,7 @@ SAMPLES = {
                                                           "2"]),
     "report": (["galloway2018/table1"], ["--out", "/tmp/r", "--profile", "paper"]),
     "audit": (["m.pt"], ["--eps", "0.1", "0.3", "--points", "20"]),
+    "leaderboard": (["a/audit.json", "b"], ["--out", "/tmp/board"]),
 }
 
 
@@ -179,7 +180,13 @@ BAD_VALUES = {
               (["CKPT", "--eot", "0", "--points", "5"], "eot_samples must be an integer >= 1"),
               (["CKPT", "--exact-time", "0", "--points", "5"],
                "exact_time_limit must be a finite number > 0"),
-              (["MISSING"], "does not exist")],
+              (["MISSING"], "does not exist"),
+              (["CKPT", "--suite", "aa"], "--suite must be one of both, autoattack, bnnrobust"),
+              (["CKPT", "--records", "FILE"], "must end in .jsonl (JSON lines) or .csv"),
+              (["CKPT", "--normalize", "0.5,0.5"],
+               "--normalize fit --model/--onnx to bnnrobust's contract")],
+    "leaderboard": [(["MISSING"], "does not exist"), (["FILE"], "is not a JSON model card"),
+                    (["DIR", "--out", "FILE"], "is a file; give a folder")],
 }
 
 

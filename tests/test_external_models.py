@@ -159,7 +159,7 @@ def test_the_cli_audits_a_users_module(monkeypatch, capsys, user_module, fake_mn
     assert code == 0, err
     assert "usernets:small (your model" in " ".join(out.split())
     card = json.loads((audit_dir / "audit.json").read_text())
-    assert card["checkpoint"] == "usernets:small" and card["points"] == 12
+    assert card["model"]["source"] == "usernets:small" and card["data"]["points"] == 12
     code, out, err = run(monkeypatch, capsys, "eval", "--model", "usernets:pair",
                          "--limit", "20")
     assert code == 2 and "--output-index" in err and "Traceback" not in err

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.table import Table
 
-from bnnrobust.attacks import TARGET_RULES, blackbox_attack
+from bnnrobust.attacks import TARGET_RULES, AttackResult, blackbox_attack
 from bnnrobust.attacks.blackbox import CRAFTING
 from bnnrobust.attacks.catalogue import entry, names
 from bnnrobust.cli.options import (
@@ -17,7 +19,9 @@ from bnnrobust.cli.options import (
     EpsListOpt,
     JsonOpt,
     ParamOpt,
+    RecordsOpt,
     RootOpt,
+    SaveAdvOpt,
     SeedOpt,
     check_count,
     check_eps,
@@ -31,7 +35,14 @@ from bnnrobust.data import load
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate import accuracy_under_attack, diagnose, transfer_vs_white_box
+from bnnrobust.evaluate.records import (
+    check_records_path,
+    result_records,
+    save_adversarial,
+    write_records,
+)
 from bnnrobust.files import atomic_write
+from bnnrobust.train import predict_logits
 
 GRADIENT = names("gradient", "score")
 
@@ -67,10 +78,17 @@ def attack(
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: JsonOpt = None,
+    records: RecordsOpt = None,
+    save_adv: SaveAdvOpt = None,
 ) -> None:
     """Accuracy under a white-box attack for each ε, and the gradient-masking flags."""
     source.check()
     check_output_file("--json", json_path)
+    check_records_path(records)
+    check_output_file("--records", records)
+    check_output_file("--save-adv", save_adv)
+    if save_adv is not None and save_adv.suffix != ".npz":
+        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
     if attack_name not in GRADIENT:
         raise BnnRobustError(f"--attack {attack_name!r} is unknown; valid attacks: "
                              f"{', '.join(GRADIENT)} (exact attacks: 'bnnrobust milp', "
@@ -90,9 +108,11 @@ def attack(
     dev = resolve_device(device)
     x, y = load(dataset, "test", root=root, limit=limit)
     loaded = load_model(source, device=dev, sample=x)
+    results: dict[float | None, AttackResult] = {}
     rows = accuracy_under_attack(loaded.model, x, y, attack=attack_name, eps=eps_list,
                                  batch_size=batch_size, passes=passes, progress=True,
-                                 all_targets=target == "all", **params)
+                                 all_targets=target == "all",
+                                 on_result=lambda e, r: results.__setitem__(e, r), **params)
     table = Table("attack", "ε", "accuracy", "success rate", "mean L2 (successful)", "n",
                   "time (s)")
     for r in rows:
@@ -107,10 +127,34 @@ def attack(
         flags = diagnose(loaded.model, x.to(dev), y.to(dev), rows=rows, eps=max(budgets),
                          eot_samples=eot, bpda=bpda)
         print_flags(flags)
+    _keep(results, loaded.model, x, y, attack_name, records=records, save_adv=save_adv,
+          device=dev)
     if json_path is not None:
         atomic_write(json_path, json.dumps({"model": loaded.name, "dataset": dataset,
                                             "rows": [r.as_dict() for r in rows],
                                             "flags": [f.as_dict() for f in flags]}, indent=2))
+
+
+def _keep(results: dict[float | None, AttackResult], model, x: torch.Tensor, y: torch.Tensor,
+          attack_name: str, *, records: Path | None, save_adv: Path | None,
+          device) -> None:
+    """Write the per-sample records and the adversarial inputs the options ask for (with
+    every other class as target, each input appears once per target)."""
+    if records is not None:
+        rows = []
+        for e, result in results.items():
+            n = len(result.success)
+            k = n // len(x)  # targets per input (1 unless --target all)
+            index = torch.arange(len(x)).repeat_interleave(k)
+            pred = predict_logits(model, x, device=device).argmax(1).repeat_interleave(k)
+            rows += result_records(result, attack=attack_name, eps=e, indices=index.tolist(),
+                                   labels=y.repeat_interleave(k), clean_prediction=pred)
+        write_records(rows, records)
+        out.print(f"records: {records.resolve()}", highlight=False)
+    if save_adv is not None:
+        save_adversarial({f"x_adv_eps={e}": r.x_adv.cpu().numpy() for e, r in results.items()},
+                         save_adv)
+        out.print(f"adversarial inputs: {save_adv.resolve()}", highlight=False)
 
 
 @takes_model

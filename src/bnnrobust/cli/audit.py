@@ -11,9 +11,12 @@ from rich.table import Table
 from bnnrobust.cli.options import (
     DeviceOpt,
     EpsListOpt,
+    RecordsOpt,
     RootOpt,
+    SaveAdvOpt,
     check_eps,
     check_output_dir,
+    check_output_file,
     out,
 )
 from bnnrobust.cli.source import Source, load_model, takes_model
@@ -22,7 +25,16 @@ from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate.audit import SUITES, default_eps
 from bnnrobust.evaluate.audit import audit as run_audit
+from bnnrobust.evaluate.records import (
+    adversarial_inputs,
+    audit_records,
+    check_records_path,
+    save_adversarial,
+    write_records,
+)
 from bnnrobust.report import write_audit
+from bnnrobust.report.leaderboard import Leaderboard
+from bnnrobust.train import predict_logits
 
 
 @takes_model
@@ -65,8 +77,10 @@ def audit(
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for audit.md, audit.html, audit.json and audit.png (default: "
-                      "audit-<checkpoint name>).")] = None,
+        "--out", help="Folder for audit.md, audit.html, audit.json (the model card) and "
+                      "audit.png (default: audit-<model name>).")] = None,
+    records: RecordsOpt = None,
+    save_adv: SaveAdvOpt = None,
 ) -> None:
     """Audit one model: AutoAttack's standard ensemble, then FGSM, PGD with restarts, the
     adaptive attacks its defenses call for (PGD on the logits; EOT when it is random; BPDA when
@@ -79,6 +93,11 @@ def audit(
         source.factory.replace(":", "-").replace(".", "-")
     folder = check_output_dir("--out", out_dir or Path(f"audit-{stem}"))
     budgets = check_eps(eps) if eps else None
+    check_records_path(records)
+    check_output_file("--records", records)
+    check_output_file("--save-adv", save_adv)
+    if save_adv is not None and save_adv.suffix != ".npz":
+        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
     if suite not in SUITES:
         raise BnnRobustError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}.")
     options = {"seed": seed, "pgd_steps": steps, "restarts": restarts, "eot_samples": eot,
@@ -112,8 +131,41 @@ def audit(
         out.print(f"{'FLAG' if flag.raised else 'ok  '} {flag.name}: {flag.evidence}",
                   highlight=False)
     out.print(f"audit: {files['html'].resolve()}", highlight=False)
+    x_eval, y_eval = x[holdout:holdout + points], y[holdout:holdout + points]
+    if records is not None:
+        pred = predict_logits(loaded.model, x_eval, device=dev).argmax(1)
+        write_records(audit_records(result, y=y_eval, clean_prediction=pred,
+                                    first_index=holdout), records)
+        out.print(f"records: {records.resolve()}", highlight=False)
+    if save_adv is not None:
+        save_adversarial(adversarial_inputs(result, x_eval), save_adv)
+        out.print(f"adversarial inputs: {save_adv.resolve()}", highlight=False)
+
+
+def leaderboard(
+    cards: Annotated[list[Path], typer.Argument(
+        help="Model cards: the audit.json files 'bnnrobust audit' wrote, or their folders.",
+        show_default=False)],
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Folder for leaderboard.md and leaderboard.html.")] = Path("leaderboard"),
+) -> None:
+    """Table several audited models side by side, RobustBench-style: clean accuracy,
+    AutoAttack's robust accuracy and the worst case per ε, certified counts, flags raised;
+    ranked by the worst case at the largest ε all cards share."""
+    folder = check_output_dir("--out", out_dir)
+    board = Leaderboard.of(cards)
+    files = board.write(folder)
+    table = Table("rank", "model", "clean %", *(f"worst % ε={e}" for e in board.eps))
+    for rank, card in enumerate(board.cards, 1):
+        worst = card["robust_accuracy"]["worst_case"]
+        table.add_row(str(rank), str(card["model"]["source"]),
+                      f"{100 * card['clean_accuracy']:.1f}",
+                      *("—" if e not in worst else f"{100 * worst[e]:.1f}" for e in board.eps))
+    out.print(table)
+    out.print(f"leaderboard: {files['html'].resolve()}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add the commands to ``app``."""
     app.command()(audit)
+    app.command()(leaderboard)

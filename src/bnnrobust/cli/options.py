@@ -40,6 +40,13 @@ StoreOpt = Annotated[Path | None, typer.Option(
                     "~/.cache/bnnrobust/results.sqlite.")]
 JsonOpt = Annotated[Path | None, typer.Option(
     "--json", help="Also write the results as JSON to this file.")]
+RecordsOpt = Annotated[Path | None, typer.Option(
+    "--records", help="Also write per-sample records (ε, point, label, clean prediction, per "
+                      "attack: success, L0/L2/L∞, queries, seconds, status) to this .jsonl or "
+                      ".csv file.", show_default=False)]
+SaveAdvOpt = Annotated[Path | None, typer.Option(
+    "--save-adv", help="Also keep the adversarial inputs in this .npz file (per ε).",
+    show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the attack's random numbers.")]
 ParamOpt = Annotated[list[str] | None, typer.Option(
     "--param", help="Model parameter key=value, repeatable, e.g. --param precision=binary "

@@ -104,10 +104,13 @@ def concatenate(parts: Sequence[AttackResult]) -> AttackResult:
 def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                           attack: str | type[Attack], eps: Sequence[float | None] = (0.3,),
                           batch_size: int = 256, passes: int = 5, all_targets: bool = False,
-                          progress: bool = False, **options: Any) -> list[Row]:
+                          progress: bool = False,
+                          on_result: Callable[[float | None, AttackResult], None] | None = None,
+                          **options: Any) -> list[Row]:
     """One row per ε: accuracy on the adversarial inputs, attack success rate, mean L2 of the
     successful perturbations. ``options`` go to the attack (e.g. ``steps``, ``eot_samples``,
-    ``bpda``, ``target``). ``all_targets``: attack each input towards every other class."""
+    ``bpda``, ``target``). ``all_targets``: attack each input towards every other class.
+    ``on_result(eps, result)``: called with each ε's per-sample result (records)."""
     cls = attack_class(attack) if isinstance(attack, str) else attack
     rows = []
     if all_targets:
@@ -123,6 +126,8 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             atk = cls(model, **kwargs)
             out = run_batched(atk, x, y, target=target, batch_size=batch_size, progress=bar,
                               description=f"{cls.name} eps={e}")
+            if on_result is not None:
+                on_result(e, out)
             acc = accuracy(model, out.x_adv, y, passes=passes, device=model_device(model))
             ok = out.success
             rows.append(Row(cls.name, e if budget is not None else None, acc,

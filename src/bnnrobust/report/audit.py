@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from bnnrobust.evaluate.audit import AuditResult
+from bnnrobust.experiments.runner import code_version
 from bnnrobust.files import atomic_write
 from bnnrobust.report.plots import plt, save
 from bnnrobust.report.reproduction import CSS
+from bnnrobust.train import library_versions
 
 CASCADE_NOTE = ("Each attack runs on the points every earlier attack failed on (a point "
                 "broken at a smaller ε counts as broken at the larger ones); a cell is the robust "
@@ -117,7 +119,7 @@ def write(result: AuditResult, out: Path, *, source: dict[str, Any]) -> dict[str
              "against ε per attack; the worst case in bold.</figcaption></figure>",
              "</body></html>"]
     atomic_write(out / "audit.html", "\n".join(page))
-    atomic_write(out / "audit.json", json.dumps({**source, **result.as_dict()}, indent=1))
+    atomic_write(out / "audit.json", json.dumps(model_card(result, source), indent=1))
     return {"markdown": out / "audit.md", "html": out / "audit.html",
             "json": out / "audit.json", "png": png}
 
@@ -151,3 +153,46 @@ def _figure(result: AuditResult, path: Path) -> Path:
     ax.set_title(f"audit: {result.model.get('name', '')}", fontsize=9)
     save(fig, path)
     return path
+
+
+#: the model card's schema name and version (README, "The model card")
+CARD_SCHEMA = "bnnrobust.audit/1"
+
+
+def model_card(result: AuditResult, source: dict[str, Any]) -> dict[str, Any]:
+    """The audit as a model card (``audit.json``; schema :data:`CARD_SCHEMA`, documented in
+    the README): the model, the data, the threat model, clean and robust accuracy (worst case,
+    AutoAttack's, after each attack, each attack alone where measured), certified counts where
+    the exact attack ran, the flags, the settings, the code and library versions, the time."""
+    def by_eps(values: dict[float, Any]) -> dict[str, Any]:
+        return {f"{e:g}": v for e, v in values.items()}
+
+    settings = result.settings
+    return {
+        "schema": CARD_SCHEMA,
+        "model": {"source": source.get("checkpoint"), "name": result.model.get("name"),
+                  "params": result.model.get("params", {})},
+        "data": {"dataset": source.get("dataset"), "split": "test", "points": result.points,
+                 "first_index": settings["holdout"]},
+        "threat_model": {"norm": "Linf", "eps": result.eps, "input_range": [0.0, 1.0],
+                         "suite": settings["suite"], "cascade": not settings["per_attack"],
+                         "random_at_test_time": settings["random_at_test_time"],
+                         "eot_samples": settings["eot_samples"], "bpda": settings["bpda"]},
+        "clean_accuracy": result.clean_accuracy,
+        "robust_accuracy": {
+            "worst_case": by_eps(result.worst),
+            "autoattack": None if result.autoattack is None else by_eps(result.autoattack),
+            "after_each_attack": {line.label: by_eps(line.after) for line in result.lines},
+            "broken_by_each_attack": {line.label: by_eps(line.broken) for line in result.lines},
+            "per_attack": {line.label: by_eps(line.accuracy) for line in result.lines}
+            if settings["per_attack"] else None},
+        "certified": None if result.exact is None else
+        {"note": result.exact_note, "counts": by_eps(result.exact)},
+        "exact_note": result.exact_note,
+        "cw_mean_l2": result.cw_mean_l2,
+        "flags": [f.as_dict() for f in result.flags],
+        "settings": settings,
+        "versions": {"code": code_version(), **library_versions()},
+        "device": result.device, "seconds": result.seconds,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
