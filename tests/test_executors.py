@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bnnrobust.experiments import ExecutorError, LocalExecutor, make_executor, run
+from bnnrobust.progress import configure, reset
 
 
 def square_plus(offset: int, value: int) -> int:
@@ -59,14 +60,23 @@ def test_exact_attacks_agree_across_executors():
         ray.shutdown()
 
 
-def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capfd):
-    run(LocalExecutor(), functools.partial(square_plus, 0), list(range(5)),
-        description="squares", progress=True)
-    err = capfd.readouterr().err
-    assert err.startswith("squares: 5/5 done, ") and err.count("\n") == 1
-    assert "\x1b" not in err  # no terminal control sequences
-    run(LocalExecutor(), functools.partial(square_plus, 0), [1], progress=False)
-    assert capfd.readouterr().err == ""
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capfd, tmp_path):
+    configure(stream=sys.stderr, log_file=tmp_path / "run.log")  # as the command line does
+    try:
+        run(LocalExecutor(), functools.partial(square_plus, 0), list(range(5)),
+            description="squares", progress=True)
+        err = capfd.readouterr().err
+        lines = err.splitlines()
+        assert len(lines) == 2 and lines[0].endswith("squares: started, 5 to do")
+        assert "squares: 5/5 done, " in lines[1]
+        assert "\x1b" not in err  # no terminal control sequences
+        assert (tmp_path / "run.log").read_text().splitlines()[1].endswith(lines[1][20:])
+        run(LocalExecutor(), functools.partial(square_plus, 0), [1], progress=False)
+        assert capfd.readouterr().err == ""
+    finally:
+        reset()
+    run(LocalExecutor(), functools.partial(square_plus, 0), [1], description="quiet")
+    assert capfd.readouterr().err == ""  # a library user sees lines only with a handler
 
 
 def test_interrupt_keeps_finished_results():

@@ -453,3 +453,25 @@ def test_reproduce_and_report_commands_resume_and_explain_bad_input(monkeypatch,
     monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "nowhere"))
     code, _, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny")
     assert code == 2 and "BNNROBUST_EXPERIMENTS" in " ".join(err.split())
+
+
+def test_a_piped_reproduce_prints_progress_lines_and_fills_the_log_file(
+        tmp_path, fake_mnist, monkeypatch, capsys):
+    from conftest import run_cli
+
+    write_spec(tmp_path)
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path))
+    log = tmp_path / "logs" / "run.log"
+    code, _, err = run_cli(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--store",
+                           str(tmp_path / "s.sqlite"), "--workers", "1", "--log-file", str(log))
+    assert code == 0, err
+    lines = err.splitlines()  # stderr is not a terminal here: plain, timestamped lines
+    assert any(line.endswith("galloway2018/tiny: units: started, 12 to do") for line in lines)
+    assert any("galloway2018/tiny: units: 12/12 done" in line for line in lines)
+    assert any("galloway2018/tiny: models: 2/2 done" in line for line in lines)
+    assert "\x1b" not in err
+    logged = log.read_text()
+    assert "galloway2018/tiny: units: 12/12 done" in logged and "models: started" in logged
+    code, _, err = run_cli(monkeypatch, capsys, "reproduce", "galloway2018/tiny",
+                           "--log-file", str(tmp_path))
+    assert code == 2 and "is a folder; give a file path" in err

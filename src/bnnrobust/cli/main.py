@@ -11,10 +11,12 @@ every bad input the library refuses (a :class:`~bnnrobust.errors.BnnRobustError`
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.markup import escape
 
+from bnnrobust import progress
 from bnnrobust.cli import attacks, data, exact, experiments, training
 from bnnrobust.cli import audit as audit_commands
 from bnnrobust.cli.options import err
@@ -27,7 +29,9 @@ except ImportError:  # pragma: no cover - older typer on the public click
 
 app = typer.Typer(
     help="How robust are binarized and low-precision neural networks? Train the papers' "
-         "models, attack them, defend them, and reproduce the papers' tables.",
+         "models, attack them, defend them, and reproduce the papers' tables. Long commands "
+         "log their progress as plain lines when stderr is not a terminal; the global option "
+         "--log-file PATH (anywhere on the line) also appends them to PATH.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -99,10 +103,37 @@ def normalize(argv: list[str]) -> list[str]:
     return out
 
 
+def log_file_option(argv: list[str]) -> tuple[list[str], Path | None]:
+    """``argv`` without the global ``--log-file PATH`` (anywhere on the line), and PATH."""
+    rest, path = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest.append(arg)
+            rest.extend(args)
+            break
+        if arg == "--log-file" or arg.startswith("--log-file="):
+            if path is not None:
+                raise UsageError("--log-file takes one value and was given more than once.")
+            value = arg.partition("=")[2] if "=" in arg else next(args, None)
+            if not value:
+                raise UsageError("--log-file needs a file path (e.g. --log-file run.log).")
+            path = Path(value)
+            if path.is_dir():
+                raise UsageError(f"--log-file {path} is a folder; give a file path.")
+            continue
+        rest.append(arg)
+    return rest, path
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; bad input and usage errors end in one message and exit 2."""
+    """Entry point: run the app; bad input and usage errors end in one message and exit 2.
+    Progress lines go to stderr when it is not a terminal, and to ``--log-file PATH`` (a
+    global option, anywhere on the line) when given."""
     args = sys.argv[1:] if argv is None else argv
     try:
+        args, log_file = log_file_option(args)
+        progress.configure(log_file=log_file, stream=sys.stderr)
         code = app(args=normalize(args), prog_name="bnnrobust", standalone_mode=False)
     except BnnRobustError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)

@@ -39,13 +39,13 @@ correctly. The evaluation set is the ``points`` test inputs after the substitute
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from bnnrobust.attacks import AttackResult, non_differentiable_layers
@@ -61,6 +61,7 @@ from bnnrobust.evaluate.autoattack import autoattack_suite
 from bnnrobust.evaluate.diagnostics import Flag, diagnose, exact_vs_gradient
 from bnnrobust.evaluate.robustness import Row, WorstCase, run_batched, worst_case
 from bnnrobust.nn import is_stochastic
+from bnnrobust.progress import Tracker, tracked
 from bnnrobust.train import correct_fraction, eval_mode
 
 MNIST_EPS = (0.1, 0.2, 0.3)
@@ -254,10 +255,9 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
           eot_samples: int = 10, cw_steps: int = 100, transfer: bool = True,
           substitute_rounds: int = 6, exact_points: int = 10, exact_time_limit: float = 10.0,
           aa_steps: int = 100, aa_queries: int = 5000, passes: int = 5,
-          batch_size: int = 256, progress: bool = True,
-          log: Callable[[str], None] | None = None) -> AuditResult:
-    """Audit ``model`` on test inputs ``(x, y)`` (see the module docstring); ``log``: called
-    with one line per attack and ε as the audit goes."""
+          batch_size: int = 256, progress: bool = True) -> AuditResult:
+    """Audit ``model`` on test inputs ``(x, y)`` (see the module docstring); with ``progress``,
+    a bar on a terminal and a line per attack and ε (:mod:`bnnrobust.progress`)."""
     start = time.perf_counter()
     if not torch.isfinite(x).all():
         raise AttackError("the audited inputs hold NaN or infinite values; inputs must be "
@@ -284,8 +284,7 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
     substitute = None
     cases: dict[float, WorstCase] = {}
     robust = None
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("audit", total=len(eps))
+    with tracked("audit", len(eps) * len(attacks), enabled=progress) as tracker:
         for e in eps:
             items: dict[str, Any] = {}
             for a in attacks:
@@ -305,10 +304,10 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Sequence[f
                     items[a.label] = entry(a.attack).make(model, a.params(e))
             case = worst_case(model, x_eval, y_eval, items, budget=e, passes=passes, seed=seed,
                               batch_size=batch_size, cascade=not per_attack, start=robust,
-                              limits=limits)
-            _record(lines, case, e, start=robust, per_attack=per_attack, log=log)
+                              limits=limits, on_attack=functools.partial(
+                                  _progress, tracker, e))
+            _record(lines, case, e, start=robust, per_attack=per_attack)
             robust, cases[e] = case.robust, case
-            bar.advance(task)
     return _result(model, x_eval, y_eval, eps, attacks, lines, cases, exact_note,
                    per_attack=per_attack, exact_points=exact_points, passes=passes, seed=seed,
                    settings={"suite": suite_name, "per_attack": per_attack,
@@ -333,9 +332,16 @@ def _run_all(model: nn.Module, a: SuiteAttack, e: float, x: torch.Tensor, y: tor
     return run_batched(entry(a.attack).make(model, a.params(e)), x, y, batch_size=batch_size)
 
 
+def _progress(tracker: Tracker, e: float, label: str, so_far: WorstCase) -> None:
+    """One progress line: an attack finished at budget ``e``."""
+    out = so_far.results.get(label)
+    tracker.advance(f"ε={e:g} {label}: {len(so_far.attacked[label])} points, robust accuracy "
+                    f"after it {100 * so_far.after[label].mean().item():.1f} %, "
+                    f"{0.0 if out is None else out.seconds:.1f} s")
+
+
 def _record(lines: dict[str, AttackLine], case: WorstCase, e: float, *,
-            start: torch.Tensor | None, per_attack: bool,
-            log: Callable[[str], None] | None) -> None:
+            start: torch.Tensor | None, per_attack: bool) -> None:
     """Fill each line's figures at ``e`` from the cascade's ``case`` (``start``: the
     robustness carried from the smaller budgets)."""
     before = case.clean if start is None else torch.minimum(case.clean, start)
@@ -348,10 +354,6 @@ def _record(lines: dict[str, AttackLine], case: WorstCase, e: float, *,
         line.seconds[e] = 0.0 if result is None else result.seconds
         line.points[e] = len(case.attacked[label])
         before = after
-        if log is not None:
-            log(f"ε={e:g} {label}: {line.points[e]} points, robust accuracy after it "
-                f"{100 * line.after[e]:.1f} %, broke {line.broken[e]} more, "
-                f"{line.seconds[e]:.1f} s")
 
 
 def _result(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float],

@@ -20,6 +20,7 @@ from torch import nn
 from bnnrobust.attacks import CWL2, Attack, AttackError, AttackResult
 from bnnrobust.attacks.base import TENSOR_FIELDS, check_steps, model_device
 from bnnrobust.attacks.catalogue import CATALOGUE, entry, names
+from bnnrobust.progress import tracked
 from bnnrobust.train import accuracy, correct, correct_fraction, predict_logits
 
 
@@ -117,7 +118,8 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         x, y, target = expand_targets(x, y, getattr(model, "num_classes", 10))
     else:
         target = None
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(disable=not progress, transient=True) as bar, \
+            tracked(cls.name, len(eps), enabled=progress) as tracker:
         for e in eps:
             kwargs = dict(options)
             budget = entry(cls.name).budget
@@ -134,6 +136,7 @@ def accuracy_under_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                             ok.float().mean().item(),
                             out.l2[ok].mean().item() if ok.any() else None,
                             len(x), out.seconds, atk.settings()))
+            tracker.advance(f"ε={e}: accuracy {acc:.2%}, {out.seconds:.1f} s")
     return rows
 
 
@@ -182,7 +185,8 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                budget: float | None = None, passes: int = 5, seed: int = 0,
                batch_size: int = 256, cascade: bool = False,
                start: torch.Tensor | None = None,
-               limits: Mapping[str, int] | None = None) -> WorstCase:
+               limits: Mapping[str, int] | None = None,
+               on_attack: Callable[[str, WorstCase], None] | None = None) -> WorstCase:
     """Attack every sample with every attack and keep, per sample, the worst outcome.
 
     ``attacks``: attacks by label (a sequence is labelled ``"<i>:<name>"``), or results
@@ -196,7 +200,8 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     attacks first pays most). ``start``: per-sample robustness already established (e.g. by an
     earlier cascade, or at a smaller ε: an adversarial input within a smaller budget lies
     within this one), instead of the clean inputs' alone. ``limits``: attack label -> run that
-    attack on the first N samples only (an exact attack's budget of points).
+    attack on the first N samples only (an exact attack's budget of points). ``on_attack(label,
+    so_far)``: called after each attack with the worst case so far (progress).
     """
     if not isinstance(attacks, Mapping):
         attacks = {f"{i}:{atk.name}": atk for i, atk in enumerate(attacks)}
@@ -228,6 +233,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             per_attack[label] = torch.minimum(clean, ok)
         robust = torch.minimum(robust, ok)
         after[label] = robust.clone()
+        if on_attack is not None:
+            on_attack(label, WorstCase(robust, clean, per_attack, results,
+                                       time.perf_counter() - began, after, attacked))
     return WorstCase(robust=robust, clean=clean, per_attack=per_attack, results=results,
                      seconds=time.perf_counter() - began, after=after, attacked=attacked)
 

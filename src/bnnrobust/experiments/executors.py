@@ -14,17 +14,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from bnnrobust.errors import BnnRobustError
+from bnnrobust.progress import tracked
 
 EXECUTORS = ("local", "ray")
 
@@ -182,40 +179,15 @@ def run(executor: Executor, fn: Callable[[Any], Any], items: Sequence[Any], *,
     ``on_result(index, result)`` is called as each task finishes (e.g. to save it at once).
     """
     outcome = Outcome()
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    log = _PlainLog(description, len(items)) if progress and not console.is_terminal else None
-    with Progress(*columns, console=console, disable=not progress or log is not None,
-                  transient=True) as bar:
-        task = bar.add_task(description, total=len(items))
+    with tracked(description, len(items), enabled=progress) as tracker:
         try:
             for index, result in executor.submit_all(fn, items):
                 outcome.results[index] = result
                 if on_result is not None:
                     on_result(index, result)
-                bar.advance(task)
-                if log is not None:
-                    log.advance()
+                tracker.advance()
         except KeyboardInterrupt:
             executor.cancel()
             outcome.interrupted = True
+            tracker.note(f"interrupted after {len(outcome.results)} of {len(items)}")
     return outcome
-
-
-class _PlainLog:
-    """Progress as plain lines on stderr when it is not a terminal (a log file, CI): one line
-    at most every ``every`` seconds and one when the last item finishes."""
-
-    def __init__(self, description: str, total: int, *, every: float = 30.0) -> None:
-        self.description, self.total, self.every = description, total, every
-        self.done = 0
-        self.start = self.last = time.monotonic()
-
-    def advance(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if self.done == self.total or now - self.last >= self.every:
-            self.last = now
-            print(f"{self.description}: {self.done}/{self.total} done, "
-                  f"{now - self.start:.0f} s", file=sys.stderr, flush=True)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from bnnrobust.device import global_seed, resolve_device
 from bnnrobust.errors import TrainingError
 from bnnrobust.nn import binary_layers, center_xnor_weights, clip_latent_weights, seed_stochastic
+from bnnrobust.progress import LOGGER
 from bnnrobust.train.metrics import accuracy, check_input_shape, correct, dataset_accuracy
 
 OPTIMIZERS = ("adam", "sgd")
@@ -317,9 +318,12 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                 history.epochs.append(stats)
                 if progress:
                     test_txt = f", test acc {test_acc:.2%}" if test_acc is not None else ""
-                    console.print(f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
-                                  f"train acc {stats.train_accuracy:.2%}{test_txt}, "
-                                  f"{stats.seconds:.1f} s")
+                    line = (f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
+                            f"train acc {stats.train_accuracy:.2%}{test_txt}, "
+                            f"{stats.seconds:.1f} s")
+                    LOGGER.info("training: %s", line)
+                    if console.is_terminal:  # elsewhere the log line is what is seen
+                        console.print(line)
         seed_stochastic(model, None)
         model.eval()
         return history
