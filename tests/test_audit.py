@@ -131,7 +131,7 @@ def test_audit_command(monkeypatch, capsys, fake_mnist, tmp_path):
     assert "20 points" in text and "worst case" in text and "saturated_softmax" in text
     assert "AutoAttack (standard)" in text and "APGD-CE" in text
     # piped: one plain progress line per attack and ε
-    assert "audit: started" in err and "ε=0.1 APGD-CE: 20 points, robust accuracy" in err
+    assert "audit: started, 30 to do" in err and "ε=0.1 APGD-CE: " in err
     for name in ("audit.md", "audit.html", "audit.json", "audit.png"):
         assert (tmp_path / "audit" / name).exists()
     data = json.loads((tmp_path / "audit" / "audit.json").read_text())
