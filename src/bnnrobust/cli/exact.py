@@ -57,11 +57,19 @@ def parse_target(value: str) -> int | str:
 
 
 def _points(source: Source, dataset: str, points: int, root: Path | None):
-    """The model (on the CPU, where the solvers run) and the first ``points`` test points."""
+    """The model (on the CPU, where the solvers run) and the first ``points`` test points;
+    the structure recognized in the user's own BNN is printed."""
     source.check()
     check_count("--points", points)
     x, y = load(dataset, "test", root=root, limit=points)
-    return load_model(source, device="cpu", sample=x), x, y
+    loaded = load_model(source, device="cpu", sample=x)
+    if source.external:
+        from bnnrobust.attacks.combinatorial.recognize import recognize
+
+        _, structure = recognize(loaded.model, example=x[:8])
+        out.print("recognized a fully connected BNN:\n  " + "\n  ".join(structure),
+                  highlight=False)
+    return loaded, x, y
 
 
 def _attack_one(attack: Attack, x: torch.Tensor, y: torch.Tensor,

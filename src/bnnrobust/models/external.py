@@ -117,7 +117,7 @@ def check_outputs(model: UserModel, x: torch.Tensor) -> None:
     tuple without ``output_index``, not a ``(N, classes)`` tensor, probabilities without
     ``logits_from_probs``, another number of classes than declared. Sets ``num_classes`` when
     it was not given."""
-    was = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
@@ -127,7 +127,8 @@ def check_outputs(model: UserModel, x: torch.Tensor) -> None:
                          f"{type(exc).__name__}: {exc}. Check --input-shape (and --normalize "
                          "for the number of channels).") from None
     finally:
-        model.train(was)
+        for module, training in modes:  # every submodule as it was
+            module.training = training
     if isinstance(raw, (tuple, list)):
         if model.output_index is None:
             raise ModelError(f"the model returns a {type(raw).__name__} of {len(raw)} outputs; "

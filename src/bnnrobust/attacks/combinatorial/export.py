@@ -105,13 +105,37 @@ def _fold(linear: BinaryLinear, act: BinaryActivation, *, first: bool) -> Intege
 
 def export(model: nn.Module) -> IntegerBNN:
     """The integer form of a trained ``fc-bnn`` (any depth, width and input size), of
-    Galloway et al.'s convolutional B model (:func:`.conv_export.export_conv`), or the integer
-    BNN an :class:`IntegerBNNModule` wraps."""
+    Galloway et al.'s convolutional B model (:func:`.conv_export.export_conv`), of the integer
+    BNN an :class:`IntegerBNNModule` wraps, or of a fully connected BNN made of other layers
+    (the user's own, Brevitas's) that :func:`.recognize.recognize` maps onto an fc-bnn (it
+    needs the model's ``input_shape``)."""
     if isinstance(model, IntegerBNNModule):
         return model.integer
     body = getattr(model, "body", model)
     if any(isinstance(m, nn.Conv2d) for m in body.modules()):
         return export_conv(model)
+    if not _bnnrobust_layers(body):
+        shape = getattr(model, "input_shape", None)
+        if shape is None:
+            raise ExportError(f"cannot export {type(model).__name__}: not a bnnrobust fc-bnn, "
+                              "and recognizing other layers needs the model's input shape "
+                              "(--input-shape).")
+        from bnnrobust.attacks.combinatorial.recognize import recognize
+
+        rebuilt, _ = recognize(model, example=torch.rand(
+            4, *shape, generator=torch.Generator().manual_seed(0)))
+        return _export_fc(rebuilt)
+    return _export_fc(model)
+
+
+def _bnnrobust_layers(body: nn.Module) -> bool:
+    """Whether ``body`` is built of bnnrobust's binary layers (an fc-bnn or one like it)."""
+    return any(isinstance(m, BinaryLinear | BinaryActivation) for m in body.modules())
+
+
+def _export_fc(model: nn.Module) -> IntegerBNN:
+    """The integer form of an fc-bnn (see :func:`export`)."""
+    body = getattr(model, "body", model)
     first_layer = getattr(model, "input_layer", None)
     if first_layer is not None and not isinstance(first_layer, nn.Identity):
         raise ExportError(f"cannot export layer 'input_layer' ({type(first_layer).__name__}): "
