@@ -242,3 +242,18 @@ def test_onnx_errors(tmp_path):
         from_onnx(tmp_path / "junk.onnx")
     with pytest.raises(ModelError, match="does not exist"):
         from_onnx(tmp_path / "none.onnx")
+
+
+def test_onnx_export_of_a_trained_b_model_matches_on_1000_mnist_images(data_root, tmp_path):
+    # the acceptance figure: logits within 1e-5 on 1,000 real test images
+    _onnx_available()
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=16, precision="binary")
+    fit(model, load("mnist", "train", root=data_root, limit=2000), epochs=1, progress=False)
+    x, _ = load("mnist", "test", root=data_root, limit=1000)
+    _export(model, tmp_path / "b16.onnx", x)
+    converted = from_onnx(tmp_path / "b16.onnx").eval()
+    with torch.no_grad():
+        gap = (converted(x) - model.eval()(x)).abs().max().item()
+    print(f"\nONNX round trip of a trained B16, 1000 MNIST test images: max |Δlogit| = {gap:.2e}")
+    assert gap <= 1e-5
