@@ -25,12 +25,12 @@ COMMANDS = {
                  "--lambda", "--epochs", "--holdout", "--tau", "--reservoir", "--white-box",
                  "--seed", "--limit", "--device", "--root", "--json"],
     "milp": ["--dataset", "--eps", "--points", "--time-limit", "--backend", "--target", "--hint",
-             "--threads", "--workers", "--executor", "--address", "--seed", "--root", "--json"],
+             "--threads", "--workers", "--executor", "--address", "--seed", "--root", "--json", "--records", "--save-adv", "--model", "--onnx"],
     "iprop": ["--dataset", "--eps", "--points", "--time-limit", "--sub-time-limit", "--step",
               "--warm-start", "--warm-start-time", "--target", "--workers", "--executor",
-              "--address", "--seed", "--root", "--json"],
+              "--address", "--seed", "--root", "--json", "--records", "--save-adv", "--model", "--onnx"],
     "certify": ["--dataset", "--eps", "--points", "--time-limit", "--min-eps", "--workers",
-                "--executor", "--address", "--root", "--json"],
+                "--executor", "--address", "--root", "--json", "--records", "--save-adv", "--model", "--onnx"],
     "reproduce": ["--profile", "--executor", "--workers", "--address", "--device", "--store",
                   "--list", "--report"],
     "report": ["--profile", "--store", "--out"],
@@ -193,8 +193,16 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
     assert code == 0, err and "iprop ε=0.01: 2 points" in " ".join(out.split())
     code, out, err = run(monkeypatch, capsys, "certify", ckpt, "--points", "3", "--eps", "0.004",
                          "0.01", "--time-limit", "20", "--min-eps", "--json",
-                         str(tmp_path / "c.json"))
+                         str(tmp_path / "c.json"), "--records", str(tmp_path / "c.jsonl"),
+                         "--save-adv", str(tmp_path / "c.npz"))
     assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [(r["eps"], r["index"]) for r in rows] == [(e, i) for e in (0.004, 0.01)
+                                                      for i in range(3)]
+    assert all(r["attack"] == "certify" and r["status"] in ("robust", "attacked", "unknown")
+               for r in rows)
+    import numpy as np
+    assert np.load(tmp_path / "c.npz")["x_adv_eps=0.01"].shape[0] == 3
     data = json.loads((tmp_path / "c.json").read_text())
     assert set(data["eps"]) == {"0.004", "0.01"} and len(data["minimal_eps"]) == 3
     for entry in data["eps"].values():  # every decided point names what settled it

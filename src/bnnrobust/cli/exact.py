@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 import typer
 from rich.table import Table
@@ -22,7 +23,9 @@ from bnnrobust.cli.options import (
     EpsListOpt,
     ExecutorOpt,
     JsonOpt,
+    RecordsOpt,
     RootOpt,
+    SaveAdvOpt,
     WorkersOpt,
     check_count,
     check_eps,
@@ -34,6 +37,12 @@ from bnnrobust.cli.source import Source, load_model, takes_model
 from bnnrobust.data import load
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate import certified, concatenate, solve_summary
+from bnnrobust.evaluate.records import (
+    check_records_path,
+    result_records,
+    save_adversarial,
+    write_records,
+)
 from bnnrobust.experiments import check_executor, make_executor, run
 from bnnrobust.files import atomic_write
 
@@ -108,6 +117,35 @@ def _records(result: AttackResult | None, done: list[int], x: torch.Tensor,
             for i, p, d in zip(done, records, delta, strict=True)]
 
 
+def _keep(found: dict[float, tuple[AttackResult | None, list[int]]], attack: str,
+          y: torch.Tensor, *, records: Path | None, save_adv: Path | None) -> None:
+    """The per-sample records and adversarial inputs the options ask for: per ε, the points
+    done (``found``: ε -> (result, their indices))."""
+    rows, arrays = [], {}
+    for eps, (result, done) in found.items():
+        if result is None:
+            continue
+        pred = torch.tensor([p["prediction"] for p in result.extra["points"]])
+        rows += result_records(result, attack=attack, eps=eps, indices=done, labels=y[done],
+                               clean_prediction=pred)
+        arrays[f"x_adv_eps={eps:g}"] = result.x_adv.numpy()
+        arrays[f"index_eps={eps:g}"] = np.array(done)
+    if records is not None:
+        write_records(rows, records)
+        out.print(f"records: {records.resolve()}", highlight=False)
+    if save_adv is not None:
+        save_adversarial(arrays, save_adv)
+        out.print(f"adversarial inputs: {save_adv.resolve()}", highlight=False)
+
+
+def _check_keep(records: Path | None, save_adv: Path | None) -> None:
+    check_records_path(records)
+    check_output_file("--records", records)
+    check_output_file("--save-adv", save_adv)
+    if save_adv is not None and save_adv.suffix != ".npz":
+        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
+
+
 def _report(name: str, result: AttackResult | None, records: list[dict[str, Any]],
             settings: dict, json_path: Path | None, interrupted: bool) -> None:
     table = Table("point", "label", "pred", "target", "status", "objective", "bound", "flip",
@@ -154,11 +192,14 @@ def milp(
     seed: Annotated[int, typer.Option(help="Solver and hint seed.")] = 0,
     root: RootOpt = None,
     json_path: JsonOpt = None,
+    records: RecordsOpt = None,
+    save_adv: SaveAdvOpt = None,
 ) -> None:
     """The exact MILP attack (Khalil et al. 2019): maximize f_target − f_prediction per point,
     on an fc-bnn ('bnnrobust train fc-bnn') or Galloway's convolutional B model (continuous
     backends only)."""
     check_output_file("--json", json_path)
+    _check_keep(records, save_adv)
     params = {"eps": eps, "target": parse_target(target), "backend": backend,
               "time_limit": time_limit, "threads": threads, "hint": hint, "seed": seed}
     entry("milp").check(params)
@@ -167,6 +208,7 @@ def milp(
     attack = entry("milp").make(loaded.model, params)
     result, done, interrupted = _run_points(attack, x, y, executor=executor, workers=workers,
                                             address=address, description=f"milp ({backend})")
+    _keep({eps: (result, done)}, "milp", y, records=records, save_adv=save_adv)
     _report(f"milp {backend} ε={eps:g}", result, _records(result, done, x, y),
             {**attack.settings(), "model": loaded.name, "dataset": dataset},
             json_path, interrupted)
@@ -197,10 +239,13 @@ def iprop(
     seed: Annotated[int, typer.Option(help="Seed of the neuron sampling and CP-SAT.")] = 0,
     root: RootOpt = None,
     json_path: JsonOpt = None,
+    records: RecordsOpt = None,
+    save_adv: SaveAdvOpt = None,
 ) -> None:
     """IProp (Khalil et al. 2019): integer target propagation, a fast local search, on an
     fc-bnn."""
     check_output_file("--json", json_path)
+    _check_keep(records, save_adv)
     if step != "adaptive":
         try:
             step_value: int | str = int(step)
@@ -217,6 +262,7 @@ def iprop(
     attack = entry("iprop").make(loaded.model, params)
     result, done, interrupted = _run_points(attack, x, y, executor=executor, workers=workers,
                                             address=address, description="iprop")
+    _keep({eps: (result, done)}, "iprop", y, records=records, save_adv=save_adv)
     _report(f"iprop ε={eps:g}", result, _records(result, done, x, y),
             {**attack.settings(), "model": loaded.name, "dataset": dataset},
             json_path, interrupted)
@@ -257,6 +303,8 @@ def certify(
     address: AddressOpt = None,
     root: RootOpt = None,
     json_path: JsonOpt = None,
+    records: RecordsOpt = None,
+    save_adv: SaveAdvOpt = None,
 ) -> None:
     """Certified robust accuracy of an fc-bnn or Galloway's B model: prove that no
     perturbation within ε changes the prediction (default ε 0.01; on the 1/255 pixel grid,
@@ -265,6 +313,7 @@ def certify(
     larger ε (it lies within the larger box): a point broken at ε is never reported unknown
     at a larger ε."""
     check_output_file("--json", json_path)
+    _check_keep(records, save_adv)
     # smallest first: a counter-example within ε' is one within every ε > ε'
     eps_list = sorted(check_eps(eps, [0.01]))
     params = {"time_limit": time_limit, "backend": backend, "bounds": bounds_first}
@@ -283,12 +332,14 @@ def certify(
     interrupted = False
     summaries: list[str] = []
     found: dict[int, torch.Tensor] = {}  # a counter-example per point, from a smaller ε
+    kept: dict[float, tuple[AttackResult | None, list[int]]] = {}
     for value in eps_list:
         attack = entry("certify").make(loaded.model, {"eps": value, **params})
         result, done, interrupted = _run_points(attack, x, y, executor=executor,
                                                 workers=workers, address=address,
                                                 description=f"certify ε={value:g}",
                                                 starts=found)
+        kept[value] = (result, done)
         if result is not None:
             for i, status, adv in zip(done, result.status, result.x_adv, strict=True):
                 if status == "attacked":
@@ -307,15 +358,16 @@ def certify(
                              f"by a smaller ε's counter-example {by['start']}, interval "
                              f"{by['interval']}, LP {by['lp']}, exact {by['exact']}; clean "
                              f"{c.clean_accuracy:.2%})")
-            records = result.extra["points"]
+            per_point = result.extra["points"]
             report["eps"][str(value)] = {
                 **c.as_dict(), "points": [{"index": i, "label": int(y[i]), **p}
-                                          for i, p in zip(done, records, strict=True)]}
+                                          for i, p in zip(done, per_point, strict=True)]}
         if interrupted:
             break
     out.print(table)
     for line in summaries:
         out.print(line, highlight=False)
+    _keep(kept, "certify", y, records=records, save_adv=save_adv)
     if min_eps and not interrupted:
         fn = functools.partial(_minimal, attack.integer, max(eps_list), backend, tolerance,
                                time_limit, x)
