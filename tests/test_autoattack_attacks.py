@@ -158,11 +158,11 @@ def test_bad_inputs_for_the_model(small):
     model, x, y = small
     with pytest.raises(AttackError, match=r"square attacks images \(N, C, H, W\) or feature"):
         Square(nn.Flatten(), eps=0.1, queries=5).run(x[:, 0], y)
-    with pytest.raises(AttackError, match="cannot try 9 target classes"):
+    with pytest.raises(AttackError, match="apgd-t cannot aim at 9 target classes"):
         APGDT(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)), eps=0.1).run(x, y % 5)
-    with pytest.raises(AttackError, match="cannot aim at 9 target classes"):
+    with pytest.raises(AttackError, match="fab-t cannot aim at 9 target classes"):
         FABT(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)), eps=0.1).run(x, y % 5)
-    with pytest.raises(AttackError, match="picks its own targets"):
+    with pytest.raises(AttackError, match="apgd-t picks its own targets"):
         APGDT(model, eps=0.1).run(x, y, target=(y + 1) % 10)
 
 

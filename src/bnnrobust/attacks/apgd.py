@@ -294,15 +294,7 @@ class APGDT(APGD):
     Params = APGDTParams
 
     def _perturb(self, x, y, target):
-        if target is not None:
-            raise AttackError("apgd-t picks its own targets; run apgd for a given target.")
-        with torch.no_grad():
-            logits = self.model(x)
-        if logits.shape[1] - 1 < self.params.targets:
-            raise AttackError(f"apgd-t cannot try {self.params.targets} target classes: the "
-                              f"model has {logits.shape[1]} classes (at most "
-                              f"{logits.shape[1] - 1}).")
-        robust = ~self.is_success(logits, y, None)
+        robust = self._still_correct(x, y, target, targets=self.params.targets)
         x_adv = x.clone()
         for rank in range(2, self.params.targets + 2):
             todo = robust.nonzero().flatten()

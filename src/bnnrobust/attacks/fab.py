@@ -132,15 +132,7 @@ class FABT(GradientAttack):
         return logits[rows, target] - logits[rows, y]
 
     def _perturb(self, x, y, target):
-        if target is not None:
-            raise AttackError("fab-t picks its own targets; it takes no target.")
-        with torch.no_grad():
-            logits = self.model(x)
-        if logits.shape[1] - 1 < self.params.targets:
-            raise AttackError(f"fab-t cannot aim at {self.params.targets} target classes: the "
-                              f"model has {logits.shape[1]} classes (at most "
-                              f"{logits.shape[1] - 1}).")
-        robust = ~self.is_success(logits, y, None)
+        robust = self._still_correct(x, y, target, targets=self.params.targets)
         x_adv = x.clone()
         for rank in range(2, self.params.targets + 2):
             for restart in range(self.params.restarts):

@@ -298,6 +298,21 @@ class GradientAttack(Attack):
                                device=x.device)
         return (y + offset) % n_classes
 
+    def _still_correct(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                       *, targets: int) -> torch.Tensor:
+        """For the attacks that aim at the ``targets`` likeliest other classes in turn and
+        succeed on any misclassification (APGD-T, FAB-T): refuse a given target or more
+        targets than the model has other classes; the inputs still correctly classified."""
+        if target is not None:
+            raise AttackError(f"{self.name} picks its own targets (the likeliest other "
+                              "classes) and takes no target.")
+        with torch.no_grad():
+            logits = self.model(x)
+        if logits.shape[1] - 1 < targets:
+            raise AttackError(f"{self.name} cannot aim at {targets} target classes: the model "
+                              f"has {logits.shape[1]} classes (at most {logits.shape[1] - 1}).")
+        return ~self.is_success(logits, y, None)
+
     def _perturb(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
                  ) -> tuple[torch.Tensor, dict]:
         """``(x_adv, extra)``: the adversarial inputs and attack-specific values; an extra

@@ -25,6 +25,7 @@ from bnnrobust.cli.options import (
     SeedOpt,
     check_count,
     check_eps,
+    check_keep_options,
     check_output_file,
     out,
     parse_params,
@@ -36,7 +37,6 @@ from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate import accuracy_under_attack, diagnose, transfer_vs_white_box
 from bnnrobust.evaluate.records import (
-    check_records_path,
     result_records,
     save_adversarial,
     write_records,
@@ -84,11 +84,7 @@ def attack(
     """Accuracy under a white-box attack for each ε, and the gradient-masking flags."""
     source.check()
     check_output_file("--json", json_path)
-    check_records_path(records)
-    check_output_file("--records", records)
-    check_output_file("--save-adv", save_adv)
-    if save_adv is not None and save_adv.suffix != ".npz":
-        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
+    check_keep_options(records, save_adv)
     if attack_name not in GRADIENT:
         raise BnnRobustError(f"--attack {attack_name!r} is unknown; valid attacks: "
                              f"{', '.join(GRADIENT)} (exact attacks: 'bnnrobust milp', "

@@ -15,8 +15,8 @@ from bnnrobust.cli.options import (
     RootOpt,
     SaveAdvOpt,
     check_eps,
+    check_keep_options,
     check_output_dir,
-    check_output_file,
     out,
 )
 from bnnrobust.cli.source import Source, load_model, takes_model
@@ -28,7 +28,6 @@ from bnnrobust.evaluate.audit import audit as run_audit
 from bnnrobust.evaluate.records import (
     adversarial_inputs,
     audit_records,
-    check_records_path,
     save_adversarial,
     write_records,
 )
@@ -93,11 +92,7 @@ def audit(
         source.factory.replace(":", "-").replace(".", "-")
     folder = check_output_dir("--out", out_dir or Path(f"audit-{stem}"))
     budgets = check_eps(eps) if eps else None
-    check_records_path(records)
-    check_output_file("--records", records)
-    check_output_file("--save-adv", save_adv)
-    if save_adv is not None and save_adv.suffix != ".npz":
-        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
+    check_keep_options(records, save_adv)
     if suite not in SUITES:
         raise BnnRobustError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}.")
     options = {"seed": seed, "pgd_steps": steps, "restarts": restarts, "eot_samples": eot,

@@ -29,6 +29,7 @@ from bnnrobust.cli.options import (
     WorkersOpt,
     check_count,
     check_eps,
+    check_keep_options,
     check_output_file,
     err,
     out,
@@ -38,7 +39,6 @@ from bnnrobust.data import load
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.evaluate import certified, concatenate, solve_summary
 from bnnrobust.evaluate.records import (
-    check_records_path,
     result_records,
     save_adversarial,
     write_records,
@@ -138,14 +138,6 @@ def _keep(found: dict[float, tuple[AttackResult | None, list[int]]], attack: str
         out.print(f"adversarial inputs: {save_adv.resolve()}", highlight=False)
 
 
-def _check_keep(records: Path | None, save_adv: Path | None) -> None:
-    check_records_path(records)
-    check_output_file("--records", records)
-    check_output_file("--save-adv", save_adv)
-    if save_adv is not None and save_adv.suffix != ".npz":
-        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
-
-
 def _report(name: str, result: AttackResult | None, records: list[dict[str, Any]],
             settings: dict, json_path: Path | None, interrupted: bool) -> None:
     table = Table("point", "label", "pred", "target", "status", "objective", "bound", "flip",
@@ -199,7 +191,7 @@ def milp(
     on an fc-bnn ('bnnrobust train fc-bnn') or Galloway's convolutional B model (continuous
     backends only)."""
     check_output_file("--json", json_path)
-    _check_keep(records, save_adv)
+    check_keep_options(records, save_adv)
     params = {"eps": eps, "target": parse_target(target), "backend": backend,
               "time_limit": time_limit, "threads": threads, "hint": hint, "seed": seed}
     entry("milp").check(params)
@@ -245,7 +237,7 @@ def iprop(
     """IProp (Khalil et al. 2019): integer target propagation, a fast local search, on an
     fc-bnn."""
     check_output_file("--json", json_path)
-    _check_keep(records, save_adv)
+    check_keep_options(records, save_adv)
     if step != "adaptive":
         try:
             step_value: int | str = int(step)
@@ -313,7 +305,7 @@ def certify(
     larger ε (it lies within the larger box): a point broken at ε is never reported unknown
     at a larger ε."""
     check_output_file("--json", json_path)
-    _check_keep(records, save_adv)
+    check_keep_options(records, save_adv)
     # smallest first: a counter-example within ε' is one within every ε > ε'
     eps_list = sorted(check_eps(eps, [0.01]))
     params = {"time_limit": time_limit, "backend": backend, "bounds": bounds_first}

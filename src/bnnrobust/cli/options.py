@@ -113,6 +113,17 @@ def check_output_file(option: str, path: Path | None) -> Path | None:
     return _writable_parent(option, path)
 
 
+def check_keep_options(records: Path | None, save_adv: Path | None) -> None:
+    """Refuse, before any work, a ``--records`` path that is not .jsonl or .csv or a
+    ``--save-adv`` path that is not .npz, or either where it cannot be written."""
+    if records is not None and records.suffix not in (".jsonl", ".csv"):
+        raise BnnRobustError(f"--records {records} must end in .jsonl (JSON lines) or .csv.")
+    if save_adv is not None and save_adv.suffix != ".npz":
+        raise BnnRobustError(f"--save-adv {save_adv} must end in .npz.")
+    check_output_file("--records", records)
+    check_output_file("--save-adv", save_adv)
+
+
 def check_output_dir(option: str, path: Path | None) -> Path | None:
     """Refuse, before any work, an output folder that is a file or cannot be created."""
     if path is None:

@@ -108,15 +108,10 @@ def adversarial_inputs(result: AuditResult, x: torch.Tensor) -> dict[str, np.nda
     return arrays
 
 
-def check_records_path(path: Path | None, option: str = "--records") -> None:
-    """Refuse a records path of an unknown format before any work."""
-    if path is not None and path.suffix not in FORMATS:
-        raise BnnRobustError(f"{option} {path} must end in .jsonl (JSON lines) or .csv.")
-
-
 def write_records(rows: list[dict[str, Any]], path: Path) -> Path:
     """Write ``rows`` to ``path`` atomically, as JSON lines or CSV by its suffix."""
-    check_records_path(path)
+    if path.suffix not in FORMATS:
+        raise BnnRobustError(f"records file {path} must end in .jsonl (JSON lines) or .csv.")
     if path.suffix == ".jsonl":
         text = "".join(json.dumps({k: row.get(k) for k in FIELDS}) + "\n" for row in rows)
     else:
