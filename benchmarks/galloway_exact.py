@@ -31,13 +31,13 @@ import statistics
 from pathlib import Path
 
 import torch
-from journal import Journal, add_checkpoints_option, codes
+from journal import Journal, add_checkpoints_option, benchmark_network, codes
 
 from bnnrobust.attacks.combinatorial import Certify
 from bnnrobust.attacks.combinatorial.milp import SETTLED
 from bnnrobust.attacks.pgd import PGD
 from bnnrobust.data import load
-from bnnrobust.experiments.measures.base import train_request, trained_model
+from bnnrobust.experiments.measures.base import train_request
 from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
 
@@ -76,9 +76,7 @@ def main() -> None:
         raise SystemExit(f"{args.model} is not a B (binary) model of {spec.name} in profile "
                          f"{args.profile}; B models: {', '.join(binary)}.")
     request = train_request(plans[args.model], profile, spec.dataset, profile.seeds[0])
-    model = trained_model(request, device="cpu", data_root=None,
-                          cache_dir=str(args.checkpoints),
-                          progress=True).model.eval()
+    model = benchmark_network(request, args.checkpoints).model.eval()
     journal = Journal(args.journal, {"spec": spec.name, "model": args.model,
                                      "profile": args.profile, "time_limit": args.time_limit,
                                      "start": "pgd"})

@@ -13,6 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+try:
+    from bnnrobust.experiments.measures.base import request_and_hook
+except ImportError:  # the package of an earlier commit (continue.sh's worktrees) named it so
+    from bnnrobust.experiments.measures.base import _request_and_hook as request_and_hook
+from bnnrobust.train import load as load_checkpoint
+from bnnrobust.train.cache import CachedModel, train_cached
+
 #: the committed benchmark networks (``benchmarks/checkpoints``, README there)
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -23,6 +30,34 @@ def add_checkpoints_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
                         help="checkpoint folder: the committed benchmark networks, so every "
                              "session attacks the same weights (benchmarks/checkpoints)")
+
+
+def benchmark_network(request: dict[str, Any], checkpoints: Path) -> CachedModel:
+    """The committed network of a training ``request`` (plain data, as
+    :func:`~bnnrobust.experiments.measures.base.train_request` makes it): under its cache key
+    when the training code has not changed since it was trained; else the committed
+    checkpoint trained from the same request by earlier training code — the weights the
+    journals were measured on (a retrain need not give the same weights); trained and
+    written only when no committed checkpoint has this request."""
+    train, hook = request_and_hook(request)
+    wanted = _without_code(train.as_dict())
+    exact = checkpoints / f"{train.model}-{train.key()}.pt"
+    if not exact.exists():
+        for path in sorted(checkpoints.glob(f"{train.model}-*.pt")):
+            stored = load_checkpoint(path)
+            if _without_code(stored.train_config) == wanted:
+                print(f"{path.name}: the committed network of this request, trained by "
+                      f"training code {stored.train_config.get('training_code')} (now "
+                      f"{train.as_dict()['training_code']})", flush=True)
+                return CachedModel(stored.model.eval(), path, True, stored.metrics,
+                                   stored.train_config)
+    return train_cached(train, batch_hook=hook, device="cpu", cache_dir=checkpoints,
+                        progress=True)
+
+
+def _without_code(config: dict[str, Any]) -> dict[str, Any]:
+    """A training configuration without the training code's fingerprint, as JSON data."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k != "training_code"}))
 
 
 def codes(records: list[dict[str, Any]]) -> str:

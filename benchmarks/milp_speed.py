@@ -51,13 +51,13 @@ import statistics
 from pathlib import Path
 
 import torch
-from journal import Journal, add_checkpoints_option, codes
+from journal import Journal, add_checkpoints_option, benchmark_network, codes
 
 from bnnrobust.attacks.combinatorial import MILPAttack
 from bnnrobust.attacks.combinatorial.milp import CONTINUOUS
 from bnnrobust.data import load
 from bnnrobust.experiments import make_executor, run
-from bnnrobust.experiments.measures.base import train_request, trained_model
+from bnnrobust.experiments.measures.base import train_request
 from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
 
@@ -130,9 +130,7 @@ def main() -> None:
             if not runs:
                 continue
         request = train_request(plans[label], profile, spec.dataset, profile.seeds[0])
-        trained = trained_model(request, device="cpu", data_root=None,
-                                cache_dir=str(args.checkpoints),
-                                progress=True)
+        trained = benchmark_network(request, args.checkpoints)
         for eps, backend in runs:
             if not args.report:
                 _benchmark(args, journal, x, y, trained, label=label, eps=eps, backend=backend)

@@ -116,3 +116,29 @@ def test_the_papers_mean_stands_only_beside_a_like_run():
                       time_limit=1800) is None
     assert paper_mean("3x100", backend="highs", eps=0.01, results=proven,
                       time_limit=1800) is None
+
+
+def test_a_committed_network_of_earlier_training_code_is_kept_not_retrained(tmp_path,
+                                                                            fake_mnist):
+    import torch
+
+    from bnnrobust.train import save
+    from bnnrobust.train.cache import train_cached
+
+    request = {"model": "fc-bnn", "params": {"depth": 1, "width": 4}, "dataset": "mnist",
+               "epochs": 1, "seed": 0, "train_limit": 50}
+    train, _ = journal.request_and_hook(request)
+    fresh = train_cached(train, cache_dir=tmp_path / "fresh", progress=False)
+    # the same request, as earlier training code (another fingerprint) stored it
+    config = {**fresh.train_config, "training_code": "0123456789abcdef"}
+    old = tmp_path / "committed" / "fc-bnn-0000000000000000.pt"
+    save(fresh.model, old, train_config=config, metrics={"final_test_accuracy": 0.5})
+    found = journal.benchmark_network(request, tmp_path / "committed")
+    assert found.path == old and found.metrics["final_test_accuracy"] == 0.5
+    for a, b in zip(found.model.state_dict().values(), fresh.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert sorted(p.name for p in (tmp_path / "committed").iterdir()) == [old.name]
+    # another request finds nothing committed: trained and written under its key
+    other = journal.benchmark_network({**request, "seed": 1}, tmp_path / "committed")
+    assert other.path != old and other.path.exists()

@@ -270,11 +270,13 @@ def request_key(request: dict[str, Any] | None, plan: ModelPlan,
     never reuses old units)."""
     if request is None:
         return "untrained:" + plan.family
-    req, _ = _request_and_hook(request)
+    req, _ = request_and_hook(request)
     return req.key(data_root=data_root)
 
 
-def _request_and_hook(request: dict[str, Any]):
+def request_and_hook(request: dict[str, Any]):
+    """The :class:`~bnnrobust.train.TrainRequest` of a plain-data training ``request`` (see
+    :func:`train_request`), and its adversarial-training hook (None without one)."""
     fields = dict(request)
     adversarial = fields.pop("adversarial", None)
     hook = None
@@ -287,7 +289,7 @@ def _request_and_hook(request: dict[str, Any]):
 def trained_model(request: dict[str, Any], *, device: str, data_root: str | None,
                   cache_dir: str | None, progress: bool = False):
     """The model of ``request`` from the checkpoint cache, trained first if absent."""
-    req, hook = _request_and_hook(request)
+    req, hook = request_and_hook(request)
     cached = train_cached(req, batch_hook=hook, device=device, cache_dir=cache_dir,
                           data_root=data_root, progress=progress)
     return cached
