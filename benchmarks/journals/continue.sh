@@ -37,10 +37,11 @@ lane1() {
         --points 20 --journal "$J/networks_cpsat-lp.jsonl"
     (cd "$MAIN/../bench-$CERTIFY" && PYTHONPATH="$PWD/src" \
         $PY $B/galloway_exact.py --points 100 --time-limit 20 --journal "$J/b64.jsonl")
-    # the paper's limit on its 100 points: 0-67 here, 80-99 and then 68-79 in lane 2 (the split
-    # was 72 until session 19, then 80; session 21 found lane 2's 80-99 done and lane 1 at 56,
-    # so lane 2 took 68-79, where no point had run, into a journal of its own)
-    $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 68 \
+    # the paper's limit on its 100 points: 0-62 here, 80-99, 68-79 and 63-67 in lane 2 (the
+    # split was 72 until session 19, then 80; session 21 found lane 2's 80-99 done and lane 1
+    # at 56, so lane 2 took 68-79, then 63-67, where no point had run, into journals of their
+    # own)
+    $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 63 \
         --time-limit 1800 --journal "$J/networks_1800s.jsonl"
 }
 lane2() {
@@ -54,6 +55,8 @@ lane2() {
         --time-limit 1800 --journal "$J/networks_1800s_b.jsonl"
     $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 80 --start 68 \
         --time-limit 1800 --journal "$J/networks_1800s_c.jsonl"
+    $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 68 --start 63 \
+        --time-limit 1800 --journal "$J/networks_1800s_d.jsonl"
 }
 # one core each (taskset, where there is one), so that neither lane's times depend on the other
 PIN0="" PIN1=""
