@@ -7,7 +7,8 @@ from bnnrobust.code import import_graph, modules
 
 #: DESIGN.md §2, lowest first; modules of one rank may import each other (no cycles)
 LAYERS = [
-    ("bnnrobust", "bnnrobust.errors", "bnnrobust.device", "bnnrobust.files", "bnnrobust.code"),
+    ("bnnrobust", "bnnrobust.errors", "bnnrobust.device", "bnnrobust.files", "bnnrobust.code",
+     "bnnrobust.progress"),
     ("bnnrobust.data",),
     ("bnnrobust.nn",),
     ("bnnrobust.models",),

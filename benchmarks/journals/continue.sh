@@ -55,8 +55,10 @@ lane2() {
         --time-limit 1800 --journal "$J/networks_1800s_b.jsonl"
     $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 80 --start 68 \
         --time-limit 1800 --journal "$J/networks_1800s_c.jsonl"
-    $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 68 --start 63 \
+    $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 67 --start 63 \
         --time-limit 1800 --journal "$J/networks_1800s_d.jsonl"
+    $PY $B/milp_speed.py --models 2x200 --eps 0.01 --backends cpsat-lp --points 68 --start 67 \
+        --time-limit 1800 --journal "$J/networks_1800s_e.jsonl"
 }
 # one core each (taskset, where there is one), so that neither lane's times depend on the other
 PIN0="" PIN1=""
