@@ -21,8 +21,11 @@ It prints robust accuracy (%) and seconds for each, and the time of our ensemble
 torchattacks' in the same run. Every model is attacked on one process with
 ``torch.set_num_threads(--threads)``; run nothing else beside it when timing.
 
+Every finished (model, ε) row is kept in ``--journal``; run the same command again after a kill
+and it goes on from there (``--report``: print what the journal holds, compute nothing).
+
     python benchmarks/autoattack.py --models A64 B64 C64 --points 500 --audit --square \\
-        --json benchmarks/results/autoattack.json
+        --journal benchmarks/journals/autoattack.jsonl
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torchattacks
+from journal import Journal
 
 from bnnrobust.data import load
 from bnnrobust.evaluate import accuracy_under_attack, autoattack
@@ -41,7 +45,6 @@ from bnnrobust.evaluate.audit import audit
 from bnnrobust.experiments.measures.base import train_request, trained_model
 from bnnrobust.experiments.parse import load as load_spec
 from bnnrobust.experiments.runner import code_version
-from bnnrobust.files import atomic_write
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "galloway2018" / "table1.toml"
 
@@ -84,8 +87,12 @@ def main() -> None:
     parser.add_argument("--square", action="store_true",
                         help="also FGSM, PGD-40 and Square alone")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
-    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--journal", type=Path, help="JSON-lines file of finished rows")
+    parser.add_argument("--report", action="store_true",
+                        help="compute nothing: print the rows the journal holds")
     args = parser.parse_args()
+    if args.report and (args.journal is None or not args.journal.exists()):
+        raise SystemExit("--report reads a journal: give --journal PATH of an existing one.")
     torch.set_num_threads(args.threads)
     spec = load_spec(SPEC)
     profile = spec.profile(args.profile)
@@ -97,15 +104,22 @@ def main() -> None:
     x, y = load(spec.dataset, "test", limit=args.points + 150)
     # the audit's substitute is seeded with 150 other test images, after the attacked ones
     seeds, seed_labels, x, y = x[args.points:], y[args.points:], x[:args.points], y[:args.points]
+    journal = Journal(args.journal, {"spec": spec.name, "profile": args.profile,
+                                     "points": args.points, "threads": args.threads,
+                                     "audit": args.audit, "square": args.square})
     rows = []
     print(f"code {code_version()}, torchattacks {torchattacks.__version__}, {args.points} "
           f"points, {args.threads} threads", flush=True)
     for label in args.models:
+        todo = [e for e in args.eps if f"{label} {e:g}" not in journal.records]
+        rows += [journal.records[f"{label} {e:g}"] for e in args.eps if e not in todo]
+        if not todo or args.report:
+            continue
         request = train_request(plans[label], profile, spec.dataset, profile.seeds[0])
         model = trained_model(request, device="cpu", data_root=None, cache_dir=None,
                               progress=True).model.eval()
-        for eps in args.eps:
-            row = {"model": label, "eps": eps}
+        for eps in todo:
+            row = {"model": label, "eps": eps, "code": code_version()}
             ours, row["ours_s"] = timed(autoattack, model, x, y, eps=eps)
             row["ours"] = ours.accuracy
             row["ours_after"] = ours.accuracy_after
@@ -127,6 +141,7 @@ def main() -> None:
                     out = accuracy_under_attack(model, x, y, attack=name, eps=[eps], **options)
                     row[f"{name}_alone"] = out[0].accuracy
             rows.append(row)
+            journal.add(f"{label} {eps:g}", row)
             print(json.dumps(row), flush=True)
     print()
     print("| model | ε | ours | torchattacks standard | torchattacks paper settings | ours s "
@@ -144,9 +159,6 @@ def main() -> None:
         if args.square:
             line += "".join(f" {100 * r[f'{n}_alone']:.1f} |" for n in ("fgsm", "pgd", "square"))
         print(line)
-    if args.json is not None:
-        atomic_write(args.json, json.dumps({"code": code_version(), "points": args.points,
-                                            "threads": args.threads, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
