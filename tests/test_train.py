@@ -270,3 +270,118 @@ def test_evaluation_refuses_non_finite_inputs():
     x[1, 0, 3, 3] = float("nan")
     with pytest.raises(BnnRobustError, match="NaN or infinite"):
         accuracy(build("fc-bnn", width=8), x, torch.zeros(3, dtype=torch.long))
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import torch
+from bnnrobust.attacks.adversarial_training import AdversarialTraining
+from bnnrobust.models import build
+from bnnrobust.train import fit
+
+class KillAtSecondEpoch(AdversarialTraining):
+    def __call__(self, model, x, y, *, epoch):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # as a killed session: no cleanup at all
+        return super().__call__(model, x, y, epoch=epoch)
+
+gen = torch.Generator().manual_seed(0)
+x, y = torch.rand(96, 1, 28, 28, generator=gen), torch.randint(0, 10, (96,), generator=gen)
+torch.manual_seed(3)
+model = build("galloway-cnn", precision="stochastic", width=4)
+hook = KillAtSecondEpoch("fgsm-random", eps=0.3, seed=5)
+fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook, resume=sys.argv[1],
+    progress=False)
+"""
+
+
+def _resumable_run(state):
+    from bnnrobust.attacks.adversarial_training import AdversarialTraining
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(96, 1, 28, 28, generator=gen), torch.randint(0, 10, (96,), generator=gen)
+    torch.manual_seed(3)
+    model = build("galloway-cnn", precision="stochastic", width=4)
+    hook = AdversarialTraining("fgsm-random", eps=0.3, seed=5)
+    history = fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook,
+                  resume=state, progress=False)
+    return model, history
+
+
+def test_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    """A run killed (SIGKILL) during epoch 2 continues from the state saved after epoch 1 and
+    ends with exactly the weights of a run never interrupted (stochastic weights and
+    random-ε adversarial training: every generator is part of the state)."""
+    import subprocess
+    import sys
+
+    state = tmp_path / "run.partial.pt"
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_RUN)
+    killed = subprocess.run([sys.executable, str(script), str(state)], capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert torch.load(state, weights_only=True)["epoch"] == 1
+    resumed, resumed_history = _resumable_run(state)
+    whole, whole_history = _resumable_run(None)
+    assert [e.epoch for e in resumed_history.epochs] == [1, 2, 3]
+    assert resumed_history.epochs[0].train_loss == whole_history.epochs[0].train_loss
+    assert resumed_history.epochs[-1].train_loss == whole_history.epochs[-1].train_loss
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_a_saved_state_of_other_options_or_a_hook_without_state_is_refused(tmp_path):
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    state = tmp_path / "state.pt"
+    fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=8, resume=state,
+        progress=False)
+    with pytest.raises(TrainingError, match="other training options .*differing: batch_size"):
+        fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=4, resume=state,
+            progress=False)
+    state.write_bytes(b"not a state")
+    with pytest.raises(TrainingError, match="cannot read the saved training state"):
+        fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=8, resume=state,
+            progress=False)
+
+    class Stateless:
+        def __call__(self, model, x, y, *, epoch):
+            return [(x, y)]
+
+        def config(self):
+            return {"kind": "stateless"}
+
+    with pytest.raises(TrainingError, match="Stateless has no state_dict"):
+        fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=8, progress=False,
+            batch_hook=Stateless(), resume=tmp_path / "other.pt")
+
+
+def test_the_checkpoint_cache_resumes_an_interrupted_training(fake_mnist, tmp_path, monkeypatch):
+    """``train_cached`` keeps the state after each epoch beside the checkpoint; interrupted in
+    epoch 2 it continues from epoch 1, ends with the weights of an uninterrupted run, and
+    deletes the state once the checkpoint is written."""
+    from bnnrobust.train import TrainRequest, loop, train_cached
+
+    request = TrainRequest("galloway-cnn", {"precision": "binary", "width": 4}, "mnist",
+                           epochs=2, batch_size=64, train_limit=256, seed=7)
+    whole = train_cached(request, cache_dir=tmp_path / "whole", progress=False)
+    evaluate, calls = loop._evaluate, []
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_evaluate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_cached(request, cache_dir=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(loop, "_evaluate", evaluate)
+    assert [p.name.endswith(".partial.pt") for p in (tmp_path / "cut").iterdir()] == [True]
+    resumed = train_cached(request, cache_dir=tmp_path / "cut", progress=False)
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == [resumed.path.name]
+    assert [e["train_loss"] for e in resumed.metrics["epochs"]] == \
+        [e["train_loss"] for e in whole.metrics["epochs"]]
+    assert resumed.metrics["final_test_accuracy"] == whole.metrics["final_test_accuracy"]
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key

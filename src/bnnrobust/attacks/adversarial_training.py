@@ -112,6 +112,14 @@ class AdversarialTraining:
             cfg.update(steps=self.steps, alpha=self.alpha, random_start=self.random_start)
         return cfg
 
+    def state_dict(self) -> dict[str, Any]:
+        """The generator that draws each batch's ε and attack seed (for resumable training)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the draws from a :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+
     def _attack(self, model: nn.Module, n: int, *, bpda: bool):
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
         if self.kind == "fgsm":

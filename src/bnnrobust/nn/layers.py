@@ -119,6 +119,17 @@ class _BinaryLayer(nn.Module):
         self._seed = seed
         self.generator = None
 
+    def generator_state(self) -> torch.Tensor | None:
+        """The state of the seeded random stream (None before its first draw or unseeded)."""
+        return self.generator.get_state() if self.generator is not None else None
+
+    def load_generator_state(self, state: torch.Tensor) -> None:
+        """Continue the seeded random stream from ``state`` (see :meth:`generator_state`)."""
+        generator = self._generator()
+        if generator is None:
+            raise ValueError("an unseeded stochastic layer has no random stream to restore.")
+        generator.set_state(state)
+
     def _generator(self) -> torch.Generator | None:
         if self._seed is None:
             return None

@@ -6,7 +6,9 @@ seed, weight clipping and centring, weight decay, augmentation, the batch hook's
 (e.g. adversarial training), the identity of the training data (the md5s of the files it is
 read from: :func:`bnnrobust.data.identity`) and a fingerprint of the training code (:func:`training_code`:
 the source of the training loop, the models, the layers, the data readers and adversarial
-training). Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default
+training). Training resumes after its last finished epoch when killed: the state after each
+epoch is kept beside the checkpoint (``<name>.partial.pt``, see :mod:`bnnrobust.train.resume`)
+until the checkpoint is written. Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default
 ``~/.cache/bnnrobust``). The device is not part of the key: a GPU run and a CPU run of the
 same request share one entry.
 """
@@ -136,12 +138,13 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
     train, test = _data(request, model, data_root)
     if workers is None:
         workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if request.dataset in STREAMED else 0
+    partial = path.with_name(path.stem + ".partial.pt")  # the state after each epoch
     history = fit(model, train, test, epochs=request.epochs, batch_size=request.batch_size,
                   lr=request.lr, seed=request.seed, device=device, optimizer=request.optimizer,
                   clip_weights=request.clip_weights, center_weights=request.center_weights,
                   weight_decay=request.weight_decay, augment=request.augment,
                   batch_hook=batch_hook, schedule=request.schedule, workers=workers,
-                  progress=progress, console=console)
+                  resume=partial, progress=progress, console=console)
     metrics = history.as_dict()
     config = request.as_dict(data_root=data_root)
     try:
@@ -152,4 +155,5 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
             f"({path.parent}: {exc.strerror or exc}); it is not cached and will be trained again "
             "next time. Set BNNROBUST_CACHE to a writable folder.")
         return CachedModel(model, None, False, metrics, config)
+    partial.unlink(missing_ok=True)
     return CachedModel(model, path, False, metrics, config)

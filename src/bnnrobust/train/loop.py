@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -26,6 +27,7 @@ from bnnrobust.errors import TrainingError
 from bnnrobust.nn import binary_layers, center_xnor_weights, clip_latent_weights, seed_stochastic
 from bnnrobust.progress import LOGGER
 from bnnrobust.train.metrics import accuracy, check_input_shape, correct, dataset_accuracy
+from bnnrobust.train.resume import load_state, restore_state, save_state
 
 OPTIMIZERS = ("adam", "sgd")
 #: training-time augmentation of tensor data: none, or BinaryNet.pytorch's CIFAR
@@ -42,6 +44,14 @@ class BatchHook(Protocol):
 
     def config(self) -> dict[str, Any]:
         """Plain data that identifies the hook (part of the checkpoint-cache key)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's own random state (saved after each epoch when training can resume)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
         ...
 
 
@@ -232,8 +242,8 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         device: str | torch.device = "auto", optimizer: str = "adam",
         clip_weights: bool = False, center_weights: bool = False, weight_decay: float = 0.0,
         augment: str = "none", batch_hook: BatchHook | None = None,
-        schedule: str = "constant", workers: int = 0, progress: bool = True,
-        console: Console | None = None) -> History:
+        schedule: str = "constant", workers: int = 0, resume: str | Path | None = None,
+        progress: bool = True, console: Console | None = None) -> History:
     """Train ``model`` in place on ``train``; evaluate on ``test`` after each epoch.
 
     ``train`` and ``test`` are ``(x, y)`` tensors or map-style datasets (:data:`Data`; a
@@ -249,6 +259,9 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
     :data:`AUGMENTATIONS` (tensor data only; drawn from the seeded generator). ``batch_hook`` turns each
     batch into the batches whose mean loss is minimized (see :class:`BatchHook`).
     ``schedule``: the learning-rate schedule (:func:`schedule_factor`; default constant).
+    ``resume``: a file that holds the state after each finished epoch (see
+    :mod:`bnnrobust.train.resume`); when it exists, training continues after its epoch and, on
+    CPU, ends with the weights of an uninterrupted run. The caller deletes it when done.
     """
     _check_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, workers, augment)
     n_train = _size(train)
@@ -263,6 +276,12 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         opt = _optimizer(model, optimizer=optimizer, lr=lr, weight_decay=weight_decay)
         console = console or Console(stderr=True)
         history = History()
+        options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                   "optimizer": optimizer, "clip_weights": clip_weights,
+                   "center_weights": center_weights, "weight_decay": weight_decay,
+                   "augment": augment, "schedule": schedule, "train_size": n_train,
+                   "hook": batch_hook.config() if batch_hook is not None else None}
+        first = _resume(resume, options, model, opt, gen, dev, batch_hook, history)
         n_batches = (n_train + batch_size - 1) // batch_size
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         if has_bn and n_train < 2:
@@ -270,7 +289,7 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
-            for epoch in range(epochs):
+            for epoch in range(first, epochs):
                 factor = schedule_factor(schedule, epoch + 1)
                 decay = schedule_weight_decay(schedule, epoch + 1)
                 for group in opt.param_groups:
@@ -316,6 +335,9 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                 stats = EpochStats(epoch + 1, total_loss / seen, total_correct / seen, test_acc,
                                    time.perf_counter() - start)
                 history.epochs.append(stats)
+                if resume is not None:
+                    resume = _save_epoch(Path(resume), options, model, opt, gen, batch_hook,
+                                         history)
                 if progress:
                     test_txt = f", test acc {test_acc:.2%}" if test_acc is not None else ""
                     line = (f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
@@ -327,6 +349,48 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         seed_stochastic(model, None)
         model.eval()
         return history
+
+
+def _resume(path: str | Path | None, options: dict[str, Any], model: nn.Module,
+            opt: torch.optim.Optimizer, gen: torch.Generator, dev: torch.device,
+            batch_hook: BatchHook | None, history: History) -> int:
+    """Restore the state saved at ``path``, if any, and return the number of epochs it has
+    finished (0 without one)."""
+    if path is None:
+        return 0
+    if batch_hook is not None and not (hasattr(batch_hook, "state_dict")
+                                       and hasattr(batch_hook, "load_state_dict")):
+        raise TrainingError(f"resumable training saves the batch hook's random state, but "
+                            f"{type(batch_hook).__name__} has no state_dict()/load_state_dict() "
+                            "(see BatchHook); add them, or train without resume.")
+    state = load_state(Path(path), options=options)
+    if state is None:
+        return 0
+    restore_state(state, model=model, optimizer=opt, generator=gen, device=dev)
+    if batch_hook is not None:
+        batch_hook.load_state_dict(state["hook"])
+    history.epochs.extend(EpochStats(**e) for e in state["history"])
+    LOGGER.info("training: resuming after epoch %d of %d (%s)", state["epoch"],
+                options["epochs"], path)
+    return int(state["epoch"])
+
+
+def _save_epoch(path: Path, options: dict[str, Any], model: nn.Module,
+                opt: torch.optim.Optimizer, gen: torch.Generator,
+                batch_hook: BatchHook | None, history: History) -> Path | None:
+    """Save the state after the last epoch of ``history``; returns ``path``, or None (with a
+    warning, training goes on without it) when it cannot be written."""
+    try:
+        save_state(path, options=options, epoch=history.epochs[-1].epoch, model=model,
+                   optimizer=opt, generator=gen,
+                   hook_state=batch_hook.state_dict() if batch_hook is not None else None,
+                   history=[asdict(e) for e in history.epochs])
+    except OSError as exc:
+        LOGGER.warning("training: the state after epoch %d cannot be saved to %s (%s); "
+                       "training goes on, but a kill now would restart it from the first "
+                       "epoch", history.epochs[-1].epoch, path, exc.strerror or exc)
+        return None
+    return path
 
 
 def _evaluate(model: nn.Module, test: Data | None, dev: torch.device, seed: int,
