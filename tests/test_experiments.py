@@ -475,3 +475,34 @@ def test_a_piped_reproduce_prints_progress_lines_and_fills_the_log_file(
     code, _, err = run_cli(monkeypatch, capsys, "reproduce", "galloway2018/tiny",
                            "--log-file", str(tmp_path))
     assert code == 2 and "is a folder; give a file path" in err
+
+
+def test_a_slice_runs_its_rows_only_and_the_report_marks_the_rows_run(
+        monkeypatch, capsys, tmp_path, fake_mnist):
+    """``--grid W=8`` runs the paper profile's W = 8 row only (its units are the full run's:
+    the rest of the profile then computes only the other row), and the report says which rows
+    were run; a bad slice is a clear error."""
+    from conftest import run_cli as run
+
+    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "specs"))
+    store = str(tmp_path / "s.sqlite")
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                         "paper", "--grid", "W=8", "--store", store, "--report",
+                         str(tmp_path / "r"))
+    assert code == 0 and "12 units, 0 already stored, 12 computed" in " ".join(out.split()), err
+    page = (tmp_path / "r" / "galloway2018" / "tiny.md").read_text(encoding="utf-8")
+    assert "12/24 units stored" in page and "rows run: F8; rows not run: F16" in page
+    assert "| F16 (not run) |" in page and "| F8 |" in page
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                         "paper", "--only", "F16", "--only", "F8", "--store", store)
+    assert code == 0 and "24 units, 12 already stored, 12 computed" in " ".join(out.split())
+    for args, message in [
+        (["--grid", "W=9"], "W = 9 is not in profile 'paper'; its values: 8, 16"),
+        (["--grid", "K=64"], "profile 'paper' has no sweep variable 'K'; its variables: W"),
+        (["--grid", "W"], "--grid 'W': expected VAR=VALUE[,VALUE...]"),
+        (["--only", "F32"], "no model row 'F32' in profile 'paper'; its rows: F8, F16"),
+    ]:
+        code, _, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                           "paper", *args, "--store", store)
+        assert code == 2 and message in " ".join(err.split()), (args, err)

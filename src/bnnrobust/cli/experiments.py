@@ -63,6 +63,19 @@ def _check_profile(profile: str) -> None:
         raise BnnRobustError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
 
 
+def _grid(values: list[str]) -> dict[str, list[str]]:
+    """``["K=64,128"]`` as ``{"K": ["64", "128"]}``; a malformed one is a clear error."""
+    out: dict[str, list[str]] = {}
+    for text in values:
+        var, sep, rest = text.partition("=")
+        items = [v.strip() for v in rest.split(",") if v.strip()]
+        if not sep or not var.strip() or not items:
+            raise BnnRobustError(f"--grid {text!r}: expected VAR=VALUE[,VALUE...], e.g. "
+                                 "--grid K=64.")
+        out.setdefault(var.strip(), []).extend(items)
+    return out
+
+
 def reproduce_command(
     specs: SpecsArg = None,
     profile: ProfileOpt = "quick",
@@ -76,6 +89,14 @@ def reproduce_command(
                        "units per profile) and exit.")] = False,
     report_out: Annotated[Path | None, typer.Option(
         "--report", help="After the run, write the report of these specs to this folder.")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Run only this model row of each spec (its label, e.g. B64); repeat "
+                       "for several. The report marks the rows that were run.",
+        show_default=False)] = None,
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", help="Run only these values of a sweep variable of the profile, as "
+                       "VAR=V1,V2 (e.g. K=64); repeat for several variables.",
+        show_default=False)] = None,
 ) -> None:
     """Reproduce tables and figures of the papers: train (or take from the checkpoint cache)
     the spec's models, run its attacks, store every unit in the results store. A rerun (also
@@ -99,11 +120,14 @@ def reproduce_command(
     check_output_dir("--report", report_out)
     check_executor(executor, workers=workers, address=address)
     loaded = _specs(specs, default_all=False)
+    chosen = _grid(grid or [])
+    sliced = [s.sliced(profile, models=only or (), grid=chosen) if only or chosen else s
+              for s in loaded]
     dev = str(resolve_device(device))
     pool = make_executor(executor, workers=workers, address=address)
     interrupted = False
     with ResultStore(store) as results:
-        for spec in loaded:
+        for spec in sliced:
             summary = reproduce(spec, profile=profile, store=results, executor=pool, device=dev,
                                 console=err)
             out.print(summary_line(summary), highlight=False)

@@ -168,26 +168,27 @@ def substitute(value: Any, assignment: dict[str, Any]) -> Any:
     return value
 
 
-def _expanded(entries: list[dict[str, Any]], profile: Profile) -> list[tuple[int, dict]]:
-    """``(index, entry with its grid variables substituted)`` for every entry of the profile
-    and every assignment of the variables it uses."""
-    return [(i, substitute(entry, assignment)) for i, entry in enumerate(entries)
+def _expanded(entries: list[dict[str, Any]], profile: Profile
+              ) -> list[tuple[int, dict, dict[str, Any]]]:
+    """``(index, entry with its grid variables substituted, their values)`` for every entry of
+    the profile and every assignment of the variables it uses."""
+    return [(i, substitute(entry, assignment), assignment) for i, entry in enumerate(entries)
             if profile.name in entry.get("only", PROFILES)
             for assignment in profile.assignments(variables(entry))]
 
 
 def _plans(path: Path, models: list[dict[str, Any]], profile: Profile,
            paper_epochs: int) -> tuple[ModelPlan, ...]:
-    plans = tuple(_model_plan(path, i, entry, profile, paper_epochs)
-                  for i, entry in _expanded(models, profile))
+    plans = tuple(_model_plan(path, i, entry, profile, paper_epochs, grid)
+                  for i, entry, grid in _expanded(models, profile))
     _unique(path, [p.label for p in plans], kind="model", profile=profile.name, example="A{K}")
     return plans
 
 
 def _columns(path: Path, attacks: list[dict[str, Any]], profile: Profile,
              measure: Measure) -> tuple[Column, ...]:
-    columns = tuple(_column(path, i, entry, profile, measure)
-                    for i, entry in _expanded(attacks, profile))
+    columns = tuple(_column(path, i, entry, profile, measure, grid)
+                    for i, entry, grid in _expanded(attacks, profile))
     _unique(path, [c.label for c in columns], kind="attack", profile=profile.name,
             example="FGSM ε={E}")
     return columns
@@ -220,7 +221,7 @@ def _check_references(spec: Spec, columns: list[str]) -> None:
 
 
 def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
-                paper_epochs: int) -> ModelPlan:
+                paper_epochs: int, grid: dict[str, Any]) -> ModelPlan:
     where = f"models[{index}]"
     _choice(path, f"{where}.family", entry["family"], tuple(available()))
     try:
@@ -249,11 +250,11 @@ def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
                             f"0..{own_epochs - 1} (the model's paper-profile epochs).")
         adversarial["start_epoch"] = round(start * profile.epochs / paper_epochs) \
             if paper_epochs else 0
-    return ModelPlan(entry["label"], entry["family"], params, adversarial, training)
+    return ModelPlan(entry["label"], entry["family"], params, adversarial, training, grid)
 
 
 def _column(path: Path, index: int, entry: dict[str, Any], profile: Profile,
-            measure: Measure) -> Column:
+            measure: Measure, grid: dict[str, Any]) -> Column:
     where = f"{path}: attacks[{index}] ({entry['label']!r})"
     _choice(path, f"attacks[{index}].attack", entry["attack"], measure.attacks,
             what=f"an attack the {measure.name!r} measure runs")
@@ -265,7 +266,7 @@ def _column(path: Path, index: int, entry: dict[str, Any], profile: Profile,
         params = measure.column_params(entry["attack"], values, options, profile)
         column = Column(entry["label"], entry["attack"], params, tuple(sorted(values)),
                         options, entry.get("adaptive", False), metric, entry.get("note", ""),
-                        index)
+                        index, grid)
         measure.check_column(column)
     except BnnRobustError as exc:
         raise SpecError(f"{where}: {exc}") from None

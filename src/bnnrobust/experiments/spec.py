@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,15 @@ class Profile:
 @dataclass(frozen=True)
 class ModelPlan:
     """One concrete model row of a profile: label, family, resolved parameters, the
-    adversarial-training schedule (``start_epoch`` already scaled to the profile) and training
-    overrides."""
+    adversarial-training schedule (``start_epoch`` already scaled to the profile), training
+    overrides, and the values of the sweep variables it was made with (``grid``)."""
 
     label: str
     family: str
     params: dict[str, Any]
     adversarial: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class Column:
     ``"surface"``); ``params``: the attack's validated parameters (None for an own kind);
     ``given``: the parameter names the spec set (the others are defaults; an attack's
     ``seed`` defaults to the model's seed); ``options``: the measure's validated options
-    (``[[attacks]] options = {...}``); ``source``: index of its ``[[attacks]]`` entry.
+    (``[[attacks]] options = {...}``); ``source``: index of its ``[[attacks]]`` entry;
+    ``grid``: the values of the sweep variables it was made with.
     """
 
     label: str
@@ -87,6 +90,7 @@ class Column:
     metric: str = "accuracy"
     note: str = ""
     source: int = 0
+    grid: dict[str, Any] = field(default_factory=dict)
 
     def params_for(self, seed: int) -> AttackParams | None:
         """The attack's parameters for a model trained with ``seed``: the column's, with the
@@ -153,3 +157,42 @@ class Spec:
         """The attack columns of ``profile``, in the spec's order."""
         self.profile(profile)
         return self.columns[profile]
+
+    def sliced(self, profile: str, *, models: Sequence[str] = (),
+               grid: Mapping[str, Sequence[Any]] | None = None) -> Spec:
+        """This spec with ``profile`` cut to a slice: the model rows labelled in ``models``
+        (all when empty), and the rows and columns whose sweep variables take only the
+        values in ``grid`` (e.g. ``{"K": [64]}``). The units of a slice are the full
+        profile's, so its results are the full run's. An unknown label, variable or value is
+        a :class:`SpecError` listing the valid ones."""
+        prof = self.profile(profile)
+        wanted: dict[str, list[Any]] = {}
+        for var, values in (grid or {}).items():
+            if var not in prof.grid:
+                raise SpecError(f"{self.name}: profile {profile!r} has no sweep variable "
+                                f"{var!r}; its variables: {', '.join(prof.grid) or 'none'}.")
+            by_text = {str(v): v for v in prof.grid[var]}  # "64" from a command line is 64
+            bad = [v for v in values if str(v) not in by_text]
+            if bad or not values:
+                raise SpecError(f"{self.name}: {var} = {bad[0] if bad else 'nothing'} is not "
+                                f"in profile {profile!r}; its values: "
+                                f"{', '.join(by_text)}.")
+            wanted[var] = [by_text[str(v)] for v in values]
+        grid = wanted
+
+        def kept(assignment: dict[str, Any]) -> bool:
+            return all(assignment[v] in grid[v] for v in grid if v in assignment)
+
+        plans = [p for p in self.plans[profile] if kept(p.grid)]
+        labels = [p.label for p in self.plans[profile]]
+        unknown = [m for m in models if m not in labels]
+        if unknown:
+            raise SpecError(f"{self.name}: no model row {unknown[0]!r} in profile {profile!r}; "
+                            f"its rows: {', '.join(labels)}.")
+        plans = [p for p in plans if not models or p.label in models]
+        if not plans:
+            raise SpecError(f"{self.name}: the slice (models {', '.join(models)}, grid "
+                            f"{grid}) holds no model row of profile {profile!r}.")
+        columns = tuple(c for c in self.columns[profile] if kept(c.grid))
+        return dataclasses.replace(self, plans={**self.plans, profile: tuple(plans)},
+                                   columns={**self.columns, profile: columns})

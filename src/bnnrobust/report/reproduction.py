@@ -48,6 +48,13 @@ class SpecReport:
     missing: str | None = None
     flags: list[str] = field(default_factory=list)
     markdown: Path | None = None
+    #: per model row: "run" (every unit stored), "partly run" or "not run"
+    rows: dict[str, str] = field(default_factory=dict)
+
+    def row_label(self, model: str) -> str:
+        """The model's label as a table shows it: marked when the row was not (fully) run."""
+        state = self.rows.get(model, "run")
+        return model if state == "run" else f"{model} ({state})"
 
 
 def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
@@ -58,6 +65,11 @@ def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
     units = [t.unit for t in plan(spec, profile)]
     rows = store.fetch(units)
     rep.planned, rep.stored = len(units), len(rows)
+    stored: dict[str, list[bool]] = {}
+    for unit in units:
+        stored.setdefault(unit.model, []).append(unit.key in rows)
+    rep.rows = {m: "run" if all(v) else "partly run" if any(v) else "not run"
+                for m, v in stored.items()}
     rep.seconds = sum(r.seconds for r in rows.values())
     rep.devices = sorted({r.device for r in rows.values()})
     rep.code_versions = sorted({r.code_version for r in rows.values()})
@@ -122,10 +134,16 @@ def cell_text(cell, *, unit: str) -> tuple[str, bool]:
 
 def _header(rep: SpecReport) -> str:
     prof = rep.spec.profile(rep.profile)
-    return (f"profile **{rep.profile}**: {prof.epochs} epoch(s), "
+    text = (f"profile **{rep.profile}**: {prof.epochs} epoch(s), "
             f"{'all' if prof.train_limit is None else prof.train_limit} training examples, "
             f"{prof.test_points} test points, seeds {', '.join(map(str, prof.seeds))}; "
             f"{rep.stored}/{rep.planned} units stored, {rep.seconds:.0f} s of compute")
+    if rep.stored and any(state != "run" for state in rep.rows.values()):
+        for state in ("run", "partly run", "not run"):
+            labels = [m for m, s in rep.rows.items() if s == state]
+            if labels:
+                text += f"; rows {state}: {', '.join(labels)}"
+    return text
 
 
 def write_markdown(rep: SpecReport, out: Path) -> Path:
@@ -149,7 +167,7 @@ def write_markdown(rep: SpecReport, out: Path) -> Path:
             for column in table.columns:
                 text, outside = cell_text(cells.get(column), unit=table.unit)
                 texts.append(text + (" ⚠" if outside else ""))
-            lines.append("| " + " | ".join([model, *texts]) + " |")
+            lines.append("| " + " | ".join([rep.row_label(model), *texts]) + " |")
         lines += [""] + [f"- {n}" for n in table.notes] + ([""] if table.notes else [])
     if rep.flags:
         lines += ["## Flags", ""] + [f"- {f}" for f in rep.flags] + [""]
@@ -208,7 +226,7 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
                          "and where it departs from the paper</summary>"
                          f"<p>{esc(' '.join(rep.spec.notes.split()))}</p></details>")
         for table in rep.tables:
-            parts.append(_html_table(table))
+            parts.append(_html_table(table, rep))
         for fig in rep.figures:
             rel = fig.path.relative_to(out).as_posix()
             parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
@@ -218,7 +236,7 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
     return atomic_write(out / "index.html", "\n".join(parts))
 
 
-def _html_table(table: Table) -> str:
+def _html_table(table: Table, rep: SpecReport) -> str:
     esc = html.escape
     head = "".join(f"<th class='{'adaptive' if c in table.adaptive else ''}'>{esc(c)}"
                    f"{' †' if c in table.adaptive else ''}</th>" for c in table.columns)
@@ -229,7 +247,7 @@ def _html_table(table: Table) -> str:
             text, outside = cell_text(cells.get(column), unit=table.unit)
             tds.append(f"<td class='{'outside' if outside else ''}'>{esc(text)}"
                        f"{' ⚠' if outside else ''}</td>")
-        body.append(f"<tr><td>{esc(model)}</td>{''.join(tds)}</tr>")
+        body.append(f"<tr><td>{esc(rep.row_label(model))}</td>{''.join(tds)}</tr>")
     notes = "".join(f"<li>{esc(n)}</li>" for n in table.notes)
     return (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference)"
             f"{', ' + esc(table.unit) if table.unit else ''}; ⚠ outside the paper's ±; "
