@@ -506,3 +506,40 @@ def test_a_slice_runs_its_rows_only_and_the_report_marks_the_rows_run(
         code, _, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
                            "paper", *args, "--store", store)
         assert code == 2 and message in " ".join(err.split()), (args, err)
+
+
+def test_the_estimate_of_a_quick_profile_is_within_a_factor_of_two_of_its_run(
+        tmp_path, fake_mnist, monkeypatch, capsys):
+    """``--estimate`` computes nothing, and what it expects is what the run then takes
+    (within 2×); models in the cache and units in the store cost nothing afterwards."""
+    import time
+
+    from conftest import run_cli
+
+    from bnnrobust.experiments.estimate import estimate
+
+    text = TINY.replace("epochs = 1\ntrain_limit", "epochs = 6\ntrain_limit").replace(
+        'family = "fc-bnn"\nparams = { width = "{W}", depth = 1 }',
+        'family = "galloway-cnn"\nparams = { width = "{W}", precision = "binary" }').replace(
+        "steps = 5", "steps = 20")
+    spec = load(write_spec(tmp_path, text))
+    monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path / "cache"))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        est = estimate(spec, "quick", store=store)
+        assert store.done(t.unit for t in plan(spec, "quick")) == set()
+        assert not (tmp_path / "cache" / "checkpoints").exists()
+        assert [(line.kind, line.label, line.count) for line in est.lines] == [
+            ("training", "F8", 2), ("attack", "clean", 4), ("attack", "FGSM ε=0.1", 4),
+            ("attack", "PGD-logits ε=0.1", 4)]
+        start = time.perf_counter()
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        measured = time.perf_counter() - start
+        assert 0.5 <= est.seconds / measured <= 2.0, (est.seconds, measured, est.lines)
+        again = estimate(spec, "quick", store=store)
+        assert again.lines == [] and again.stored == 12 and again.seconds == 0
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path))
+    code, out, err = run_cli(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                             "paper", "--estimate", "--store", str(tmp_path / "s.sqlite"))
+    text = " ".join(out.split())
+    assert code == 0, err
+    assert "training │ F8 │ 2" in text and "training │ F16 │ 2" in text and "total:" in text

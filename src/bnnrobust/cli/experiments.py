@@ -22,6 +22,7 @@ from bnnrobust.cli.options import (
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.experiments import check_executor, make_executor
+from bnnrobust.experiments.estimate import estimate, format_seconds
 from bnnrobust.experiments.parse import load
 from bnnrobust.experiments.runner import (
     default_specs_root,
@@ -63,6 +64,33 @@ def _check_profile(profile: str) -> None:
         raise BnnRobustError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
 
 
+def _print_estimates(specs: list[Spec], *, profile: str, store: ResultStore,
+                     device: str) -> None:
+    """One table per spec and the total (see :mod:`bnnrobust.experiments.estimate`)."""
+    total, bound = 0.0, False
+    for spec in specs:
+        missing = missing_data(spec)
+        est = estimate(spec, profile, store=store, device=device)
+        table = Table(title=f"{spec.name} [{profile}] on {device}: "
+                            f"{'≤ ' if est.bound else ''}{format_seconds(est.seconds)}",
+                      title_justify="left")
+        for name in ("work", "row / column", "count", "expected", "basis"):
+            table.add_column(name, no_wrap=name != "basis")
+        for line in est.lines:
+            table.add_row(line.kind, line.label, str(line.count),
+                          ("≤ " if line.bound else "") + format_seconds(line.seconds),
+                          line.basis)
+        out.print(table)
+        out.print(f"{spec.name}: {est.stored} unit(s) already stored, {est.cached} model(s) "
+                  f"in the checkpoint cache; calibration took {est.calibration_seconds:.0f} s"
+                  + (f"; the data is not here ({missing}), so random inputs were timed"
+                     if missing else ""), highlight=False)
+        total += est.seconds
+        bound = bound or est.bound
+    out.print(f"total: {'≤ ' if bound else ''}{format_seconds(total)} ({total:.0f} s) on "
+              f"{device}", highlight=False)
+
+
 def _grid(values: list[str]) -> dict[str, list[str]]:
     """``["K=64,128"]`` as ``{"K": ["64", "128"]}``; a malformed one is a clear error."""
     out: dict[str, list[str]] = {}
@@ -97,6 +125,12 @@ def reproduce_command(
         "--grid", help="Run only these values of a sweep variable of the profile, as "
                        "VAR=V1,V2 (e.g. K=64); repeat for several variables.",
         show_default=False)] = None,
+    estimate_only: Annotated[bool, typer.Option(
+        "--estimate", help="Compute nothing: print what the run would cost on this machine "
+                           "(training per model row, attacks per column, the total), from "
+                           "a calibration of a few batches and attack steps timed now. "
+                           "Models in the checkpoint cache and units in the store cost "
+                           "nothing.")] = False,
 ) -> None:
     """Reproduce tables and figures of the papers: train (or take from the checkpoint cache)
     the spec's models, run its attacks, store every unit in the results store. A rerun (also
@@ -124,6 +158,10 @@ def reproduce_command(
     sliced = [s.sliced(profile, models=only or (), grid=chosen) if only or chosen else s
               for s in loaded]
     dev = str(resolve_device(device))
+    if estimate_only:
+        with ResultStore(store) as results:
+            _print_estimates(sliced, profile=profile, store=results, device=dev)
+        return
     pool = make_executor(executor, workers=workers, address=address)
     interrupted = False
     with ResultStore(store) as results:

@@ -41,6 +41,8 @@ class DatasetSpec:
     binary_records: int = 10000
     label_key: str = "labels"
     homepage: str = ""
+    #: examples per split as published (what a cost estimate counts without the files)
+    examples: tuple[tuple[str, int], ...] = ()
 
     def files(self) -> tuple[FileSpec, ...]:
         """Every file of every split, in a stable order."""
@@ -53,6 +55,7 @@ class DatasetSpec:
 
 MNIST = DatasetSpec(
     name="mnist",
+    examples=(("train", 60000), ("test", 10000)),
     format="idx",
     shape=(1, 28, 28),
     num_classes=10,
@@ -75,6 +78,7 @@ MNIST = DatasetSpec(
 
 FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
+    examples=(("train", 60000), ("test", 10000)),
     format="idx",
     shape=(1, 28, 28),
     num_classes=10,
@@ -94,6 +98,7 @@ FASHION_MNIST = DatasetSpec(
 
 CIFAR10 = DatasetSpec(
     name="cifar10",
+    examples=(("train", 50000), ("test", 10000)),
     format="cifar",
     shape=(3, 32, 32),
     num_classes=10,
@@ -125,6 +130,7 @@ CIFAR10 = DatasetSpec(
 
 CIFAR100 = DatasetSpec(
     name="cifar100",
+    examples=(("train", 50000), ("test", 10000)),
     format="cifar",
     shape=(3, 32, 32),
     num_classes=100,
@@ -143,6 +149,7 @@ _DEVKIT = FileSpec("ILSVRC2012_devkit_t12.tar.gz", "fa75699e90414af021442c21a62c
 
 IMAGENET = DatasetSpec(
     name="imagenet",
+    examples=(("train", 1281167), ("test", 50000)),
     format="ilsvrc",
     shape=(3, 224, 224),
     num_classes=1000,

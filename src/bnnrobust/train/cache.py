@@ -99,6 +99,33 @@ def checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir) if cache_dir is not None else cache_root() / "checkpoints"
 
 
+def cache_path(request: TrainRequest, *, cache_dir: str | Path | None = None,
+               data_root: str | Path | None = None) -> Path:
+    """Where the checkpoint of ``request`` is (or will be) cached."""
+    return checkpoint_dir(cache_dir) / f"{request.model}-{request.key(data_root=data_root)}.pt"
+
+
+def partial_path(path: Path) -> Path:
+    """Where the state after each finished epoch of the checkpoint ``path`` is kept."""
+    return path.with_name(path.stem + ".partial.pt")
+
+
+def saved_epochs(request: TrainRequest, *, cache_dir: str | Path | None = None,
+                 data_root: str | Path | None = None) -> int:
+    """Epochs of ``request`` already finished: all of them when its checkpoint is cached,
+    those of its saved training state when one is kept, else 0."""
+    path = cache_path(request, cache_dir=cache_dir, data_root=data_root)
+    if path.exists():
+        return request.epochs
+    partial = partial_path(path)
+    if not partial.exists():
+        return 0
+    try:
+        return int(torch.load(partial, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # an unreadable state is retrained from the first epoch
+        return 0
+
+
 def _data(request: TrainRequest, model: ZooModel, data_root: str | Path | None):
     """The training and test data of ``request``: tensors, or for a streamed data set
     (ImageNet) datasets of crops the model's size (random crops and flips for training)."""
@@ -126,7 +153,7 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
         raise TrainingError("the batch hook's config() must equal request.hook so that the "
                             f"cache key describes it (hook: {hook_config}, request: "
                             f"{request.hook}).")
-    path = checkpoint_dir(cache_dir) / f"{request.model}-{request.key(data_root=data_root)}.pt"
+    path = cache_path(request, cache_dir=cache_dir, data_root=data_root)
     if path.exists():
         try:
             ckpt = load_checkpoint(path, expected_model=request.model)
@@ -138,7 +165,7 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
     train, test = _data(request, model, data_root)
     if workers is None:
         workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if request.dataset in STREAMED else 0
-    partial = path.with_name(path.stem + ".partial.pt")  # the state after each epoch
+    partial = partial_path(path)
     history = fit(model, train, test, epochs=request.epochs, batch_size=request.batch_size,
                   lr=request.lr, seed=request.seed, device=device, optimizer=request.optimizer,
                   clip_weights=request.clip_weights, center_weights=request.center_weights,

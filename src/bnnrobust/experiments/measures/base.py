@@ -227,6 +227,11 @@ class Measure:
         """Profile settings a unit's value depends on beyond its model, column and points."""
         return {}
 
+    def time_bound(self, task: Task) -> float | None:
+        """An upper bound of the seconds ``task`` takes, for measures whose cost a calibration
+        cannot predict (None: calibrate; see :mod:`bnnrobust.experiments.estimate`)."""
+        return None
+
     # ---------------------------------------------------------------- computing
     def compute(self, task: Task, model: torch.nn.Module | None, x: torch.Tensor,
                 y: torch.Tensor) -> Any:

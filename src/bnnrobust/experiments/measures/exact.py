@@ -97,6 +97,11 @@ class ExactMeasure(Measure):
                 raise MeasureError(f"model {plan.label!r} is {plan.family!r}; the exact "
                                    "measure attacks fully connected BNNs (fc-bnn) only.")
 
+    def time_bound(self, task: Task) -> float | None:
+        """Every point at its time limit: a solve time on a network the calibration could
+        use (an untrained one) says nothing about the trained one's."""
+        return (task.points[1] - task.points[0]) * task.params.time_limit
+
     def unit_options(self, profile) -> dict[str, Any]:  # noqa: D102
         return {"time_limit": profile.time_limit}
 
