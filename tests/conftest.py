@@ -13,11 +13,14 @@ from bnnrobust.data import status
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(request, tmp_path_factory, monkeypatch):
-    """Every default test gets its own cache folder (checkpoints, decoded arrays, md5 records).
+    """Every default test gets its own cache folder (checkpoints, decoded arrays, md5 records),
+    and every test its own committed-results folder.
 
     Slow acceptance tests keep the user's cache ($BNNROBUST_CACHE or ~/.cache/bnnrobust) so
     that the models they need are trained once and shared with the CLI.
     """
+    # a paper-profile run exports its results: never into the checkout's results/
+    monkeypatch.setenv("BNNROBUST_RESULTS", str(tmp_path_factory.mktemp("results")))
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path_factory.mktemp("cache")))
 

@@ -543,3 +543,62 @@ def test_the_estimate_of_a_quick_profile_is_within_a_factor_of_two_of_its_run(
     text = " ".join(out.split())
     assert code == 0, err
     assert "training │ F8 │ 2" in text and "training │ F16 │ 2" in text and "total:" in text
+
+
+def test_paper_results_are_exported_and_a_fresh_clone_reports_and_resumes_from_them(
+        monkeypatch, capsys, tmp_path, fake_mnist):
+    """A paper-profile run writes the spec's rows and metadata to the results folder; with a
+    new store and an empty cache (a fresh clone) the report shows exactly the same tables and
+    a rerun computes nothing; a changed column's committed rows are shown as stale until a run
+    computes them anew; a damaged file is a clear error."""
+    from conftest import run_cli as run
+
+    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "specs"))
+    results = tmp_path / "results"
+    monkeypatch.setenv("BNNROBUST_RESULTS", str(results))
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                         "paper", "--store", str(tmp_path / "a.sqlite"), "--report",
+                         str(tmp_path / "ra"))
+    assert code == 0, err
+    assert f"resultsin{results / 'galloway2018' / 'tiny.paper.jsonl'}" in "".join(out.split())
+    lines = (results / "galloway2018" / "tiny.paper.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and json.loads(lines[0])["unit"]["model"] == "F8"
+    meta = json.loads((results / "galloway2018" / "tiny.paper.json").read_text())
+    assert meta["units_stored"] == 24 and meta["libraries"]["torch"]
+    assert sorted(meta["models"]) == ["F16 seed 1", "F16 seed 2", "F8 seed 1", "F8 seed 2"]
+    assert all(m["epochs"] == 1 and m["train_seconds"] > 0 for m in meta["models"].values())
+
+    monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path / "fresh-cache"))  # a fresh clone
+    code, out, err = run(monkeypatch, capsys, "report", "--profile", "paper", "--store",
+                         str(tmp_path / "b.sqlite"), "--out", str(tmp_path / "rb"))
+    assert code == 0, err
+    assert table_values(tmp_path / "rb") == table_values(tmp_path / "ra")
+    page = (tmp_path / "rb" / "galloway2018" / "tiny.md").read_text(encoding="utf-8")
+    assert "24 of them from the committed results (tiny.paper.jsonl, computed by this code)" \
+        in page
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                         "paper", "--store", str(tmp_path / "b.sqlite"))
+    assert code == 0 and "24 units, 24 already stored, 24 taken from the committed results, " \
+        "0 computed, 0 model(s) prepared" in " ".join(out.split()), err
+    assert not (tmp_path / "fresh-cache" / "checkpoints").exists()  # nothing trained
+
+    write_spec(tmp_path / "specs", TINY.replace("steps = 5", "steps = 6"))
+    code, out, err = run(monkeypatch, capsys, "report", "--profile", "paper", "--store",
+                         str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "rc"))
+    page = (tmp_path / "rc" / "galloway2018" / "tiny.md").read_text(encoding="utf-8")
+    assert "24 of them from the committed results (tiny.paper.jsonl, 8 stale" in page
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                         "paper", "--store", str(tmp_path / "c.sqlite"))
+    assert code == 0 and "16 taken from the committed results, 8 computed" in \
+        " ".join(out.split()), err
+    rows = [json.loads(x) for x in
+            (results / "galloway2018" / "tiny.paper.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and all(r["unit"]["params"]["params"]["steps"] == 6
+                                   for r in rows if r["unit"]["attack"].startswith("PGD"))
+
+    (results / "galloway2018" / "tiny.paper.jsonl").write_text("{not json\n")
+    code, _, err = run(monkeypatch, capsys, "report", "--profile", "paper", "--store",
+                       str(tmp_path / "d.sqlite"), "--out", str(tmp_path / "rd"))
+    assert code == 2 and "not a results file written by bnnrobust" in " ".join(err.split())
+    assert "git checkout -- results/" in " ".join(err.split()) and "Traceback" not in err

@@ -24,6 +24,7 @@ from bnnrobust.errors import BnnRobustError
 from bnnrobust.experiments import check_executor, make_executor
 from bnnrobust.experiments.estimate import estimate, format_seconds
 from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.results import default_results_root
 from bnnrobust.experiments.runner import (
     default_specs_root,
     missing_data,
@@ -40,6 +41,11 @@ from bnnrobust.report import report
 ProfileOpt = Annotated[str, typer.Option(
     "--profile", help="quick (CPU-sized: fewer epochs, a training subset, a test subset, one "
                       "seed, the smallest widths) or paper (the paper's settings).")]
+ResultsOpt = Annotated[Path | None, typer.Option(
+    "--results", help="The committed results folder (default: results/ of the checkout, or "
+                      "$BNNROBUST_RESULTS). A paper-profile run imports the rows it plans from "
+                      "there and exports the spec's rows there afterwards; the report reads "
+                      "them for the units the store lacks.", show_default=False)]
 SpecsArg = Annotated[list[str] | None, typer.Argument(
     help="Specs by name (galloway2018/table1), by paper folder (galloway2018 = all of its "
          "specs) or as .toml paths. Default for report: every spec.", show_default=False)]
@@ -65,12 +71,12 @@ def _check_profile(profile: str) -> None:
 
 
 def _print_estimates(specs: list[Spec], *, profile: str, store: ResultStore,
-                     device: str) -> None:
+                     device: str, results: Path) -> None:
     """One table per spec and the total (see :mod:`bnnrobust.experiments.estimate`)."""
     total, bound = 0.0, False
     for spec in specs:
         missing = missing_data(spec)
-        est = estimate(spec, profile, store=store, device=device)
+        est = estimate(spec, profile, store=store, device=device, results=results)
         table = Table(title=f"{spec.name} [{profile}] on {device}: "
                             f"{'≤ ' if est.bound else ''}{format_seconds(est.seconds)}",
                       title_justify="left")
@@ -81,7 +87,8 @@ def _print_estimates(specs: list[Spec], *, profile: str, store: ResultStore,
                           ("≤ " if line.bound else "") + format_seconds(line.seconds),
                           line.basis)
         out.print(table)
-        out.print(f"{spec.name}: {est.stored} unit(s) already stored, {est.cached} model(s) "
+        out.print(f"{spec.name}: {est.stored} unit(s) already stored or committed, "
+                  f"{est.cached} model(s) "
                   f"in the checkpoint cache; calibration took {est.calibration_seconds:.0f} s"
                   + (f"; the data is not here ({missing}), so random inputs were timed"
                      if missing else ""), highlight=False)
@@ -125,6 +132,7 @@ def reproduce_command(
         "--grid", help="Run only these values of a sweep variable of the profile, as "
                        "VAR=V1,V2 (e.g. K=64); repeat for several variables.",
         show_default=False)] = None,
+    results: ResultsOpt = None,
     estimate_only: Annotated[bool, typer.Option(
         "--estimate", help="Compute nothing: print what the run would cost on this machine "
                            "(training per model row, attacks per column, the total), from "
@@ -152,28 +160,31 @@ def reproduce_command(
         return
     check_output_file("--store", store)
     check_output_dir("--report", report_out)
+    check_output_dir("--results", results)
     check_executor(executor, workers=workers, address=address)
     loaded = _specs(specs, default_all=False)
     chosen = _grid(grid or [])
     sliced = [s.sliced(profile, models=only or (), grid=chosen) if only or chosen else s
               for s in loaded]
     dev = str(resolve_device(device))
+    folder = results or default_results_root(default_specs_root())
     if estimate_only:
-        with ResultStore(store) as results:
-            _print_estimates(sliced, profile=profile, store=results, device=dev)
+        with ResultStore(store) as store_:
+            _print_estimates(sliced, profile=profile, store=store_, device=dev, results=folder)
         return
     pool = make_executor(executor, workers=workers, address=address)
     interrupted = False
-    with ResultStore(store) as results:
+    with ResultStore(store) as store_:
         for spec in sliced:
-            summary = reproduce(spec, profile=profile, store=results, executor=pool, device=dev,
-                                console=err)
+            summary = reproduce(spec, profile=profile, store=store_, executor=pool,
+                                device=dev, results=folder, console=err)
             out.print(summary_line(summary), highlight=False)
             if summary.interrupted:
                 interrupted = True
                 break
         if report_out is not None:
-            index, _ = report(loaded, profile=profile, store=results, out=report_out)
+            index, _ = report(loaded, profile=profile, store=store_, out=report_out,
+                              results=folder)
             out.print(f"report: {index.resolve()}", highlight=False)
     if interrupted:
         raise typer.Exit(130)
@@ -186,6 +197,7 @@ def report_command(
     out_dir: Annotated[Path, typer.Option(
         "--out", help="Report folder: index.html, one Markdown file and PNGs per spec.")]
     = Path("report"),
+    results: ResultsOpt = None,
 ) -> None:
     """Write the report of stored results: per spec a Markdown table of ours beside the
     paper's values (mean ± std over seeds, the difference, ⚠ where ours falls outside the
@@ -193,9 +205,12 @@ def report_command(
     _check_profile(profile)
     check_output_file("--store", store)
     check_output_dir("--out", out_dir)
+    check_output_dir("--results", results)
     loaded = _specs(specs, default_all=True)
-    with ResultStore(store) as results:
-        index, reports = report(loaded, profile=profile, store=results, out=out_dir)
+    folder = results or default_results_root(default_specs_root())
+    with ResultStore(store) as store_:
+        index, reports = report(loaded, profile=profile, store=store_, out=out_dir,
+                                results=folder)
     for rep in reports:
         state = "not run: " + rep.missing if rep.missing and not rep.stored else \
             f"{rep.stored}/{rep.planned} units"

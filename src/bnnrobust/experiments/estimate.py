@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +42,7 @@ from bnnrobust.device import global_seed
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.experiments.measures import Task, measure_named
 from bnnrobust.experiments.measures.base import model_for, request_and_hook, test_points
+from bnnrobust.experiments.results import committed
 from bnnrobust.experiments.runner import missing_data, plan
 from bnnrobust.experiments.spec import Spec
 from bnnrobust.experiments.store import ResultStore
@@ -100,15 +102,18 @@ def examples(dataset: str, split: str, *, data_root: str | None = None) -> int:
 
 
 def estimate(spec: Spec, profile: str, *, store: ResultStore, device: str = "cpu",
-             data_root: str | None = None, cache_dir: str | None = None, batches: int = 3,
-             points: int = 64) -> Estimate:
+             data_root: str | None = None, cache_dir: str | None = None,
+             results: Path | None = None, batches: int = 3, points: int = 64) -> Estimate:
     """The expected compute of running ``spec`` under ``profile`` here (see the module
-    docstring); ``batches``: training batches timed per model row, ``points``: test points
-    an attack column is timed on."""
+    docstring); units in the committed ``results`` that a run would import cost nothing;
+    ``batches``: training batches timed per model row, ``points``: test points an attack
+    column is timed on."""
     start = time.perf_counter()
     out = Estimate(spec.name, profile)
     tasks = plan(spec, profile, device=device, data_root=data_root, cache_dir=cache_dir)
     done = store.done(t.unit for t in tasks)
+    if results is not None:
+        done |= set(committed(results, spec.name, profile).rows) & {t.unit.key for t in tasks}
     todo = [t for t in tasks if t.unit.key not in done]
     out.stored = len(done)
     prof = spec.profile(profile)

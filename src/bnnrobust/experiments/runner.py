@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -26,9 +27,13 @@ from bnnrobust.data import GENERATED, get_spec, status
 from bnnrobust.data import data_root as resolve_root
 from bnnrobust.experiments.executors import Executor, run
 from bnnrobust.experiments.measures import Computed, Task, execute, measure_named
-from bnnrobust.experiments.measures.base import trained_model
+from bnnrobust.experiments.measures.base import request_and_hook, trained_model
+from bnnrobust.experiments.parse import load
+from bnnrobust.experiments.results import committed, export, import_rows
 from bnnrobust.experiments.spec import Spec, SpecError
 from bnnrobust.experiments.store import ResultStore
+from bnnrobust.train import load as load_checkpoint
+from bnnrobust.train.cache import cache_path
 
 
 @dataclass
@@ -39,10 +44,12 @@ class RunSummary:
 
     spec: str
     profile: str
+    exported: Path | None = None
     planned: int = 0
     stored_before: int = 0
     computed: int = 0
     stale: int = 0
+    imported: int = 0
     models_trained: int = 0
     seconds: float = 0.0
     interrupted: bool = False
@@ -96,10 +103,19 @@ def _train(item: tuple[str, str, str | None, str | None]) -> str:
     return str(cached.path)
 
 
+#: the profiles whose results a run exports to the results folder (see
+#: :mod:`bnnrobust.experiments.results`)
+EXPORTED_PROFILES = ("paper",)
+
+
 def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executor,
               device: str = "cpu", data_root: str | None = None, cache_dir: str | None = None,
-              progress: bool = True, console: Console | None = None) -> RunSummary:
-    """Run whatever units of ``spec`` the store lacks; see the module docstring."""
+              results: Path | None = None, progress: bool = True,
+              console: Console | None = None) -> RunSummary:
+    """Run whatever units of ``spec`` the store lacks; see the module docstring. With a
+    ``results`` folder, first import the committed rows of the units planned, and for a
+    profile of :data:`EXPORTED_PROFILES` export the spec's rows there afterwards (also when
+    interrupted)."""
     console = console or Console(stderr=True)
     summary = RunSummary(spec.name, profile)
     missing = missing_data(spec, data_root=data_root)
@@ -110,18 +126,27 @@ def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executo
     with store.exclusive(waiting=lambda: console.print(
             f"{spec.name}: another run is computing into {store.path}; waiting for it (what "
             "it stores is reused, not computed again)")):
-        _run_units(spec, profile, store, executor, summary, device=device, data_root=data_root,
-                   cache_dir=cache_dir, progress=progress)
+        try:
+            _run_units(spec, profile, store, executor, summary, device=device,
+                       data_root=data_root, cache_dir=cache_dir, results=results,
+                       progress=progress)
+        finally:
+            if results is not None and profile in EXPORTED_PROFILES:
+                summary.exported = export_spec(spec, profile, store, results,
+                                               data_root=data_root, cache_dir=cache_dir)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _run_units(spec: Spec, profile: str, store: ResultStore, executor: Executor,
                summary: RunSummary, *, device: str, data_root: str | None,
-               cache_dir: str | None, progress: bool) -> None:
-    """Plan, train and compute what the store lacks, counting into ``summary`` (under the
-    store's run lock)."""
+               cache_dir: str | None, results: Path | None, progress: bool) -> None:
+    """Plan, import the committed rows, train and compute what the store lacks, counting
+    into ``summary`` (under the store's run lock)."""
     tasks = plan(spec, profile, device=device, data_root=data_root, cache_dir=cache_dir)
+    if results is not None:
+        summary.imported = import_rows(store, committed(results, spec.name, profile).rows,
+                                       [t.unit for t in tasks])
     done = store.done(t.unit for t in tasks)
     todo = [t for t in tasks if t.unit.key not in done]
     summary.planned, summary.stored_before = len(tasks), len(done)
@@ -145,6 +170,31 @@ def _run_units(spec: Spec, profile: str, store: ResultStore, executor: Executor,
     outcome = run(executor, execute, todo, description=f"{spec.name}: units",
                   progress=progress, on_result=save)
     summary.interrupted = outcome.interrupted
+
+
+def export_spec(spec: Spec, profile: str, store: ResultStore, results: Path, *,
+                data_root: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """Export the rows of the whole spec's plan (a slice's spec is read again from its file)
+    with the training record of every model in the checkpoint cache; see
+    :func:`bnnrobust.experiments.results.export`."""
+    whole = load(spec.path)
+    tasks = plan(whole, profile, data_root=data_root, cache_dir=cache_dir)
+    models: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        name = f"{task.unit.model} seed {task.unit.seed}"
+        if task.model is None or name in models:
+            continue
+        request = request_and_hook(task.model)[0]
+        path = cache_path(request, cache_dir=cache_dir, data_root=data_root)
+        if path.exists():
+            metrics = load_checkpoint(path).metrics
+            epochs = metrics.get("epochs", [])
+            models[name] = {"epochs": len(epochs),
+                            "train_seconds": round(sum(e["seconds"] for e in epochs), 3),
+                            "test_accuracy": metrics.get("final_test_accuracy"),
+                            "checkpoint": path.name}
+    return export([t.unit for t in tasks], store, results, spec=spec.name, profile=profile,
+                  title=spec.title, models=models)
 
 
 def spec_files(root: Path) -> list[Path]:
@@ -186,7 +236,11 @@ def summary_line(summary: RunSummary) -> str:
     state = "interrupted" if summary.interrupted else "done"
     stale = f" ({summary.stale} of them replace stale rows: their code changed)" \
         if summary.stale else ""
+    imported = f", {summary.imported} taken from the committed results" \
+        if summary.imported else ""
+    exported = f"; results in {summary.exported}" if summary.exported else ""
     return (f"{summary.spec} [{summary.profile}]: {state}; {summary.planned} units, "
-            f"{summary.stored_before} already stored, {summary.computed} computed{stale}, "
-            f"{summary.models_trained} model(s) prepared, {summary.seconds:.1f} s")
+            f"{summary.stored_before} already stored{imported}, {summary.computed} "
+            f"computed{stale}, {summary.models_trained} model(s) prepared, "
+            f"{summary.seconds:.1f} s{exported}")
 

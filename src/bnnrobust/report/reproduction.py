@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnnrobust.experiments.measures import Table, measure_named
+from bnnrobust.experiments.results import committed
 from bnnrobust.experiments.runner import missing_data, plan
 from bnnrobust.experiments.spec import Column, Spec
 from bnnrobust.experiments.store import ResultStore
@@ -50,6 +51,11 @@ class SpecReport:
     markdown: Path | None = None
     #: per model row: "run" (every unit stored), "partly run" or "not run"
     rows: dict[str, str] = field(default_factory=dict)
+    #: units read from the committed results (see :mod:`bnnrobust.experiments.results`),
+    #: how many of them are stale, and the file
+    committed: int = 0
+    stale: int = 0
+    committed_path: Path | None = None
 
     def row_label(self, model: str) -> str:
         """The model's label as a table shows it: marked when the row was not (fully) run."""
@@ -58,12 +64,18 @@ class SpecReport:
 
 
 def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
-            data_root: str | None = None) -> SpecReport:
-    """Read the stored units of ``spec``, build its tables and figures (under ``out``)."""
+            data_root: str | None = None, results: Path | None = None) -> SpecReport:
+    """Read the stored units of ``spec`` — and, for those the store lacks, the committed rows
+    in ``results`` — and build its tables and figures (under ``out``)."""
     rep = SpecReport(spec, profile)
     rep.missing = missing_data(spec, data_root=data_root)
     units = [t.unit for t in plan(spec, profile)]
     rows = store.fetch(units)
+    if results is not None:
+        found = committed(results, spec.name, profile)
+        extra, rep.stale = found.matching([u for u in units if u.key not in rows])
+        rows.update(extra)
+        rep.committed, rep.committed_path = len(extra), found.path
     rep.planned, rep.stored = len(units), len(rows)
     stored: dict[str, list[bool]] = {}
     for unit in units:
@@ -138,6 +150,11 @@ def _header(rep: SpecReport) -> str:
             f"{'all' if prof.train_limit is None else prof.train_limit} training examples, "
             f"{prof.test_points} test points, seeds {', '.join(map(str, prof.seeds))}; "
             f"{rep.stored}/{rep.planned} units stored, {rep.seconds:.0f} s of compute")
+    if rep.committed:
+        text += (f"; {rep.committed} of them from the committed results "
+                 f"({rep.committed_path.name if rep.committed_path else ''}")
+        text += (f", {rep.stale} stale: computed by other code or another version of the "
+                 "spec, rerun to refresh)" if rep.stale else ", computed by this code)")
     if rep.stored and any(state != "run" for state in rep.rows.values()):
         for state in ("run", "partly run", "not run"):
             labels = [m for m, s in rep.rows.items() if s == state]
@@ -257,14 +274,17 @@ def _html_table(table: Table, rep: SpecReport) -> str:
 
 
 def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,
-           data_root: str | None = None) -> tuple[Path, list[SpecReport]]:
-    """Write every spec's Markdown and figures and the index; returns the index path."""
+           data_root: str | None = None, results: Path | None = None
+           ) -> tuple[Path, list[SpecReport]]:
+    """Write every spec's Markdown and figures and the index; returns the index path.
+    ``results``: the committed results folder, read for units the store lacks."""
     out.mkdir(parents=True, exist_ok=True)
-    reports = [collect(s, profile=profile, store=store, out=out, data_root=data_root)
-               for s in specs]
+    reports = [collect(s, profile=profile, store=store, out=out, data_root=data_root,
+                       results=results) for s in specs]
     index = write_index(reports, out, profile=profile, store=store.path)
     atomic_write(out / "report.json", json.dumps(
         {r.spec.name: {"profile": r.profile, "planned": r.planned, "stored": r.stored,
+                       "committed": r.committed, "stale": r.stale,
                        "seconds": r.seconds, "missing": r.missing, "flags": r.flags,
                        "tables": [t.as_dict() for t in r.tables]} for r in reports},
         indent=1))
