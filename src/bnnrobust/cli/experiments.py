@@ -71,12 +71,13 @@ def _check_profile(profile: str) -> None:
 
 
 def _print_estimates(specs: list[Spec], *, profile: str, store: ResultStore,
-                     device: str, results: Path) -> None:
+                     device: str, results: Path, checkpoints: Path | None) -> None:
     """One table per spec and the total (see :mod:`bnnrobust.experiments.estimate`)."""
     total, bound = 0.0, False
     for spec in specs:
         missing = missing_data(spec)
-        est = estimate(spec, profile, store=store, device=device, results=results)
+        est = estimate(spec, profile, store=store, device=device, results=results,
+                       cache_dir=None if checkpoints is None else str(checkpoints))
         table = Table(title=f"{spec.name} [{profile}] on {device}: "
                             f"{'≤ ' if est.bound else ''}{format_seconds(est.seconds)}",
                       title_justify="left")
@@ -133,6 +134,11 @@ def reproduce_command(
                        "VAR=V1,V2 (e.g. K=64); repeat for several variables.",
         show_default=False)] = None,
     results: ResultsOpt = None,
+    checkpoints: Annotated[Path | None, typer.Option(
+        "--checkpoints", help="Folder of the trained models and of the training states "
+                              "saved after each epoch (default: the checkpoint cache, "
+                              "$BNNROBUST_CACHE/checkpoints). A killed run resumes from it.",
+        show_default=False)] = None,
     estimate_only: Annotated[bool, typer.Option(
         "--estimate", help="Compute nothing: print what the run would cost on this machine "
                            "(training per model row, attacks per column, the total), from "
@@ -161,6 +167,7 @@ def reproduce_command(
     check_output_file("--store", store)
     check_output_dir("--report", report_out)
     check_output_dir("--results", results)
+    check_output_dir("--checkpoints", checkpoints)
     check_executor(executor, workers=workers, address=address)
     loaded = _specs(specs, default_all=False)
     chosen = _grid(grid or [])
@@ -170,14 +177,16 @@ def reproduce_command(
     folder = results or default_results_root(default_specs_root())
     if estimate_only:
         with ResultStore(store) as store_:
-            _print_estimates(sliced, profile=profile, store=store_, device=dev, results=folder)
+            _print_estimates(sliced, profile=profile, store=store_, device=dev, results=folder,
+                             checkpoints=checkpoints)
         return
     pool = make_executor(executor, workers=workers, address=address)
     interrupted = False
     with ResultStore(store) as store_:
         for spec in sliced:
             summary = reproduce(spec, profile=profile, store=store_, executor=pool,
-                                device=dev, results=folder, console=err)
+                                device=dev, results=folder, console=err,
+                                cache_dir=None if checkpoints is None else str(checkpoints))
             out.print(summary_line(summary), highlight=False)
             if summary.interrupted:
                 interrupted = True

@@ -106,6 +106,8 @@ def _train(item: tuple[str, str, str | None, str | None]) -> str:
 #: the profiles whose results a run exports to the results folder (see
 #: :mod:`bnnrobust.experiments.results`)
 EXPORTED_PROFILES = ("paper",)
+#: seconds between exports while a run computes units (and once at its end)
+EXPORT_EVERY = 600.0
 
 
 def reproduce(spec: Spec, *, profile: str, store: ResultStore, executor: Executor,
@@ -161,11 +163,18 @@ def _run_units(spec: Spec, profile: str, store: ResultStore, executor: Executor,
             summary.interrupted = True
             return
     version = code_version()
+    exported = time.monotonic()
 
     def save(index: int, outcome: Computed) -> None:
+        nonlocal exported
         if store.put(todo[index].unit, outcome.value, seconds=outcome.seconds,
                      device=outcome.device, code_version=version):
             summary.computed += 1
+        if results is not None and profile in EXPORTED_PROFILES \
+                and time.monotonic() - exported > EXPORT_EVERY:  # a kill loses little
+            export_spec(spec, profile, store, results, data_root=data_root,
+                        cache_dir=cache_dir)
+            exported = time.monotonic()
 
     outcome = run(executor, execute, todo, description=f"{spec.name}: units",
                   progress=progress, on_result=save)
