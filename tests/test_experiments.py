@@ -602,3 +602,24 @@ def test_paper_results_are_exported_and_a_fresh_clone_reports_and_resumes_from_t
                        str(tmp_path / "d.sqlite"), "--out", str(tmp_path / "rd"))
     assert code == 2 and "not a results file written by bnnrobust" in " ".join(err.split())
     assert "git checkout -- results/" in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_the_gpu_script_stops_with_a_clear_error_where_there_is_no_cuda(tmp_path):
+    """``benchmarks/paper_gpu.sh`` runs the paper profiles on CUDA; on a machine without it
+    the first command says so and nothing is computed or written."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the script would run for hours")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_gpu.sh"
+    env = {**__import__("os").environ, "BIN": str(Path(sys.executable).parent),
+           "STORE": str(tmp_path / "paper.sqlite"), "CHECKPOINTS": str(tmp_path / "ckpt")}
+    done = subprocess.run(["bash", str(script), "galloway2018/table1"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PyTorch sees no CUDA device here; use --device cpu" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "paper.sqlite").exists() and not (tmp_path / "ckpt").exists()

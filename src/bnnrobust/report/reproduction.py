@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -47,8 +48,11 @@ class SpecReport:
     devices: list[str] = field(default_factory=list)
     code_versions: list[str] = field(default_factory=list)
     missing: str | None = None
-    flags: list[str] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     markdown: Path | None = None
+    #: the paper profile's results shown beside this (quick) one, when any are stored or
+    #: committed
+    companion: SpecReport | None = None
     #: per model row: "run" (every unit stored), "partly run" or "not run"
     rows: dict[str, str] = field(default_factory=dict)
     #: units read from the committed results (see :mod:`bnnrobust.experiments.results`),
@@ -91,11 +95,31 @@ def collect(spec: Spec, *, profile: str, store: ResultStore, out: Path,
         rep.tables = measure.tables(spec, prof, rows)
         rep.figures = FIGURES[spec.measure](measure, spec, prof, rows, out)
         rep.flags = [f for t in rep.tables for f in adaptive_flags(spec, t, profile)]
-    rep.markdown = write_markdown(rep, out)
     return rep
 
 
-def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
+@dataclass(frozen=True)
+class Flag:
+    """An adaptive column that beats the paper's attack on one model: ``column`` gives
+    ``ours`` % where the paper's ``other`` gives ``theirs`` %."""
+
+    spec: str
+    model: str
+    column: str
+    other: str
+    ours: float
+    theirs: float
+
+    @property
+    def text(self) -> str:
+        """The flag as one sentence."""
+        return (f"{self.spec} {self.model}: {self.column} gives {self.ours:.1f} % where "
+                f"{self.other} gives {self.theirs:.1f} % — the paper's attack overstates "
+                "robustness (masked gradients or a weak single step; report the adaptive "
+                "number).")
+
+
+def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[Flag]:
     """Adaptive columns that beat the paper's attack (same ε, or same attack when no ε) by
     more than :data:`FLAG_POINTS` points of accuracy on the same model."""
     if table.unit != "%":
@@ -116,11 +140,43 @@ def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[str]:
                 same = given(col, "eps") == eps if eps is not None \
                     else col.attack == columns[label].attack
                 if same and cell.mean - ada.mean > FLAG_POINTS:
-                    flags.append(f"{spec.name} {model}: {label} gives {ada.mean:.1f} % where "
-                                 f"{other} gives {cell.mean:.1f} % — the paper's attack "
-                                 "overstates robustness (masked gradients or a weak single "
-                                 "step; report the adaptive number).")
+                    flags.append(Flag(spec.name, model, label, other, ada.mean, cell.mean))
     return flags
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a report's numbers compare with the paper's: ``compared`` cells with ours, the
+    paper's value and its ±; ``within`` of them inside the ±; the largest gap (model,
+    column, ours − paper) over every cell with both values, and its reason (the spec's note
+    on that cell, else an open discrepancy)."""
+
+    compared: int = 0
+    within: int = 0
+    gap: tuple[str, str, float] | None = None
+    reason: str = ""
+
+
+def agreement(rep: SpecReport) -> Agreement:
+    """See :class:`Agreement`."""
+    compared = within = 0
+    gap: tuple[str, str, float] | None = None
+    for table in rep.tables:
+        for model, cells in table.rows.items():
+            for column, cell in cells.items():
+                if cell.diff is None:
+                    continue
+                if cell.pm is not None:
+                    compared += 1
+                    within += not cell.outside
+                if gap is None or abs(cell.diff) > abs(gap[2]):
+                    gap = (model, column, cell.diff)
+    reason = ""
+    if gap is not None:
+        notes = [r.note for r in rep.spec.reference
+                 if (r.model, r.attack) == gap[:2] and r.note]
+        reason = notes[0] if notes else "open: no known reason (see the spec's notes)"
+    return Agreement(compared, within, gap, reason)
 
 
 def given(column: Column, name: str):
@@ -187,10 +243,13 @@ def write_markdown(rep: SpecReport, out: Path) -> Path:
             lines.append("| " + " | ".join([rep.row_label(model), *texts]) + " |")
         lines += [""] + [f"- {n}" for n in table.notes] + ([""] if table.notes else [])
     if rep.flags:
-        lines += ["## Flags", ""] + [f"- {f}" for f in rep.flags] + [""]
+        lines += ["## Flags", ""] + [f"- {f.text}" for f in rep.flags] + [""]
     for fig in rep.figures:
         rel = fig.path.relative_to(out / rep.spec.name.split("/")[0])
         lines += [f"![{fig.caption}]({rel.as_posix()})", "", f"*{fig.caption}*", ""]
+    if rep.companion is not None and rep.companion.markdown is not None:
+        rel = Path(os.path.relpath(rep.companion.markdown, out / rep.spec.name.split("/")[0]))
+        lines += [f"The paper profile's results: [{rel.as_posix()}]({rel.as_posix()}).", ""]
     return atomic_write(out / f"{rep.spec.name}.md", "\n".join(lines))
 
 
@@ -200,23 +259,28 @@ table{border-collapse:collapse;margin:1em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}
 td.outside{background:#fff0e0} th.adaptive{background:#eef4ff}
+#summary td.reason{text-align:left;max-width:32em} table.flags td.flag{color:#a00}
 img{max-width:100%;border:1px solid #eee} .flag{color:#a00} .missing{color:#777}
 nav a{margin-right:1em} code{background:#f4f4f4;padding:0 3px}
 """
 
 
-def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Path,
-                audit: list[str] | None = None) -> Path:
-    """One static ``out/index.html`` with every table, figure, metadata and flag."""
+def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Path) -> Path:
+    """One static ``out/index.html``: a summary first (per spec and profile: units, cells
+    within the paper's ±, the largest gap and its reason, flags), the run metadata, then per
+    spec its tables, a compact table of its flags and its figures — the paper profile's
+    committed results beside the profile run."""
     esc = html.escape
-    versions = sorted({v for r in reports for v in r.code_versions})
-    devices = sorted({d for r in reports for d in r.devices})
-    total = sum(r.seconds for r in reports)
+    shown = [r for rep in reports for r in (rep, rep.companion) if r is not None]
+    versions = sorted({v for r in shown for v in r.code_versions})
+    devices = sorted({d for r in shown for d in r.devices})
+    total = sum(r.seconds for r in shown)
     libs = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>bnnrobust report ({esc(profile)})</title><style>{CSS}</style></head><body>",
              f"<h1>bnnrobust reproduction report — profile {esc(profile)}</h1>",
-             "<table id='metadata'><tbody>",
+             _summary_table(shown),
+             "<details id='run'><summary>Run metadata</summary><table id='metadata'><tbody>",
              f"<tr><th>code version</th><td>{esc(', '.join(versions) or '—')}</td></tr>",
              f"<tr><th>libraries</th><td>{esc(libs)}</td></tr>",
              f"<tr><th>device</th><td>{esc(', '.join(devices) or '—')}</td></tr>",
@@ -225,32 +289,93 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
              f"<tr><th>results store</th><td><code>{esc(str(store))}</code></td></tr>",
              f"<tr><th>written</th><td>{time.strftime('%Y-%m-%d %H:%M:%S')} on "
              f"{esc(platform.node())}</td></tr>",
-             "</tbody></table>",
+             "</tbody></table></details>",
              "<nav>" + "".join(f"<a href='#{esc(r.spec.name)}'>{esc(r.spec.name)}</a>"
                                for r in reports) + "</nav>"]
-    flags = [f for r in reports for f in r.flags] + list(audit or [])
-    parts.append("<h2>Flags</h2>")
-    parts.append("<ul id='flags'>" + "".join(f"<li class='flag'>{esc(f)}</li>" for f in flags)
-                 + "</ul>" if flags else "<p id='flags'>No flag raised.</p>")
     for rep in reports:
         parts.append(f"<section id='{esc(rep.spec.name)}'><h2>{esc(rep.spec.title)}</h2>")
-        parts.append(f"<p>Spec <code>{esc(rep.spec.name)}</code>; {esc(_header(rep))}. "
-                     f"<a href='{esc(rep.spec.name)}.md'>Markdown</a></p>")
-        if rep.missing:
-            parts.append(f"<p class='missing'>Not run: {esc(rep.missing)}</p>")
         if rep.spec.notes:
-            parts.append("<details class='notes' open><summary>What this spec computes, "
+            parts.append("<details class='notes'><summary>What this spec computes, "
                          "and where it departs from the paper</summary>"
                          f"<p>{esc(' '.join(rep.spec.notes.split()))}</p></details>")
-        for table in rep.tables:
-            parts.append(_html_table(table, rep))
-        for fig in rep.figures:
-            rel = fig.path.relative_to(out).as_posix()
-            parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
-                         f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
+        for part in (rep.companion, rep):
+            if part is not None:
+                parts.append(_profile_section(part, out))
         parts.append("</section>")
     parts.append("</body></html>")
     return atomic_write(out / "index.html", "\n".join(parts))
+
+
+def _summary_table(reports: list[SpecReport]) -> str:
+    """The report's first table: one row per spec and profile."""
+    esc = html.escape
+    rows = []
+    for rep in reports:
+        agree = agreement(rep)
+        within = f"{agree.within}/{agree.compared}" if agree.compared else "—"
+        gap = (f"{agree.gap[0]}, {agree.gap[1]}: {agree.gap[2]:+.1f}" if agree.gap else "—")
+        css = "outside" if agree.compared and agree.within < agree.compared else ""
+        flags = str(len(rep.flags)) if rep.flags else "—"
+        units = f"{rep.stored}/{rep.planned}" + (f" ({rep.stale} stale)" if rep.stale else "")
+        rows.append(f"<tr><td><a href='#{esc(rep.spec.name)}'>{esc(rep.spec.name)}</a></td>"
+                    f"<td>{esc(rep.profile)}</td><td>{esc(units)}</td>"
+                    f"<td class='{css}'>{esc(within)}</td><td>{esc(gap)}</td>"
+                    f"<td class='reason'>{esc(agree.reason)}</td>"
+                    f"<td class='{'flag' if rep.flags else ''}'>{esc(flags)}</td></tr>")
+    return ("<table id='summary'><caption>At a glance: cells within the paper's printed ±, the "
+            "largest difference from the paper (ours − paper, in the table's unit) and its "
+            "reason, and the flags (an adaptive attack beating the paper's by more than "
+            f"{FLAG_POINTS:g} points)</caption><thead><tr><th>spec</th><th>profile</th>"
+            "<th>units</th><th>within ±</th><th>largest gap</th><th>reason</th><th>flags</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _profile_section(rep: SpecReport, out: Path) -> str:
+    """One profile's results of a spec: header, tables, flags, figures."""
+    esc = html.escape
+    title = "paper profile — committed results" if rep.committed else f"profile {rep.profile}"
+    md = os.path.relpath(rep.markdown, out) if rep.markdown is not None else ""
+    parts = [f"<h3>{esc(title)}</h3>",
+             f"<p>Spec <code>{esc(rep.spec.name)}</code>; {esc(_header(rep))}. "
+             f"<a href='{esc(Path(md).as_posix())}'>Markdown</a></p>"]
+    if rep.missing and not rep.stored:
+        parts.append(f"<p class='missing'>Not run: {esc(rep.missing)}</p>")
+    parts += [_html_table(table, rep) for table in rep.tables]
+    if rep.flags:
+        parts.append(_flag_table(rep.flags))
+    for fig in rep.figures:
+        rel = fig.path.relative_to(out).as_posix()
+        parts.append(f"<figure><img src='{esc(rel)}' alt='{esc(fig.caption)}'>"
+                     f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def _flag_table(flags: list[Flag]) -> str:
+    """Flags as one model × adaptive-column table: each cell the accuracy the adaptive attack
+    takes off the paper's attack, the sentence on hover and in the list below."""
+    esc = html.escape
+    models = list(dict.fromkeys(f.model for f in flags))
+    columns = list(dict.fromkeys(f.column for f in flags))
+    cells = {}
+    for f in flags:
+        cells.setdefault((f.model, f.column), []).append(f)
+    body = []
+    for model in models:
+        tds = []
+        for column in columns:
+            found = cells.get((model, column), [])
+            text = "; ".join(f"−{f.theirs - f.ours:.1f} vs {f.other}" for f in found)
+            title = " ".join(f.text for f in found)
+            tds.append(f"<td class='flag' title='{esc(title)}'>{esc(text)}</td>" if found
+                       else "<td></td>")
+        body.append(f"<tr><td>{esc(model)}</td>{''.join(tds)}</tr>")
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    items = "".join(f"<li>{esc(f.text)}</li>" for f in flags)
+    return ("<table class='flags'><caption>Flags: points of accuracy an adaptive attack takes "
+            "off the paper's attack at the same ε (hover for the evidence)</caption>"
+            f"<thead><tr><th>Model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+            f"</table><details class='flag-list'><summary>The flags in words</summary><ul>"
+            f"{items}</ul></details>")
 
 
 def _html_table(table: Table, rep: SpecReport) -> str:
@@ -279,13 +404,30 @@ def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,
     """Write every spec's Markdown and figures and the index; returns the index path.
     ``results``: the committed results folder, read for units the store lacks."""
     out.mkdir(parents=True, exist_ok=True)
-    reports = [collect(s, profile=profile, store=store, out=out, data_root=data_root,
-                       results=results) for s in specs]
+    reports = []
+    for spec in specs:
+        rep = collect(spec, profile=profile, store=store, out=out, data_root=data_root,
+                      results=results)
+        if profile != "paper":
+            paper = collect(spec, profile="paper", store=store, out=out / "paper",
+                            data_root=data_root, results=results)
+            if paper.stored:
+                paper.markdown = write_markdown(paper, out / "paper")
+                rep.companion = paper
+        rep.markdown = write_markdown(rep, out)
+        reports.append(rep)
     index = write_index(reports, out, profile=profile, store=store.path)
     atomic_write(out / "report.json", json.dumps(
-        {r.spec.name: {"profile": r.profile, "planned": r.planned, "stored": r.stored,
-                       "committed": r.committed, "stale": r.stale,
-                       "seconds": r.seconds, "missing": r.missing, "flags": r.flags,
-                       "tables": [t.as_dict() for t in r.tables]} for r in reports},
-        indent=1))
+        {r.spec.name: {**_as_json(r), "paper": _as_json(r.companion) if r.companion else None}
+         for r in reports}, indent=1))
     return index, reports
+
+
+def _as_json(rep: SpecReport) -> dict:
+    agree = agreement(rep)
+    return {"profile": rep.profile, "planned": rep.planned, "stored": rep.stored,
+            "committed": rep.committed, "stale": rep.stale, "seconds": rep.seconds,
+            "missing": rep.missing, "flags": [f.text for f in rep.flags],
+            "within": agree.within, "compared": agree.compared,
+            "largest_gap": list(agree.gap) if agree.gap else None, "reason": agree.reason,
+            "tables": [t.as_dict() for t in rep.tables]}
