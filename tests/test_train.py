@@ -291,7 +291,7 @@ torch.manual_seed(3)
 model = build("galloway-cnn", precision="stochastic", width=4)
 hook = KillAtSecondEpoch("fgsm-random", eps=0.3, seed=5)
 fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook, resume=sys.argv[1],
-    progress=False)
+    save_every=0, progress=False)
 """
 
 
@@ -304,7 +304,7 @@ def _resumable_run(state):
     model = build("galloway-cnn", precision="stochastic", width=4)
     hook = AdversarialTraining("fgsm-random", eps=0.3, seed=5)
     history = fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook,
-                  resume=state, progress=False)
+                  resume=state, save_every=0, progress=False)
     return model, history
 
 
@@ -332,16 +332,18 @@ def test_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp
 
 
 def test_a_saved_state_of_other_options_or_a_hook_without_state_is_refused(tmp_path):
+    """Also: with ``save_every`` elapsed, a state is written after every epoch but the last."""
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
     state = tmp_path / "state.pt"
-    fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=8, resume=state,
-        progress=False)
+    fit(build("galloway-cnn", width=4), (x, y), epochs=2, batch_size=8, resume=state,
+        save_every=0, progress=False)
+    assert torch.load(state, weights_only=True)["epoch"] == 1  # the last epoch is not saved
     with pytest.raises(TrainingError, match="other training options .*differing: batch_size"):
-        fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=4, resume=state,
+        fit(build("galloway-cnn", width=4), (x, y), epochs=2, batch_size=4, resume=state,
             progress=False)
     state.write_bytes(b"not a state")
     with pytest.raises(TrainingError, match="cannot read the saved training state"):
-        fit(build("galloway-cnn", width=4), (x, y), epochs=1, batch_size=8, resume=state,
+        fit(build("galloway-cnn", width=4), (x, y), epochs=2, batch_size=8, resume=state,
             progress=False)
 
     class Stateless:
@@ -374,6 +376,7 @@ def test_the_checkpoint_cache_resumes_an_interrupted_training(fake_mnist, tmp_pa
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(loop, "_evaluate", interrupt_in_epoch_two)
+    monkeypatch.setattr(loop, "SAVE_EVERY", 0.0)  # a state after every epoch
     with pytest.raises(KeyboardInterrupt):
         train_cached(request, cache_dir=tmp_path / "cut", progress=False)
     monkeypatch.setattr(loop, "_evaluate", evaluate)

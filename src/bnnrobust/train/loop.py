@@ -30,6 +30,8 @@ from bnnrobust.train.metrics import accuracy, check_input_shape, correct, datase
 from bnnrobust.train.resume import load_state, restore_state, save_state
 
 OPTIMIZERS = ("adam", "sgd")
+#: seconds of training between two saved states of a resumable run (see :func:`fit`)
+SAVE_EVERY = 30.0
 #: training-time augmentation of tensor data: none, or BinaryNet.pytorch's CIFAR
 #: ``pad_random_crop`` (4 zero pixels of padding, a random crop of the original size, a random
 #: horizontal flip). Streamed data sets (ImageNet) crop and flip in their reader.
@@ -243,7 +245,8 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         clip_weights: bool = False, center_weights: bool = False, weight_decay: float = 0.0,
         augment: str = "none", batch_hook: BatchHook | None = None,
         schedule: str = "constant", workers: int = 0, resume: str | Path | None = None,
-        progress: bool = True, console: Console | None = None) -> History:
+        save_every: float | None = None, progress: bool = True,
+        console: Console | None = None) -> History:
     """Train ``model`` in place on ``train``; evaluate on ``test`` after each epoch.
 
     ``train`` and ``test`` are ``(x, y)`` tensors or map-style datasets (:data:`Data`; a
@@ -259,9 +262,12 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
     :data:`AUGMENTATIONS` (tensor data only; drawn from the seeded generator). ``batch_hook`` turns each
     batch into the batches whose mean loss is minimized (see :class:`BatchHook`).
     ``schedule``: the learning-rate schedule (:func:`schedule_factor`; default constant).
-    ``resume``: a file that holds the state after each finished epoch (see
-    :mod:`bnnrobust.train.resume`); when it exists, training continues after its epoch and, on
-    CPU, ends with the weights of an uninterrupted run. The caller deletes it when done.
+    ``resume``: a file that holds the state after a finished epoch (see
+    :mod:`bnnrobust.train.resume`), written after every epoch that ends ``save_every`` seconds
+    or more after the last write (default :data:`SAVE_EVERY`: a kill loses at most that and
+    one epoch, and short epochs are not slowed by writes; the last epoch is not written, the
+    caller keeps the model); when it exists, training continues after its epoch and, on CPU,
+    ends with the weights of an uninterrupted run. The caller deletes it when done.
     """
     _check_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, workers, augment)
     n_train = _size(train)
@@ -282,6 +288,8 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                    "augment": augment, "schedule": schedule, "train_size": n_train,
                    "hook": batch_hook.config() if batch_hook is not None else None}
         first = _resume(resume, options, model, opt, gen, dev, batch_hook, history)
+        saved = time.monotonic()
+        save_every = SAVE_EVERY if save_every is None else save_every
         n_batches = (n_train + batch_size - 1) // batch_size
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         if has_bn and n_train < 2:
@@ -335,9 +343,11 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                 stats = EpochStats(epoch + 1, total_loss / seen, total_correct / seen, test_acc,
                                    time.perf_counter() - start)
                 history.epochs.append(stats)
-                if resume is not None:
+                if resume is not None and epoch + 1 < epochs \
+                        and time.monotonic() - saved >= save_every:
                     resume = _save_epoch(Path(resume), options, model, opt, gen, batch_hook,
                                          history)
+                    saved = time.monotonic()
                 if progress:
                     test_txt = f", test acc {test_acc:.2%}" if test_acc is not None else ""
                     line = (f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
