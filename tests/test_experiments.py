@@ -623,3 +623,24 @@ def test_the_gpu_script_stops_with_a_clear_error_where_there_is_no_cuda(tmp_path
     assert "PyTorch sees no CUDA device here; use --device cpu" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "paper.sqlite").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_results_and_checkpoints_options_and_an_unsized_absent_dataset_are_clear_errors(
+        monkeypatch, capsys, tmp_path, fake_mnist):
+    from conftest import run_cli as run
+
+    from bnnrobust.errors import BnnRobustError
+    from bnnrobust.experiments.estimate import examples
+
+    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "specs"))
+    (tmp_path / "afile").write_text("x")
+    for option in ("--results", "--checkpoints"):
+        code, _, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", option,
+                           str(tmp_path / "afile"), "--store", str(tmp_path / "s.sqlite"))
+        assert code == 2 and f"{option} {tmp_path / 'afile'} is a file; give a folder" in \
+            " ".join(err.split()), err
+    assert examples("mnist", "test") == 100  # counted from the files that are here
+    monkeypatch.setenv("BNNROBUST_DATA", str(tmp_path / "nothing"))
+    with pytest.raises(BnnRobustError, match="mnist is not here and its size is not registered"):
+        examples("mnist", "test")  # the generated stand-in registers no sizes

@@ -117,34 +117,27 @@ def estimate(spec: Spec, profile: str, *, store: ResultStore, device: str = "cpu
     todo = [t for t in tasks if t.unit.key not in done]
     out.stored = len(done)
     prof = spec.profile(profile)
-    requests: dict[str, dict[str, str]] = {}
+    requests: dict[str, dict[str, dict[str, Any]]] = {}  # model row -> its distinct requests
     trainings: dict[str, tuple[Callable[[int], float], str]] = {}
     for task in todo:
         if task.model is not None:
-            requests.setdefault(task.unit.model, {})[_json(task.model)] = task.unit.model
+            requests.setdefault(task.unit.model, {})[_json(task.model)] = task.model
     for label, by_json in requests.items():
-        left = {}
-        for text in by_json:
-            request = json.loads(text)
-            if cache_path(request_and_hook(request)[0], cache_dir=cache_dir,
-                          data_root=data_root).exists():
-                out.cached += 1
-            else:
-                left[text] = request
+        left = [r for r in by_json.values()
+                if not cache_path(request_and_hook(r)[0], cache_dir=cache_dir,
+                                  data_root=data_root).exists()]
+        out.cached += len(by_json) - len(left)
         if not left:
             continue
-        first = next(iter(left.values()))
+        first = left[0]
         shape = _json({k: v for k, v in first.items() if k not in ("seed", "epochs")}
                       | {"adversarial": _without(first.get("adversarial"), "start_epoch")})
         if shape not in trainings:  # the seeds and schedules of one architecture share it
             trainings[shape] = _training(first, spec.dataset, device=device, batches=batches,
                                          data_root=data_root)
         seconds, basis = trainings[shape]
-        total = 0.0
-        for request in left.values():
-            req = request_and_hook(request)[0]
-            finished = saved_epochs(req, cache_dir=cache_dir, data_root=data_root)
-            total += seconds(finished)
+        total = sum(seconds(saved_epochs(request_and_hook(r)[0], cache_dir=cache_dir,
+                                         data_root=data_root)) for r in left)
         out.lines.append(Line("training", label, len(left), total, basis))
     real_data = missing_data(spec, data_root=data_root) is None
     groups: dict[str, list[Task]] = {}
@@ -153,9 +146,9 @@ def estimate(spec: Spec, profile: str, *, store: ResultStore, device: str = "cpu
     measure = measure_named(spec.measure)
     timings: dict[str, float] = {}
     for label, group in groups.items():
-        if measure.time_bound(group[0]) is not None:
-            bound = sum(measure.time_bound(t) or 0.0 for t in group)
-            out.lines.append(Line("attack", label, len(group), bound,
+        bounds = [measure.time_bound(t) for t in group]
+        if all(b is not None for b in bounds):
+            out.lines.append(Line("attack", label, len(group), sum(bounds),
                                   f"every point at the time limit ({prof.time_limit:g} s)",
                                   bound=True))
             continue
