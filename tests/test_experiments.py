@@ -89,7 +89,7 @@ BAD_SPECS = [
      r"models\[0\]\.params: model 'fc-bnn' has no parameter\(s\) 'dept'; valid parameters: "),
     ('attack = "fgsm"', 'attack = "fgsn"',
      r"attacks\[1\]\.attack = 'fgsn' is unknown \(an attack the 'accuracy' measure runs\); "
-     r"valid choices: clean, drop, fgsm"),
+     r"valid choices: clean, drop, read, fgsm"),
     ('params = { eps = 0.1 }', 'params = { epsilon = 0.1 }',
      r"attacks\[1\] \('FGSM ε=0.1'\): fgsm has no parameter 'epsilon'; valid parameters: "
      r"bpda, eot_samples, eps"),
@@ -342,6 +342,37 @@ options = { drop_from = "clean", drop_to = "FGSM ε=0.1" }
                                                'drop_to = "FGSM ε=0.1" }', ""), name="nodrop"))
 
 
+def test_a_read_column_shows_another_columns_units_with_its_own_metric(tmp_path, fake_mnist):
+    """A ``read`` column attacks nothing: its cells are the read column's runs under its own
+    metric (as Galloway Table 3 prints CW-L2's accuracy and mean L2 from the same runs)."""
+    text = TINY + """
+[[attacks]]
+label = "FGSM error"
+attack = "read"
+options = { read_from = "FGSM ε=0.1" }
+metric = "error"
+"""
+    spec = load(write_spec(tmp_path, text, name="read"))
+    assert len(plan(spec, "quick")) == 12  # no units of its own
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        reproduce(spec, profile="quick", store=store, executor=LocalExecutor(), progress=False)
+        _, (rep,) = report([spec], profile="quick", store=store, out=tmp_path / "r")
+    cells = rep.tables[0].rows["F8"]
+    assert len(cells["FGSM error"].values) == 2 and cells["FGSM error"].complete
+    assert cells["FGSM error"].values == pytest.approx(
+        [100.0 - a for a in cells["FGSM ε=0.1"].values])
+    for bad, message in [
+        (text.replace('read_from = "FGSM ε=0.1"', 'read_from = "FGSM ε=0.9"'),
+         "read_from 'FGSM ε=0.9' is not an attacked column of profile"),
+        (text.replace('options = { read_from = "FGSM ε=0.1" }\n', ""),
+         "a read column .* needs option read_from"),
+        (TINY.replace('label = "clean"', 'label = "clean"\noptions = { read_from = "clean" }'),
+         "a read column .* needs option read_from, .*; no other column takes it"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            load(write_spec(tmp_path, bad, name="badread"))
+
+
 def test_a_drop_column_with_drop_model_is_a_gap_between_models(tmp_path, fake_mnist):
     text = TINY.replace("grid = { W = [8] }", "grid = { W = [8, 16] }") + """
 [[attacks]]
@@ -495,13 +526,18 @@ def test_a_slice_runs_its_rows_only_and_the_report_marks_the_rows_run(
     assert "12/24 units stored" in page and "rows run: F8; rows not run: F16" in page
     assert "| F16 (not run) |" in page and "| F8 |" in page
     code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
+                         "paper", "--only", "F16", "--column", "clean", "--store", store)
+    assert code == 0 and "4 units, 0 already stored, 4 computed" in " ".join(out.split()), err
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
                          "paper", "--only", "F16", "--only", "F8", "--store", store)
-    assert code == 0 and "24 units, 12 already stored, 12 computed" in " ".join(out.split())
+    assert code == 0 and "24 units, 16 already stored, 8 computed" in " ".join(out.split())
     for args, message in [
         (["--grid", "W=9"], "W = 9 is not in profile 'paper'; its values: 8, 16"),
         (["--grid", "K=64"], "profile 'paper' has no sweep variable 'K'; its variables: W"),
         (["--grid", "W"], "--grid 'W': expected VAR=VALUE[,VALUE...]"),
         (["--only", "F32"], "no model row 'F32' in profile 'paper'; its rows: F8, F16"),
+        (["--column", "CW"], "no attack column 'CW' in profile 'paper'; its columns: clean, "
+                             "FGSM ε=0.1, PGD-logits ε=0.1"),
     ]:
         code, _, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
                            "paper", *args, "--store", store)

@@ -129,6 +129,10 @@ def reproduce_command(
         "--only", help="Run only this model row of each spec (its label, e.g. B64); repeat "
                        "for several. The report marks the rows that were run.",
         show_default=False)] = None,
+    column: Annotated[list[str] | None, typer.Option(
+        "--column", help="Run only this attack column of each spec (its label as the "
+                         "report prints it, e.g. 'FGSM ε=0.1'); repeat for several.",
+        show_default=False)] = None,
     grid: Annotated[list[str] | None, typer.Option(
         "--grid", help="Run only these values of a sweep variable of the profile, as "
                        "VAR=V1,V2 (e.g. K=64); repeat for several variables.",
@@ -136,8 +140,9 @@ def reproduce_command(
     results: ResultsOpt = None,
     checkpoints: Annotated[Path | None, typer.Option(
         "--checkpoints", help="Folder of the trained models and of the training states "
-                              "saved after each epoch (default: the checkpoint cache, "
-                              "$BNNROBUST_CACHE/checkpoints). A killed run resumes from it.",
+                              "saved between epochs, at most every 30 s (default: the "
+                              "checkpoint cache, $BNNROBUST_CACHE/checkpoints). A killed run "
+                              "resumes from its last saved epoch.",
         show_default=False)] = None,
     estimate_only: Annotated[bool, typer.Option(
         "--estimate", help="Compute nothing: print what the run would cost on this machine "
@@ -171,8 +176,8 @@ def reproduce_command(
     check_executor(executor, workers=workers, address=address)
     loaded = _specs(specs, default_all=False)
     chosen = _grid(grid or [])
-    sliced = [s.sliced(profile, models=only or (), grid=chosen) if only or chosen else s
-              for s in loaded]
+    sliced = [s.sliced(profile, models=only or (), columns=column or (), grid=chosen)
+              if only or column or chosen else s for s in loaded]
     dev = str(resolve_device(device))
     folder = results or default_results_root(default_specs_root())
     if estimate_only:

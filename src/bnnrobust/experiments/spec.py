@@ -159,12 +159,14 @@ class Spec:
         return self.columns[profile]
 
     def sliced(self, profile: str, *, models: Sequence[str] = (),
+               columns: Sequence[str] = (),
                grid: Mapping[str, Sequence[Any]] | None = None) -> Spec:
         """This spec with ``profile`` cut to a slice: the model rows labelled in ``models``
-        (all when empty), and the rows and columns whose sweep variables take only the
-        values in ``grid`` (e.g. ``{"K": [64]}``). The units of a slice are the full
-        profile's, so its results are the full run's. An unknown label, variable or value is
-        a :class:`SpecError` listing the valid ones."""
+        and the attack columns labelled in ``columns`` (all when empty), and the rows and
+        columns whose sweep variables take only the values in ``grid`` (e.g.
+        ``{"K": [64]}``). The units of a slice are the full profile's, so its results are
+        the full run's. An unknown label, variable or value is a :class:`SpecError` listing
+        the valid ones."""
         prof = self.profile(profile)
         wanted: dict[str, list[Any]] = {}
         for var, values in (grid or {}).items():
@@ -193,6 +195,15 @@ class Spec:
         if not plans:
             raise SpecError(f"{self.name}: the slice (models {', '.join(models)}, grid "
                             f"{grid}) holds no model row of profile {profile!r}.")
-        columns = tuple(c for c in self.columns[profile] if kept(c.grid))
+        names = [c.label for c in self.columns[profile]]
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise SpecError(f"{self.name}: no attack column {unknown[0]!r} in profile "
+                            f"{profile!r}; its columns: {', '.join(names)}.")
+        kept_columns = tuple(c for c in self.columns[profile]
+                             if kept(c.grid) and (not columns or c.label in columns))
+        if not kept_columns:
+            raise SpecError(f"{self.name}: the slice (columns {', '.join(columns)}, grid "
+                            f"{grid}) holds no attack column of profile {profile!r}.")
         return dataclasses.replace(self, plans={**self.plans, profile: tuple(plans)},
-                                   columns={**self.columns, profile: columns})
+                                   columns={**self.columns, profile: kept_columns})

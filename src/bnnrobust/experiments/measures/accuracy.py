@@ -9,7 +9,9 @@ and JSMA) and ``passes`` (forward passes averaged for a model that is random at 
 default 5). The attack's seed is the model's seed unless the column sets one. A column's
 ``metric`` picks what the table shows: ``accuracy`` (default), ``error`` (100 − accuracy),
 ``success_rate``, ``top5`` or ``mean_l2`` (mean L2 norm of the successful perturbations,
-Galloway Table 3).
+Galloway Table 3). A ``read`` column (``options = { read_from = "CW-L2" }``) runs no attack:
+it shows another column's units with its own metric (the mean L2 norm beside the accuracy of
+the same CW-L2 runs, as Galloway Table 3 prints them, without attacking twice).
 
 A stored unit holds counts (``n``, ``correct``, ``success``, ``top5``) so that chunks add up
 exactly; a seed's number is the total over its chunks. With ``[figure] kind = "lines"`` the
@@ -70,6 +72,8 @@ class AccuracyOptions(Options):
             each row's own: the cell is then a gap between models (e.g. with ``drop_from`` =
             ``drop_to`` = "JSMA" and ``drop_model`` = "A64", how many points B64 beats A64
             by under JSMA); seeds pair in the profile's order.
+        read_from: for a ``read`` column (no attack of its own): the label of the column
+            whose units it shows with its own ``metric``.
     """
 
     passes: int = 5
@@ -78,6 +82,7 @@ class AccuracyOptions(Options):
     drop_from: str | None = None
     drop_to: str | None = None
     drop_model: str | None = None
+    read_from: str | None = None
 
     def __post_init__(self) -> None:
         check_count("passes", self.passes)
@@ -91,8 +96,8 @@ class AccuracyMeasure(Measure):
     """See the module docstring."""
 
     name = "accuracy"
-    own = ("clean", "drop")
-    attacks = ("clean", "drop", *names("gradient"))
+    own = ("clean", "drop", "read")
+    attacks = ("clean", "drop", "read", *names("gradient"))
     Options = AccuracyOptions
     metrics = METRICS
 
@@ -104,15 +109,25 @@ class AccuracyMeasure(Measure):
             raise MeasureError("a drop column (attack = \"drop\") needs options drop_from and "
                                "drop_to, the labels of two other columns (and may take "
                                "drop_model); no other column takes them.")
+        if (column.attack == "read") != (column.options.read_from is not None):
+            raise MeasureError("a read column (attack = \"read\") needs option read_from, the "
+                               "label of the column whose units it shows; no other column "
+                               "takes it.")
 
     def check_spec(self, spec) -> None:  # noqa: D102
         for name in spec.profiles:
             labels = {c.label for c in spec.columns_for(name)}
+            attacked = {c.label for c in spec.columns_for(name)
+                        if c.attack not in ("drop", "read")}
             for c in spec.columns_for(name):
                 for ref in (c.options.drop_from, c.options.drop_to):
                     if c.attack == "drop" and ref not in labels:
                         raise MeasureError(f"column {c.label!r}: {ref!r} is not a column of "
                                            f"profile {name!r}; valid: {', '.join(sorted(labels))}.")
+                if c.attack == "read" and c.options.read_from not in attacked:
+                    raise MeasureError(f"column {c.label!r}: read_from {c.options.read_from!r} "
+                                       f"is not an attacked column of profile {name!r}; valid: "
+                                       f"{', '.join(sorted(attacked))}.")
                 models = [p.label for p in spec.model_plans(name)]
                 if c.options.drop_model is not None and c.options.drop_model not in models:
                     raise MeasureError(f"column {c.label!r}: drop_model {c.options.drop_model!r} "
@@ -120,8 +135,10 @@ class AccuracyMeasure(Measure):
                                        f"{', '.join(models)}.")
 
     def tasks(self, spec, profile, **kwargs) -> list[Task]:
-        """The units of every column but the derived ``drop`` ones (read from the others)."""
-        return [t for t in super().tasks(spec, profile, **kwargs) if t.column.attack != "drop"]
+        """The units of every column but the derived ``drop`` and ``read`` ones (read from the
+        others)."""
+        return [t for t in super().tasks(spec, profile, **kwargs)
+                if t.column.attack not in ("drop", "read")]
 
     def compute(self, task: Task, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Counts over the task's test points (see the module docstring)."""
@@ -154,11 +171,12 @@ class AccuracyMeasure(Measure):
         columns = [c.label for c in spec.columns_for(profile.name)]
         adaptive = {c.label for c in spec.columns_for(profile.name) if c.adaptive}
         table = Table(spec.title, columns, model_rows(spec, profile), adaptive=adaptive)
-        for column in columns:
-            units = [u for u in expected if u.attack == column]
-            for (model, col), cell in cells_by_seed(rows, value_of(column),
-                                                    expected=units).items():
-                table.rows[model][col] = cell
+        for column in spec.columns_for(profile.name):
+            source = column.options.read_from or column.label
+            units = [u for u in expected if u.attack == source]
+            for (model, _), cell in cells_by_seed(rows, value_of(column.label),
+                                                  expected=units).items():
+                table.rows[model][column.label] = cell
         for column in spec.columns_for(profile.name):
             if column.attack == "drop":
                 base = column.options.drop_model
