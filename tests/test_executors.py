@@ -21,6 +21,11 @@ def square_plus(offset: int, value: int) -> int:
     return value * value + offset
 
 
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
 def stop_at_three(value: int) -> int:
     if value == 3:
         raise KeyboardInterrupt
@@ -84,6 +89,20 @@ def test_interrupt_keeps_finished_results():
     outcome = run(LocalExecutor(), stop_at_three, list(range(6)), progress=False,
                   on_result=lambda i, r: seen.append(i))
     assert outcome.interrupted and outcome.ordered() == [0, 1, 2] and seen == [0, 1, 2]
+
+
+def test_a_stop_ends_running_worker_tasks_at_once():
+    """Stopped while two workers are each an hour into a task, the pool does not wait for
+    them: their processes end, the finished result is kept."""
+    executor = LocalExecutor(workers=2)
+
+    def stop(index: int, result: float) -> None:
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    outcome = run(executor, sleep_for, [0.0, 3600.0, 3600.0], progress=False, on_result=stop)
+    assert outcome.interrupted and outcome.results == {0: 0.0}
+    assert time.perf_counter() - start < 60
 
 
 def test_executor_errors():

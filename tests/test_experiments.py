@@ -194,6 +194,38 @@ class StopAfter(LocalExecutor):
             yield pair
 
 
+def test_sigterm_stops_reproduce_like_ctrl_c_and_keeps_the_finished_units(
+        monkeypatch, capsys, tmp_path, fake_mnist):
+    """``kill PID`` (SIGTERM, also what a batch scheduler sends) stops ``reproduce`` as Ctrl-C
+    does: exit 130, the finished units stored, a rerun computes only the rest; the previous
+    SIGTERM handler is back afterwards."""
+    import os
+    import signal
+
+    from conftest import run_cli as run
+
+    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "specs"))
+    store = str(tmp_path / "s.sqlite")
+    put = ResultStore.put
+    stored = []
+
+    def put_then_terminate(self, *args, **kwargs):
+        stored.append(put(self, *args, **kwargs))
+        if len(stored) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stored[-1]
+
+    monkeypatch.setattr(ResultStore, "put", put_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--store", store)
+    assert code == 130 and "interrupted" in " ".join((out + err).split()), (out, err)
+    assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.setattr(ResultStore, "put", put)
+    code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--store", store)
+    assert code == 0 and "12 units, 5 already stored, 7 computed" in " ".join(out.split()), err
+
+
 def table_values(index_dir: Path) -> dict:
     data = json.loads((index_dir / "report.json").read_text())
     return {name: [t["rows"] for t in spec["tables"]] for name, spec in data.items()}

@@ -18,6 +18,7 @@ from bnnrobust.cli.options import (
     check_output_file,
     err,
     out,
+    stop_on_sigterm,
 )
 from bnnrobust.device import resolve_device
 from bnnrobust.errors import BnnRobustError
@@ -154,7 +155,7 @@ def reproduce_command(
     """Reproduce tables and figures of the papers: train (or take from the checkpoint cache)
     the spec's models, run its attacks, store every unit in the results store. A rerun (also
     after a kill) computes only the units not stored yet, and recomputes those whose code
-    changed."""
+    changed. Ctrl-C or SIGTERM stops at once, keeping (and exporting) every finished unit."""
     _check_profile(profile)
     if list_specs:
         table = Table()
@@ -187,7 +188,7 @@ def reproduce_command(
         return
     pool = make_executor(executor, workers=workers, address=address)
     interrupted = False
-    with ResultStore(store) as store_:
+    with ResultStore(store) as store_, stop_on_sigterm():
         for spec in sliced:
             summary = reproduce(spec, profile=profile, store=store_, executor=pool,
                                 device=dev, results=folder, console=err,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -152,3 +155,19 @@ def print_flags(flags: list) -> None:
         out.print(f"{mark} {flag.name}: {flag.evidence}")
         if flag.raised:
             out.print(f"      {flag.explanation}")
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill PID``, a batch scheduler's time limit) stops like
+    Ctrl-C: finished units are kept and exported, running ones end, the command exits 130.
+    Also where Ctrl-C cannot reach (a job started in the background ignores SIGINT)."""
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -93,12 +93,23 @@ class LocalExecutor:
             futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
             for future in cf.as_completed(futures):
                 yield futures[future], future.result()
-        finally:
+        except BaseException:  # a stop (Ctrl-C, SIGTERM, the caller closing us) or an error
             self.cancel()
+            raise
+        self._pool.shutdown(wait=True)
+        self._pool = None
 
-    def cancel(self) -> None:  # noqa: D102
+    def cancel(self) -> None:
+        """Stop at once: pending tasks are dropped and running ones end with their worker
+        process (a training resumes from its last saved state, an attack unit is computed
+        again), rather than waiting, maybe hours, for them to finish."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            workers = list((self._pool._processes or {}).values())  # public only from 3.14
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers:
+                process.terminate()
+            for process in workers:
+                process.join()
             self._pool = None
 
 
