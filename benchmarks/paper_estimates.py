@@ -59,25 +59,11 @@ def main() -> None:
             with ResultStore(Path(tmp) / "store.sqlite") as store:
                 est = estimate(spec, args.profile, store=store)
             took = time.perf_counter() - start
-
-            def part(kind: str) -> str:
-                lines = [line for line in est.lines if line.kind == kind]
-                if not lines:
-                    return "—"
-                bound = "≤ " if any(line.bound for line in lines) else ""
-                return bound + format_seconds(sum(line.seconds for line in lines))
-
-            def largest(kind: str) -> str:
-                lines = [line for line in est.lines if line.kind == kind]
-                if not lines:
-                    return "—"
-                top = max(lines, key=lambda line: line.seconds)
-                return f"{top.label} ({'≤ ' if top.bound else ''}{format_seconds(top.seconds)})"
-
             where = ", ".join(f"{v} = {'/'.join(vals)}" for v, vals in grid.items()) or "all"
-            print(f"| {spec.name} | {where} | {part('training')} | {part('attack')} | "
+            print(f"| {spec.name} | {where} | {_part(est, 'training')} | "
+                  f"{_part(est, 'attack')} | "
                   f"{'≤ ' if est.bound else ''}{format_seconds(est.seconds)} | "
-                  f"{largest('training')} | {largest('attack')} |", flush=True)
+                  f"{_largest(est, 'training')} | {_largest(est, 'attack')} |", flush=True)
             details.append((spec.name, est, took))
         if args.lines:
             for name, est, took in details:
@@ -86,6 +72,28 @@ def main() -> None:
                     print(f"  {line.kind:8} {line.label:32} ×{line.count:<4} "
                           f"{'≤ ' if line.bound else ''}{format_seconds(line.seconds):>10}  "
                           f"{line.basis}")
+
+
+def _part(est, kind: str) -> str:
+    """The expected seconds of one kind of work ("training" or "attack"), formatted."""
+    from bnnrobust.experiments.estimate import format_seconds
+
+    lines = [line for line in est.lines if line.kind == kind]
+    if not lines:
+        return "—"
+    bound = "≤ " if any(line.bound for line in lines) else ""
+    return bound + format_seconds(sum(line.seconds for line in lines))
+
+
+def _largest(est, kind: str) -> str:
+    """The most expensive line of one kind: its label and expected time."""
+    from bnnrobust.experiments.estimate import format_seconds
+
+    lines = [line for line in est.lines if line.kind == kind]
+    if not lines:
+        return "—"
+    top = max(lines, key=lambda line: line.seconds)
+    return f"{top.label} ({'≤ ' if top.bound else ''}{format_seconds(top.seconds)})"
 
 
 if __name__ == "__main__":
