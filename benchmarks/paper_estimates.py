@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--grid", action="append", default=[], metavar="VAR=VALUE",
                         help="estimate only this value of a sweep variable, in the specs that "
                              "have it (repeatable)")
+    parser.add_argument("--points", type=int, default=64,
+                        help="test points each attack column is timed on (64; fewer for the "
+                             "long attacks, e.g. Galloway Figure 2's 1,000-iteration CW curve)")
     parser.add_argument("--lines", action="store_true",
                         help="also print every line of each estimate")
     args = parser.parse_args()
@@ -57,7 +60,7 @@ def main() -> None:
                 spec = spec.sliced(args.profile, grid=grid)
             start = time.perf_counter()
             with ResultStore(Path(tmp) / "store.sqlite") as store:
-                est = estimate(spec, args.profile, store=store)
+                est = estimate(spec, args.profile, store=store, points=args.points)
             took = time.perf_counter() - start
             where = ", ".join(f"{v} = {'/'.join(vals)}" for v, vals in grid.items()) or "all"
             print(f"| {spec.name} | {where} | {_part(est, 'training')} | "
