@@ -712,3 +712,23 @@ def test_results_and_checkpoints_options_and_an_unsized_absent_dataset_are_clear
     monkeypatch.setenv("BNNROBUST_DATA", str(tmp_path / "nothing"))
     with pytest.raises(BnnRobustError, match="mnist is not here and its size is not registered"):
         examples("mnist", "test")  # the generated stand-in registers no sizes
+
+
+def test_every_demo_spec_has_committed_paper_results_that_fit_its_plan():
+    """``make demo`` shows each demo spec's committed paper-profile table beside the quick one:
+    each has rows in ``results/``, every one of them a unit of the spec's current paper plan
+    (same model row, seed, column and chunk; its code may since have changed, which the report
+    then says)."""
+    import re
+
+    from bnnrobust.experiments.results import committed
+
+    repo = Path(__file__).resolve().parents[1]
+    demo = re.search(r"^DEMO_SPECS \?= (.+)$", (repo / "Makefile").read_text(), re.M)
+    assert demo, "Makefile has no DEMO_SPECS line"
+    for name in demo.group(1).split():
+        rows = committed(repo / "results", name, "paper")
+        assert rows.rows, f"{name}: no paper-profile results committed in results/"
+        spec = load(repo / "experiments" / f"{name}.toml")
+        found, _ = rows.matching([t.unit for t in plan(spec, "paper")])
+        assert len(found) == len(rows.rows), f"{name}: committed rows outside its paper plan"
