@@ -732,3 +732,46 @@ def test_every_demo_spec_has_committed_paper_results_that_fit_its_plan():
         spec = load(repo / "experiments" / f"{name}.toml")
         found, _ = rows.matching([t.unit for t in plan(spec, "paper")])
         assert len(found) == len(rows.rows), f"{name}: committed rows outside its paper plan"
+
+
+def test_a_variant_row_sits_beside_its_paper_rows_values_and_is_not_counted(tmp_path):
+    from bnnrobust.experiments.measures.base import Cell, Table, attach_references
+    from bnnrobust.report.reproduction import SpecReport, agreement
+
+    variant = TINY.replace('[[attacks]]\nlabel = "clean"', '''[[models]]
+label = "F{W}-wide"
+family = "fc-bnn"
+params = { width = "{W}", depth = 2 }
+compare = "F{W}"
+only = ["paper"]
+
+[[attacks]]
+label = "clean"''', 1)
+    spec = load(write_spec(tmp_path, variant))
+    assert [p.label for p in spec.model_plans("paper")] == ["F8", "F16", "F8-wide", "F16-wide"]
+    assert [p.label for p in spec.model_plans("quick")] == ["F8"]
+    assert (spec.paper_row("F8-wide"), spec.paper_row("F8")) == ("F8", "F8")
+    table = attach_references(spec, Table("t", ["FGSM ε=0.1"], {
+        "F8": {"FGSM ε=0.1": Cell([52.0])}, "F8-wide": {"FGSM ε=0.1": Cell([90.0])}}))
+    assert [(c.paper, c.pm) for c in (table.rows["F8"]["FGSM ε=0.1"],
+                                      table.rows["F8-wide"]["FGSM ε=0.1"])] == [(50, 5)] * 2
+    # the agreement counts the paper's row only: 52 is within 50 ± 5, the variant's 90 is not
+    counted = agreement(SpecReport(spec, "paper", tables=[table]))
+    assert (counted.compared, counted.within, counted.gap) == (1, 1, ("F8", "FGSM ε=0.1", 2.0))
+
+
+@pytest.mark.parametrize(("compare", "message"), [
+    ("F{W}-wide", r"compare = 'F8-wide' must be another model row"),
+    ("G{W}", r"compare = 'G8' must be another model row of profile 'paper' .*its rows: F8, "),
+])
+def test_a_variant_must_name_another_row(tmp_path, compare, message):
+    variant = TINY.replace('[[attacks]]\nlabel = "clean"', f'''[[models]]
+label = "F{{W}}-wide"
+family = "fc-bnn"
+params = {{ width = "{{W}}", depth = 2 }}
+compare = "{compare}"
+
+[[attacks]]
+label = "clean"''', 1)
+    with pytest.raises(SpecError, match=message):
+        load(write_spec(tmp_path, variant))

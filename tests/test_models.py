@@ -87,6 +87,32 @@ def test_galloway_precisions():
     assert all(p.bias is None for p in b.modules() if isinstance(p, torch.nn.Conv2d))
 
 
+@pytest.mark.parametrize("precision", ["binary", "scaled", "stochastic"])
+def test_galloway_real_activations_convolve_the_batch_normed_input_with_signed_weights(
+        precision):
+    torch.manual_seed(0)
+    model = build("galloway-cnn", precision=precision, width=4, activations="real").train()
+    layers = binary_layers(model)
+    assert len(layers) == 2 and all(layer.input_act is None for layer in layers)
+    seen = []
+    for layer in layers:
+        layer.register_forward_hook(lambda m, i, o: seen.append((m, i[0], o)))
+    model(torch.rand(8, 1, 28, 28))
+    for layer, inputs, output in seen:
+        # the input is real (batch normed, not ±1) and the weights are the sign of the latent
+        assert not set(inputs.unique().tolist()) <= {-1.0, 1.0}
+        assert inputs.mean(dim=(0, 2, 3)).abs().max() < 1e-5  # batch statistics, training mode
+        if not layer.stochastic:  # S samples its layer 3 weights at each forward pass
+            expected = torch.nn.functional.conv2d(inputs, torch.sign(layer.weight),
+                                                  stride=layer.stride)
+            torch.testing.assert_close(output, expected)
+    norms = [m for m in model.body if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [n.num_features for n in norms] == [4, 8]
+    # the default is the paper's text: the sign of the batch-normed input
+    assert all(layer.input_act is not None
+               for layer in binary_layers(build("galloway-cnn", precision=precision, width=4)))
+
+
 def test_input_bits_adds_quantizer():
     model = build("fcn", width=16, input_bits=2)
     assert isinstance(model.input_layer, InputQuantizer) and model.input_layer.bits == 2
@@ -102,8 +128,11 @@ def test_cli_strings_are_coerced():
 @pytest.mark.parametrize(("name", "params", "message"), [
     ("resnet-20", {}, "available models: alexnet-cifar, alexnet-imagenet, fc-bnn, fcn, "
                    "galloway-cnn, mlp, resnet20"),
-    ("galloway-cnn", {"filters": 64}, "valid parameters: channels, input_bits, num_classes, "
-                                      "precision, size, width"),
+    ("galloway-cnn", {"filters": 64}, "valid parameters: activations, channels, input_bits, "
+                                      "num_classes, precision, size, width"),
+    ("galloway-cnn", {"activations": "relu"}, "valid values: sign, real"),
+    ("galloway-cnn", {"precision": "full", "activations": "real"},
+     "applies to the binary models"),
     ("galloway-cnn", {"precision": "ternary"}, "valid values: full, binary, scaled, stochastic"),
     ("galloway-cnn", {"width": 0}, "must be >= 1"),
     ("galloway-cnn", {"width": "wide"}, "expects int"),

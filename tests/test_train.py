@@ -388,3 +388,52 @@ def test_the_checkpoint_cache_resumes_an_interrupted_training(fake_mnist, tmp_pa
     assert resumed.metrics["final_test_accuracy"] == whole.metrics["final_test_accuracy"]
     for key, value in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def _edited(monkeypatch, module: str) -> None:
+    """Make the fingerprints see ``module``'s source as edited."""
+    from bnnrobust import code
+
+    real = code._source_hash
+    monkeypatch.setattr(code, "_source_hash",
+                        lambda name: real(name) + ("-edited" if name == module else ""))
+
+
+@pytest.mark.parametrize(("edited", "changes"), [
+    ("bnnrobust.models.galloway_cnn", True),
+    ("bnnrobust.nn.layers", True),
+    ("bnnrobust.models.base", True),
+    ("bnnrobust.train.loop", True),
+    ("bnnrobust.models.fully_connected", False),
+    ("bnnrobust.models.resnet20", False),
+    ("bnnrobust.models", False),  # the zoo's index of families
+])
+def test_a_models_training_fingerprint_holds_its_own_family_not_the_others(
+        monkeypatch, edited, changes):
+    from bnnrobust.train.cache import family_modules, training_code
+
+    assert "bnnrobust.models.galloway_cnn" in family_modules("galloway-cnn")
+    assert not {"bnnrobust.models.fully_connected", "bnnrobust.models"} \
+        & set(family_modules("galloway-cnn"))
+    before = training_code(family="galloway-cnn"), training_code(family="galloway-cnn",
+                                                                 hook=True)
+    _edited(monkeypatch, edited)
+    after = training_code(family="galloway-cnn"), training_code(family="galloway-cnn",
+                                                                hook=True)
+    assert (before[0] != after[0], before[1] != after[1]) == (changes, changes)
+
+
+@pytest.mark.parametrize(("attack", "edited", "changes"), [
+    ("fgsm", "bnnrobust.attacks.fgsm", True),
+    ("fgsm", "bnnrobust.models.base", True),
+    ("fgsm", "bnnrobust.models.galloway_cnn", False),  # in the unit's model key instead
+    ("substitute", "bnnrobust.models.mlp", True),  # the attack trains an mlp of its own
+])
+def test_a_units_code_fingerprint_leaves_the_model_families_to_the_model_key(
+        monkeypatch, attack, edited, changes):
+    from bnnrobust.experiments.measures.base import unit_code
+
+    module = "bnnrobust.experiments.measures.accuracy"
+    before = unit_code.__wrapped__(module, attack)
+    _edited(monkeypatch, edited)
+    assert (unit_code.__wrapped__(module, attack) != before) == changes

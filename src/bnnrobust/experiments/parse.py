@@ -4,6 +4,8 @@
 Sweep variables (``[profiles.<name>.grid]``, e.g. ``K = [64, 128, 256]``) are substituted into
 model and attack entries written as ``"{K}"``; each entry is repeated for every combination of
 the variables it uses. An entry with ``only = ["paper"]`` belongs to the listed profiles only.
+A model entry with ``compare = "B{K}"`` is a variant of the paper's row ``B{K}``: the report
+puts that row's printed values beside it too.
 An adversarial-training schedule's ``start_epoch`` is stated for the ``paper`` profile and
 scaled to the other profile's epochs (10 of 15 becomes 1 of 2, rounded). An attack entry's
 ``params`` go to the attack (validated by its ``Params`` dataclass from the catalogue), its
@@ -75,7 +77,7 @@ TOP_KEYS = {"title": str, "paper": str, "dataset": str, "measure": str, "notes":
 PROFILE_KEYS = {"epochs": int, "train_limit": int, "test_points": int, "seeds": list,
                 "chunk": int, "grid": dict, "time_limit": float}
 MODEL_KEYS = {"label": str, "family": str, "params": dict, "adversarial": dict,
-              "training": dict, "note": str, "only": list}
+              "training": dict, "note": str, "only": list, "compare": str}
 ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
                     "alpha": float, "label": str, "loss_label": str, "crafting_bn": str,
                     "sigma": str}
@@ -181,7 +183,13 @@ def _plans(path: Path, models: list[dict[str, Any]], profile: Profile,
            paper_epochs: int) -> tuple[ModelPlan, ...]:
     plans = tuple(_model_plan(path, i, entry, profile, paper_epochs, grid)
                   for i, entry, grid in _expanded(models, profile))
-    _unique(path, [p.label for p in plans], kind="model", profile=profile.name, example="A{K}")
+    labels = [p.label for p in plans]
+    _unique(path, labels, kind="model", profile=profile.name, example="A{K}")
+    for plan in plans:
+        if plan.compare and (plan.compare == plan.label or plan.compare not in labels):
+            raise SpecError(f"{path}: model {plan.label!r}: compare = {plan.compare!r} must be "
+                            f"another model row of profile {profile.name!r} (the paper's row "
+                            f"whose values it sits beside); its rows: {', '.join(labels)}.")
     return plans
 
 
@@ -250,7 +258,8 @@ def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
                             f"0..{own_epochs - 1} (the model's paper-profile epochs).")
         adversarial["start_epoch"] = round(start * profile.epochs / paper_epochs) \
             if paper_epochs else 0
-    return ModelPlan(entry["label"], entry["family"], params, adversarial, training, grid)
+    return ModelPlan(entry["label"], entry["family"], params, adversarial, training, grid,
+                     entry.get("compare", ""))
 
 
 def _column(path: Path, index: int, entry: dict[str, Any], profile: Profile,

@@ -59,7 +59,9 @@ class Profile:
 class ModelPlan:
     """One concrete model row of a profile: label, family, resolved parameters, the
     adversarial-training schedule (``start_epoch`` already scaled to the profile), training
-    overrides, and the values of the sweep variables it was made with (``grid``)."""
+    overrides, the values of the sweep variables it was made with (``grid``) and the row of
+    the paper's table whose printed values it sits beside (``compare``; empty: its own
+    label), e.g. a variant of a paper's model."""
 
     label: str
     family: str
@@ -67,6 +69,7 @@ class ModelPlan:
     adversarial: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, Any] = field(default_factory=dict)
+    compare: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,15 @@ class Spec:
         """The concrete models of ``profile``, in the spec's order (grid-major)."""
         self.profile(profile)
         return self.plans[profile]
+
+    def paper_row(self, label: str) -> str:
+        """The paper's row that model row ``label`` is compared with (its ``compare``, else
+        the label itself)."""
+        for plans in self.plans.values():
+            for plan in plans:
+                if plan.label == label and plan.compare:
+                    return plan.compare
+        return label
 
     def columns_for(self, profile: str) -> tuple[Column, ...]:
         """The attack columns of ``profile``, in the spec's order."""

@@ -9,6 +9,15 @@ conv 8×8 stride 2 SAME K → ReLU → conv 6×6 stride 2 VALID 2K → ReLU → 
 output by a learned scalar (init 0.05). S samples layer 3's weights at every forward pass.
 Full-precision kernels are initialized with unit L2 norm per filter and the linear layer with
 unit-norm columns, as the authors' code does.
+
+``activations = "real"`` drops the sign from the binary blocks (batch norm → convolution with
+±1 weights → ReLU): the authors' code as published with the paper
+(AngusG/cleverhans-attacking-bnns, commit e970b8f, December 2017), whose binary ``Conv2D``
+computed the convolution of the sign of its input and then overwrote it with the convolution of
+the unbinarized, batch-normed input. Its issue #1 reported this and it was fixed on
+2018-03-23, after the paper; the reporter's FGSM ε = 0.3 on B64 with that code gave 59 %, the
+paper's B64 value, so the paper's B, C and S numbers very likely come from binary weights with
+real activations. The default (``"sign"``) is the paper's text and the fixed code.
 """
 
 from __future__ import annotations
@@ -18,10 +27,12 @@ import math
 import torch
 from torch import nn
 
+from bnnrobust.errors import ModelError
 from bnnrobust.models.base import INPUT_BITS, ModelEntry, Param, register
 from bnnrobust.nn import BinaryConv2d, LearnedScale
 
 PRECISIONS = ("full", "binary", "scaled", "stochastic")
+ACTIVATIONS = ("sign", "real")
 
 
 @torch.no_grad()
@@ -40,20 +51,24 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 def _binary_block(cin: int, cout: int, kernel: int, stride: int, *, scaled: bool,
-                  stochastic: bool) -> list[nn.Module]:
-    block: list[nn.Module] = [
-        BinaryConv2d(cin, cout, kernel, stride, binarize_input=True, stochastic=stochastic,
-                     ste="galloway", init_std=0.2),
-        nn.ReLU(),
-    ]
+                  stochastic: bool, sign: bool) -> list[nn.Module]:
+    conv = BinaryConv2d(cin, cout, kernel, stride, binarize_input=sign, stochastic=stochastic,
+                        ste="galloway", init_std=0.2)
+    # without the sign, the batch norm that centres the sign's input stays (the authors' code)
+    block: list[nn.Module] = [conv, nn.ReLU()] if sign else \
+        [nn.BatchNorm2d(cin, eps=1e-5), conv, nn.ReLU()]
     if scaled:
         block.append(LearnedScale(0.05))
     return block
 
 
 def galloway_cnn(*, precision: str, width: int, channels: int, size: int,
-                 num_classes: int) -> nn.Sequential:
+                 num_classes: int, activations: str = "sign") -> nn.Sequential:
     """Build the body of the Galloway CNN (see the module docstring)."""
+    if precision == "full" and activations != "sign":
+        raise ModelError(f"galloway-cnn: activations = {activations!r} applies to the binary "
+                         "models (precision binary, scaled or stochastic); precision = 'full' "
+                         "(model A) has real activations already. Drop the parameter.")
     k = width
     left, right = _same_padding(size, 8, 2)
     s1 = math.ceil(size / 2)
@@ -68,9 +83,10 @@ def galloway_cnn(*, precision: str, width: int, channels: int, size: int,
             layers += [conv, nn.ReLU()]
     else:
         scaled = precision in ("scaled", "stochastic")
-        layers += _binary_block(k, 2 * k, 6, 2, scaled=scaled, stochastic=False)
+        sign = activations == "sign"
+        layers += _binary_block(k, 2 * k, 6, 2, scaled=scaled, stochastic=False, sign=sign)
         layers += _binary_block(2 * k, 2 * k, 5, 1, scaled=scaled,
-                                stochastic=precision == "stochastic")
+                                stochastic=precision == "stochastic", sign=sign)
     linear = nn.Linear(2 * k * s3 * s3, num_classes, bias=False)
     unit_norm_init_(linear.weight, std=1.0)
     layers += [nn.Flatten(), linear]
@@ -84,6 +100,9 @@ register(ModelEntry(
         "precision": Param("binary", "A = full, B = binary, C = scaled, S = stochastic", str,
                            choices=PRECISIONS),
         "width": Param(64, "K, kernels in layer 1 (paper: 32, 64, 128, 256); later layers 2K"),
+        "activations": Param("sign", "binary blocks' activations: sign (the paper's text) or "
+                             "real (batch norm, no sign: the authors' code behind the paper's "
+                             "numbers, fixed after it)", str, choices=ACTIVATIONS),
         "channels": Param(1, "input channels (1 for MNIST, 3 for CIFAR-10)", choices=(1, 3)),
         "size": Param(28, "input height = width (28 for MNIST, 32 for CIFAR-10)", minimum=27),
         "num_classes": Param(10, "number of classes"),

@@ -149,7 +149,8 @@ class Agreement:
     """How a report's numbers compare with the paper's: ``compared`` cells with ours, the
     paper's value and its ±; ``within`` of them inside the ±; the largest gap (model,
     column, ours − paper) over every cell with both values, and its reason (the spec's note
-    on that cell, else an open discrepancy)."""
+    on that cell, else an open discrepancy). Rows that are variants of a paper row
+    (``compare``) are shown beside its values but not counted."""
 
     compared: int = 0
     within: int = 0
@@ -163,6 +164,8 @@ def agreement(rep: SpecReport) -> Agreement:
     gap: tuple[str, str, float] | None = None
     for table in rep.tables:
         for model, cells in table.rows.items():
+            if rep.spec.paper_row(model) != model:
+                continue  # a variant of a paper row: shown beside it, not counted as it
             for column, cell in cells.items():
                 if cell.diff is None:
                     continue

@@ -4,11 +4,14 @@ The key is a hash of everything that determines the trained weights: the model f
 its parameters, the dataset and how much of it, epochs, batch size, learning rate, optimizer,
 seed, weight clipping and centring, weight decay, augmentation, the batch hook's configuration
 (e.g. adversarial training), the identity of the training data (the md5s of the files it is
-read from: :func:`bnnrobust.data.identity`) and a fingerprint of the training code (:func:`training_code`:
-the source of the training loop, the models, the layers, the data readers and adversarial
-training). Training resumes after its last finished epoch when killed: the state after each
-epoch is kept beside the checkpoint (``<name>.partial.pt``, see :mod:`bnnrobust.train.resume`)
-until the checkpoint is written. Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default
+read from: :func:`bnnrobust.data.identity`) and a fingerprint of the training code
+(:func:`training_code`: the source of the training loop, the model's family, the layers, the
+data readers and adversarial training; another family's source is not part of it).
+
+Training resumes after its last saved epoch when killed: the state after a finished epoch (at
+most every :data:`~bnnrobust.train.loop.SAVE_EVERY` seconds) is kept beside the checkpoint
+(``<name>.partial.pt``, see :mod:`bnnrobust.train.resume`) until the checkpoint is written.
+Files live in ``<cache>/checkpoints/`` (``$BNNROBUST_CACHE``, default
 ``~/.cache/bnnrobust``). The device is not part of the key: a GPU run and a CPU run of the
 same request share one entry.
 """
@@ -30,7 +33,7 @@ from bnnrobust.data import STREAMED, identity, images, load
 from bnnrobust.device import global_seed
 from bnnrobust.errors import CheckpointError, TrainingError
 from bnnrobust.files import cache_root
-from bnnrobust.models import ZooModel, build, resolve_params
+from bnnrobust.models import ZooModel, build, entry, resolve_params
 from bnnrobust.train.checkpoint import load as load_checkpoint
 from bnnrobust.train.checkpoint import save
 from bnnrobust.train.loop import BatchHook, fit
@@ -39,12 +42,24 @@ from bnnrobust.train.loop import BatchHook, fit
 #: batch hook (adversarial training) the hook's module too
 TRAINING_MODULE = "bnnrobust.train.cache"
 HOOK_MODULE = "bnnrobust.attacks.adversarial_training"
+#: the model zoo: a fingerprint takes the one family a model is built by, not the package
+MODELS_PACKAGE = "bnnrobust.models"
 
 
-def training_code(*, hook: bool = False) -> str:
-    """A fingerprint of the training code (see :mod:`bnnrobust.code`), with the adversarial
-    training code when ``hook``."""
-    return fingerprint(closure(TRAINING_MODULE, *([HOOK_MODULE] if hook else [])))
+def family_modules(family: str) -> tuple[str, ...]:
+    """The modules that build a model of zoo ``family``: the family's own module and
+    everything it imports (the zoo's base, the layers, the data readers), but not the
+    other families, so that editing one family leaves the others' fingerprints alone."""
+    return closure(entry(family).builder.__module__)
+
+
+def training_code(*, family: str, hook: bool = False) -> str:
+    """A fingerprint of the code that trains a model of zoo ``family`` (see
+    :mod:`bnnrobust.code`): the training loop and everything it imports except the model
+    zoo, the family's modules (:func:`family_modules`), and the adversarial training code
+    when ``hook``."""
+    loop = closure(TRAINING_MODULE, *([HOOK_MODULE] if hook else []), stop=(MODELS_PACKAGE,))
+    return fingerprint((*loop, *family_modules(family)))
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,7 @@ class TrainRequest:
         of the training data under ``data_root`` (:func:`bnnrobust.data.identity`)."""
         data = dict(self.__dict__)
         data["params"] = resolve_params(self.model, self.params)
-        data["training_code"] = training_code(hook=self.hook is not None)
+        data["training_code"] = training_code(family=self.model, hook=self.hook is not None)
         data["data"] = list(identity(self.dataset, "train", root=data_root))
         return data
 

@@ -1,7 +1,9 @@
-"""Training that survives a kill: the state after each epoch, saved atomically and restored.
+"""Training that survives a kill: the state after a finished epoch, saved atomically and
+restored.
 
 A paper-profile run trains for hours; :func:`bnnrobust.train.fit` with ``resume=PATH`` writes,
-after every finished epoch, everything the next epoch depends on — the weights, the
+after a finished epoch (at most every ``save_every`` seconds, see :func:`~bnnrobust.train.fit`),
+everything the next epoch depends on — the weights, the
 optimizer's state (its moments and the scheduled learning rate), the shuffling generator, the
 global generator (dropout), every stochastic layer's generator, the batch hook's state
 (adversarial training draws its ε and seeds from its own generator) and the metrics so far —

@@ -31,7 +31,7 @@ from bnnrobust.errors import BnnRobustError
 from bnnrobust.experiments.spec import Column, ModelPlan, Profile, Spec
 from bnnrobust.experiments.store import StoredRow, Unit
 from bnnrobust.train import TrainRequest, train_cached
-from bnnrobust.train.cache import TRAINING_MODULE
+from bnnrobust.train.cache import MODELS_PACKAGE, TRAINING_MODULE, family_modules
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,8 @@ class Measure:
     def code(self, attack: str) -> str:
         """A fingerprint of the code that computes this measure's units of column kind
         ``attack``: the closure of the measure's module (without the attacks package), of the
-        attack's module, and of the training code (see :mod:`bnnrobust.code`)."""
+        attack's module and of the training code, without the model families (see
+        :mod:`bnnrobust.code`); a unit's model key holds its family's code."""
         return unit_code(type(self).__module__, attack)
 
     def unit_options(self, profile: Profile) -> dict[str, Any]:
@@ -255,10 +256,14 @@ class Measure:
 @functools.cache
 def unit_code(measure_module: str, attack: str) -> str:
     """See :meth:`Measure.code`."""
-    modules = set(closure(measure_module, stop=("bnnrobust.attacks",)))
+    modules = set(closure(measure_module, stop=("bnnrobust.attacks", MODELS_PACKAGE)))
     if attack in CATALOGUE:
-        modules |= set(closure(CATALOGUE[attack].module))
-    modules |= set(closure(TRAINING_MODULE))
+        # an attack that trains a model of its own (the substitute) keeps every family
+        own_models = CATALOGUE[attack].kind == "transfer"
+        modules |= set(closure(CATALOGUE[attack].module,
+                               stop=() if own_models else (MODELS_PACKAGE,)))
+    modules |= set(closure(TRAINING_MODULE, stop=(MODELS_PACKAGE,)))
+    modules |= set(closure(f"{MODELS_PACKAGE}.base"))
     return fingerprint(modules)
 
 
@@ -274,7 +279,7 @@ def request_key(request: dict[str, Any] | None, plan: ModelPlan,
     """A short hash of the training request and its data (so a changed spec, or other data,
     never reuses old units)."""
     if request is None:
-        return "untrained:" + plan.family
+        return f"untrained:{plan.family}:{fingerprint(family_modules(plan.family))}"
     req, _ = request_and_hook(request)
     return req.key(data_root=data_root)
 
@@ -372,12 +377,15 @@ def model_rows(spec: Spec, profile: Profile) -> dict[str, dict[str, Cell]]:
 
 
 def attach_references(spec: Spec, table: Table) -> Table:
-    """Put the paper's values (and ±) into the cells they belong to (adding empty cells for
+    """Put the paper's values (and ±) into the cells they belong to — the paper row's own and
+    those of the rows compared with it (:meth:`Spec.paper_row`) — (adding empty cells for
     rows the profile did not run only when the row exists), and the spec's column and
     reference notes for what the table shows into its notes."""
     for ref in spec.reference:
-        if ref.model in table.rows and ref.attack in table.columns:
-            cell = table.rows[ref.model].setdefault(ref.attack, Cell(complete=False))
+        if ref.attack not in table.columns:
+            continue
+        for row in [r for r in table.rows if spec.paper_row(r) == ref.model]:
+            cell = table.rows[row].setdefault(ref.attack, Cell(complete=False))
             cell.paper, cell.pm = ref.value, ref.pm
             if ref.note:
                 _add_note(table, f"{ref.model}, {ref.attack} (paper: "
