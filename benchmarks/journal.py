@@ -17,6 +17,7 @@ try:
     from bnnrobust.experiments.measures.base import request_and_hook
 except ImportError:  # the package of an earlier commit (continue.sh's worktrees) named it so
     from bnnrobust.experiments.measures.base import _request_and_hook as request_and_hook
+from bnnrobust.models import resolve_params
 from bnnrobust.train import load as load_checkpoint
 from bnnrobust.train.cache import CachedModel, train_cached
 
@@ -45,7 +46,10 @@ def benchmark_network(request: dict[str, Any], checkpoints: Path) -> CachedModel
     if not exact.exists():
         for path in sorted(checkpoints.glob(f"{train.model}-*.pt")):
             stored = load_checkpoint(path)
-            if _without_code(stored.train_config) == wanted:
+            # a parameter the family gained since takes its default, the old behaviour
+            config = {**stored.train_config,
+                      "params": resolve_params(train.model, stored.train_config["params"])}
+            if _without_code(config) == wanted:
                 print(f"{path.name}: the committed network of this request, trained by "
                       f"training code {stored.train_config.get('training_code')} (now "
                       f"{train.as_dict()['training_code']})", flush=True)

@@ -142,3 +142,18 @@ def test_a_committed_network_of_earlier_training_code_is_kept_not_retrained(tmp_
     # another request finds nothing committed: trained and written under its key
     other = journal.benchmark_network({**request, "seed": 1}, tmp_path / "committed")
     assert other.path != old and other.path.exists()
+
+
+def test_a_committed_network_is_found_when_its_family_gained_a_parameter_since(monkeypatch):
+    """The committed Galloway B64 predates galloway-cnn's ``activations``: its default
+    (``"sign"``, the old behaviour) fills it in, so the network is found, not retrained."""
+    from bnnrobust.train.checkpoint import load as load_checkpoint
+
+    committed = journal.CHECKPOINTS / "galloway-cnn-71fb7a786898b289.pt"
+    stored = load_checkpoint(committed).train_config
+    assert "activations" not in stored["params"]
+    request = {"model": "galloway-cnn", "params": {"precision": "binary", "width": 64},
+               "dataset": "mnist", "epochs": 15, "seed": 1234, "train_limit": None}
+    monkeypatch.setattr(journal, "train_cached", lambda *a, **k: pytest.fail("retrained"))
+    found = journal.benchmark_network(request, journal.CHECKPOINTS)
+    assert found.path == committed and found.hit
