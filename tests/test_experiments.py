@@ -540,6 +540,27 @@ def test_a_piped_reproduce_prints_progress_lines_and_fills_the_log_file(
     assert code == 2 and "is a folder; give a file path" in err
 
 
+def test_flags_follow_the_column_order_and_a_figure_plots_the_rows_run():
+    """The flags of Table 1 come in the table's column order (ε ascending, whatever the hash
+    seed), and a figure of a slice draws the rows with values of ours, not the rows that
+    hold only the paper's (all rows when none has values)."""
+    from bnnrobust.experiments.measures import Cell, Table
+    from bnnrobust.report.plots import measured
+    from bnnrobust.report.reproduction import adaptive_flags
+
+    spec = load(EXPERIMENTS / "galloway2018" / "table1.toml")
+    columns = [c.label for c in spec.columns_for("paper")]
+    adaptive = {c for c in columns if c.startswith("PGD")}
+    table = Table("t", columns, {
+        "A64": {c: Cell([50.0 if c.startswith("FGSM") else 0.0]) for c in columns},
+        "B64": {c: Cell(paper=75.0, complete=False) for c in columns}}, adaptive=adaptive)
+    flags = adaptive_flags(spec, table, "paper")
+    assert [(f.model, f.column, f.other) for f in flags] == [
+        ("A64", f"PGD-logits ε={e}", f"FGSM ε={e}") for e in ("0.1", "0.2", "0.3")]
+    assert list(measured(table)) == ["A64"]
+    assert list(measured(Table("t", columns, {"B64": {}, "C64": {}}))) == ["B64", "C64"]
+
+
 def test_a_slice_runs_its_rows_only_and_the_report_marks_the_rows_run(
         monkeypatch, capsys, tmp_path, fake_mnist):
     """``--grid W=8`` runs the paper profile's W = 8 row only (its units are the full run's:
@@ -557,6 +578,11 @@ def test_a_slice_runs_its_rows_only_and_the_report_marks_the_rows_run(
     page = (tmp_path / "r" / "galloway2018" / "tiny.md").read_text(encoding="utf-8")
     assert "12/24 units stored" in page and "rows run: F8; rows not run: F16" in page
     assert "| F16 (not run) |" in page and "| F8 |" in page
+    index = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    shown, folded = index.split("<details class='not-run'>", 1)  # the page folds F16 away
+    assert "<td>F8</td>" in shown and "F16" not in shown.split("<table class='results'>")[-1]
+    assert "1 row(s) not run: the paper's values" in folded
+    assert "<td>F16 (not run)</td>" in folded.split("</details>")[0]
     code, out, err = run(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--profile",
                          "paper", "--only", "F16", "--column", "clean", "--store", store)
     assert code == 0 and "4 units, 0 already stored, 4 computed" in " ".join(out.split()), err

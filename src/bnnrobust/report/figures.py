@@ -20,6 +20,7 @@ from bnnrobust.report.plots import (
     figure_path,
     heatmaps,
     lines_by_parameter,
+    measured,
     panels_of_lines,
     traces,
 )
@@ -61,7 +62,7 @@ def cw_curve(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Pa
     series = {}
     columns = spec.columns_for(profile.name)
     for column in columns:
-        for model, cells in table.rows.items():
+        for model, cells in measured(table).items():
             series[f"{model} ({column.label})" if len(columns) > 1 else model] = [
                 (it, cells.get(f"{column.label} @{it}")) for it in column.options.iterations]
     return [curves(spec, table.title, series, out, xlabel="CW-L2 iterations",

@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bnnrobust.experiments.measures import Table  # noqa: E402
+from bnnrobust.experiments.measures import Cell, Table  # noqa: E402
 from bnnrobust.files import atomic_path  # noqa: E402
 
 
@@ -50,9 +50,18 @@ def save(fig, path: Path) -> None:
         plt.close(fig)
 
 
+def measured(table: Table) -> dict[str, dict[str, Cell]]:
+    """The rows of ``table`` holding at least one value of ours (all of them when none does):
+    a slice of a large paper table plots the rows it ran, not the paper's alone."""
+    ours = {m: cells for m, cells in table.rows.items()
+            if any(c.mean is not None for c in cells.values())}
+    return ours or table.rows
+
+
 def bars(table: Table, path: Path, *, ylabel: str | None = None) -> Figure:
-    """Grouped bars of ``table`` (see the module docstring)."""
-    models = list(table.rows)
+    """Grouped bars of the measured rows of ``table`` (see the module docstring)."""
+    rows = measured(table)
+    models = list(rows)
     columns = table.columns
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(columns) * max(1, len(models)) * 0.35),
@@ -60,7 +69,7 @@ def bars(table: Table, path: Path, *, ylabel: str | None = None) -> Figure:
     for i, model in enumerate(models):
         xs, ys, errs, px, py = [], [], [], [], []
         for j, column in enumerate(columns):
-            cell = table.rows[model].get(column)
+            cell = rows[model].get(column)
             x = j - 0.4 + width * (i + 0.5)
             if cell is not None and cell.mean is not None:
                 xs.append(x)
@@ -113,7 +122,8 @@ def curves(spec, title: str, series: dict[str, list], out: Path, *, xlabel: str,
 
 
 def lines_by_parameter(spec, table: Table, out: Path, columns) -> Figure:
-    """Values against the column parameter ``spec.figure.x`` (see the module docstring)."""
+    """Values of the measured rows against the column parameter ``spec.figure.x`` (see the
+    module docstring)."""
     x_name = spec.figure.x
     by_attack: dict[str, list] = {}
     for column in columns:
@@ -125,7 +135,7 @@ def lines_by_parameter(spec, table: Table, out: Path, columns) -> Figure:
         columns = sorted(columns, key=lambda c: getattr(c.params, x_name))
         _plot_series(ax, {model: [(getattr(c.params, x_name), cells.get(c.label))
                                   for c in columns]
-                          for model, cells in table.rows.items()})
+                          for model, cells in measured(table).items()})
         ax.set_xlabel(spec.figure.xlabel or x_name)
         ax.set_ylabel(spec.figure.ylabel or table.unit)
         if spec.figure.log_x:

@@ -127,7 +127,7 @@ def adaptive_flags(spec: Spec, table: Table, profile: str) -> list[Flag]:
     columns = {c.label: c for c in spec.columns_for(profile)}
     flags = []
     for model, cells in table.rows.items():
-        for label in table.adaptive:
+        for label in [c for c in table.columns if c in table.adaptive]:  # in column order
             ada = cells.get(label)
             if ada is None or ada.mean is None or columns[label].metric != "accuracy":
                 continue
@@ -387,23 +387,38 @@ def _flag_table(flags: list[Flag]) -> str:
 
 
 def _html_table(table: Table, rep: SpecReport) -> str:
+    """The table as the page shows it: the rows run (fully or partly) in the table, the rows
+    not run (only the paper's values) folded below it, so that a slice of a large table
+    reads at a glance."""
     esc = html.escape
     head = "".join(f"<th class='{'adaptive' if c in table.adaptive else ''}'>{esc(c)}"
                    f"{' †' if c in table.adaptive else ''}</th>" for c in table.columns)
+    idle = [m for m in table.rows if rep.rows.get(m) == "not run"]
+    shown = [m for m in table.rows if m not in idle] if len(idle) < len(table.rows) else []
+    thead = f"<thead><tr><th>Model</th>{head}</tr></thead>"
+    notes = "".join(f"<li>{esc(n)}</li>" for n in table.notes)
+    page = (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference)"
+            f"{', ' + esc(table.unit) if table.unit else ''}; ⚠ outside the paper's ±; "
+            f"† adaptive attack</caption>{thead}<tbody>{_html_rows(table, rep, shown or idle)}"
+            "</tbody></table>")
+    if shown and idle:
+        page += (f"<details class='not-run'><summary>{len(idle)} row(s) not run: the paper's "
+                 f"values</summary><table class='results'>{thead}<tbody>"
+                 f"{_html_rows(table, rep, idle)}</tbody></table></details>")
+    return page + (f"<ul class='table-notes'>{notes}</ul>" if notes else "")
+
+
+def _html_rows(table: Table, rep: SpecReport, models: list[str]) -> str:
+    esc = html.escape
     body = []
-    for model, cells in table.rows.items():
+    for model in models:
         tds = []
         for column in table.columns:
-            text, outside = cell_text(cells.get(column), unit=table.unit)
+            text, outside = cell_text(table.rows[model].get(column), unit=table.unit)
             tds.append(f"<td class='{'outside' if outside else ''}'>{esc(text)}"
                        f"{' ⚠' if outside else ''}</td>")
         body.append(f"<tr><td>{esc(rep.row_label(model))}</td>{''.join(tds)}</tr>")
-    notes = "".join(f"<li>{esc(n)}</li>" for n in table.notes)
-    return (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference)"
-            f"{', ' + esc(table.unit) if table.unit else ''}; ⚠ outside the paper's ±; "
-            "† adaptive attack</caption>"
-            f"<thead><tr><th>Model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            + (f"<ul class='table-notes'>{notes}</ul>" if notes else ""))
+    return "".join(body)
 
 
 def report(specs: list[Spec], *, profile: str, store: ResultStore, out: Path,
