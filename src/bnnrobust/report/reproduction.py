@@ -298,7 +298,7 @@ def write_index(reports: list[SpecReport], out: Path, *, profile: str, store: Pa
              f"<tr><th>written</th><td>{time.strftime('%Y-%m-%d %H:%M:%S')} on "
              f"{esc(platform.node())}</td></tr>",
              "</tbody></table></details>",
-             "<nav>" + "".join(f"<a href='#{esc(r.spec.name)}'>{esc(r.spec.name)}</a>"
+             "<nav>" + " ".join(f"<a href='#{esc(r.spec.name)}'>{esc(r.spec.name)}</a>"
                                for r in reports) + "</nav>"]
     for rep in reports:
         parts.append(f"<section id='{esc(rep.spec.name)}'><h2>{esc(rep.spec.title)}</h2>")
