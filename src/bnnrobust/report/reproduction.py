@@ -394,17 +394,18 @@ def _html_table(table: Table, rep: SpecReport) -> str:
     head = "".join(f"<th class='{'adaptive' if c in table.adaptive else ''}'>{esc(c)}"
                    f"{' †' if c in table.adaptive else ''}</th>" for c in table.columns)
     idle = [m for m in table.rows if rep.rows.get(m) == "not run"]
-    shown = [m for m in table.rows if m not in idle] if len(idle) < len(table.rows) else []
+    ran = [m for m in table.rows if m not in idle]
+    shown, folded = (ran, idle) if ran else (idle, [])
     thead = f"<thead><tr><th>Model</th>{head}</tr></thead>"
     notes = "".join(f"<li>{esc(n)}</li>" for n in table.notes)
     page = (f"<table class='results'><caption>{esc(table.title)} — ours / paper (difference)"
             f"{', ' + esc(table.unit) if table.unit else ''}; ⚠ outside the paper's ±; "
-            f"† adaptive attack</caption>{thead}<tbody>{_html_rows(table, rep, shown or idle)}"
+            f"† adaptive attack</caption>{thead}<tbody>{_html_rows(table, rep, shown)}"
             "</tbody></table>")
-    if shown and idle:
-        page += (f"<details class='not-run'><summary>{len(idle)} row(s) not run: the paper's "
+    if folded:
+        page += (f"<details class='not-run'><summary>{len(folded)} row(s) not run: the paper's "
                  f"values</summary><table class='results'>{thead}<tbody>"
-                 f"{_html_rows(table, rep, idle)}</tbody></table></details>")
+                 f"{_html_rows(table, rep, folded)}</tbody></table></details>")
     return page + (f"<ul class='table-notes'>{notes}</ul>" if notes else "")
 
 
