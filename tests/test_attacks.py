@@ -87,10 +87,12 @@ def test_input_gradient_is_the_attack_direction_and_restores_the_model():
     model = build("galloway-cnn", width=4, precision="stochastic")
     model.train()
     x, y = torch.rand(3, 1, 28, 28) * 0.5 + 0.25, torch.tensor([0, 1, 2])
+    trained = [p.requires_grad for p in model.parameters()]  # batch norms' γ is not trained
+    assert any(trained) and not all(trained)
     atk = FGSM(model, eps=0.1, seed=7)
     direction = atk.input_gradient(x, y).sign()
     assert torch.allclose(atk(x, y), (x + 0.1 * direction).clamp(0, 1), atol=1e-7)
-    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert model.training and [p.requires_grad for p in model.parameters()] == trained
 
 
 def test_cw_finds_near_minimal_l2_on_linear_model():
@@ -158,13 +160,14 @@ def test_attack_restores_mode_parameters_and_grad_flags():
     model.body[1].eval()  # a mixed state must come back exactly
     modes = [m.training for m in model.modules()]
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]  # batch norms' γ is not trained
     x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
     for atk in (FGSM(model), PGD(model, steps=2), CWL2(model, steps=3, binary_search_steps=1)):
         out = atk(x, y)
         assert out.device == x.device
     assert [m.training for m in model.modules()] == modes
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    assert all(p.requires_grad for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags and any(flags)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

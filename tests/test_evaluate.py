@@ -199,6 +199,7 @@ def test_adversarial_examples_are_crafted_with_batch_statistics():
     ({"kind": "fgsm", "crafting_bn": "train"}, "crafting_bn must be one of batch, running"),
     ({"kind": "fgsm-random", "sigma": "paper"}, "sigma must be one of code, text"),
     ({"kind": "pgd", "start_epoch": -1}, "start_epoch must be an integer >= 0"),
+    ({"kind": "fgsm", "fresh_optimizer": "yes"}, "fresh_optimizer must be true or false"),
     ({"kind": "fgsm", "eps": 0}, "eps must be a finite number > 0"),
 ])
 def test_adversarial_hook_errors(kwargs, message):
@@ -214,6 +215,36 @@ def test_adversarial_training_through_the_cache(fake_mnist):
     assert not result.hit
     clean = TrainRequest("fc-bnn", {"width": 16}, "mnist", epochs=2)
     assert clean.key() != request.key()
+
+
+def test_adversarial_epochs_start_with_a_fresh_optimizer_as_the_authors_code():
+    """mnist_attack.py calls model_train a second time for the adversarial epochs, with a new
+    Adam: the hook's configuration (the cache key) asks the loop to clear the optimizer's
+    state at start_epoch; from the first epoch, or with fresh_optimizer=False, nothing is
+    cleared."""
+    assert AdversarialTraining("fgsm", start_epoch=10).config()["restart_optimizer_at"] == 10
+    assert "restart_optimizer_at" not in AdversarialTraining("fgsm").config()
+    kept = AdversarialTraining("fgsm", start_epoch=10, fresh_optimizer=False).config()
+    assert "restart_optimizer_at" not in kept
+
+
+def test_the_cache_clears_the_optimizer_where_the_hook_says(fake_mnist, monkeypatch):
+    import bnnrobust.train.cache as cache
+
+    seen = []
+    real_fit = cache.fit
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["restart_optimizer_at"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "fit", spy)
+    for fresh in (True, False):
+        hook = AdversarialTraining("fgsm", eps=0.1, start_epoch=1, fresh_optimizer=fresh)
+        request = TrainRequest("fc-bnn", {"width": 8}, "mnist", epochs=2, train_limit=64,
+                               hook=hook.config())
+        train_cached(request, batch_hook=hook, progress=False)
+    assert seen == [1, None]
 
 
 def test_fgsm_random_training_crafts_with_the_codes_sigma():

@@ -113,6 +113,31 @@ def test_galloway_real_activations_convolve_the_batch_normed_input_with_signed_w
                for layer in binary_layers(build("galloway-cnn", precision=precision, width=4)))
 
 
+@pytest.mark.parametrize(("precision", "activations"), [
+    ("binary", "sign"), ("scaled", "sign"), ("stochastic", "sign"), ("binary", "real")])
+def test_galloway_batch_norm_is_tf_contrib_default_no_scale_decay_0999(precision, activations):
+    """The authors' tf.contrib.layers.batch_norm: a learned shift, no scale (γ stays 1 while
+    training), running statistics with decay 0.999 (one batch moves them by 0.1 % of the way)."""
+    from bnnrobust.train import fit
+
+    torch.manual_seed(0)
+    model = build("galloway-cnn", precision=precision, width=4, activations=activations)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 2 and all(n.momentum == 0.001 and n.eps == 1e-5 for n in norms)
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    first = norms[0]
+    with torch.no_grad():
+        inputs = []
+        hook = first.register_forward_hook(lambda m, i, o: inputs.append(i[0]))
+        model.train()(x[:16])
+        hook.remove()
+    batch_mean = inputs[0].mean(dim=(0, 2, 3))
+    torch.testing.assert_close(first.running_mean, 0.001 * batch_mean)
+    fit(model, (x, y), epochs=2, batch_size=16, lr=0.01, progress=False)
+    assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in norms)
+    assert all(n.bias.abs().sum() > 0 for n in norms)
+
+
 def test_input_bits_adds_quantizer():
     model = build("fcn", width=16, input_bits=2)
     assert isinstance(model.input_layer, InputQuantizer) and model.input_layer.bits == 2

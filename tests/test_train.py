@@ -437,3 +437,35 @@ def test_a_units_code_fingerprint_leaves_the_model_families_to_the_model_key(
     before = unit_code.__wrapped__(module, attack)
     _edited(monkeypatch, edited)
     assert (unit_code.__wrapped__(module, attack) != before) == changes
+
+
+def _adam_run(restart):
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(16, 1, 2, 2, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+    weights = []
+    for epochs in (2, 3):  # the same first epochs (deterministic), then one more
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        fit(model, (x, y), epochs=epochs, batch_size=16, lr=0.01, seed=2,
+            restart_optimizer_at=restart if restart is not None and restart < epochs else None,
+            progress=False)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    return weights[1] - weights[0]
+
+
+def test_restarting_the_optimizer_makes_the_next_step_a_fresh_adam_step():
+    """One batch an epoch: the first step of a fresh Adam moves every parameter by exactly lr
+    (m̂/√v̂ = sign of the gradient); the third step of a continued Adam does not."""
+    fresh = _adam_run(2)
+    assert torch.allclose(fresh.abs(), torch.full_like(fresh, 0.01), atol=1e-6)
+    continued = _adam_run(None)
+    assert not torch.allclose(continued.abs(), torch.full_like(continued, 0.01), atol=1e-4)
+
+
+@pytest.mark.parametrize("restart", [-1, 3, 1.5, True])
+def test_restart_epoch_out_of_range_is_refused(restart):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.rand(4, 1, 2, 2), torch.randint(0, 3, (4,))
+    with pytest.raises(TrainingError, match="restart_optimizer_at must be None or an epoch "
+                       "in 0..2"):
+        fit(model, (x, y), epochs=3, restart_optimizer_at=restart, progress=False)

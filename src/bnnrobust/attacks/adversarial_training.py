@@ -15,6 +15,10 @@ Galloway et al.'s code (AngusG/cleverhans-attacking-bnns, ``utils_tf.model_train
   is crafted, as the code does (the adversarial graph is built in training mode); the running
   statistics are left alone (the TF code also updated them from adversarial passes: not
   copied). ``"running"``: the running statistics (inference mode).
+- ``fresh_optimizer=True``: with ``start_epoch`` > 0 the optimizer's state is cleared when the
+  adversarial epochs begin (:func:`bnnrobust.train.fit`'s ``restart_optimizer_at``), as the
+  code does: ``mnist_attack.py`` calls ``model_train`` once for the clean epochs and again for
+  the adversarial ones, and each call builds a new Adam. ``False`` keeps one optimizer state.
 
 Kinds:
 
@@ -79,7 +83,7 @@ class AdversarialTraining:
     def __init__(self, kind: str, *, eps: float = 0.3, start_epoch: int = 0, steps: int = 20,
                  alpha: float = 0.01, random_start: bool = True, label: str = "predicted",
                  loss_label: str = "true", crafting_bn: str = "batch", sigma: str = "code",
-                 seed: int = 0) -> None:
+                 fresh_optimizer: bool = True, seed: int = 0) -> None:
         if kind not in ADV_KINDS:
             raise AttackError(f"unknown adversarial training {kind!r}; expected one of "
                               f"{', '.join(ADV_KINDS)}.")
@@ -98,14 +102,20 @@ class AdversarialTraining:
         self.random_start = bool(random_start)
         self.label, self.loss_label = label, loss_label
         self.crafting_bn, self.sigma = crafting_bn, sigma
+        if not isinstance(fresh_optimizer, bool):
+            raise AttackError(f"fresh_optimizer must be true or false, got {fresh_optimizer!r}.")
+        self.fresh_optimizer = fresh_optimizer
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def config(self) -> dict[str, Any]:
-        """Plain data that identifies this schedule (part of the checkpoint-cache key)."""
+        """Plain data that identifies this schedule (part of the checkpoint-cache key); with
+        a fresh optimizer, ``restart_optimizer_at`` tells the training loop when."""
         cfg: dict[str, Any] = {"adv": self.kind, "eps": self.eps, "start_epoch": self.start_epoch,
                                "label": self.label, "loss_label": self.loss_label,
                                "crafting_bn": self.crafting_bn, "seed": self.seed}
+        if self.fresh_optimizer and self.start_epoch > 0:
+            cfg["restart_optimizer_at"] = self.start_epoch
         if self.kind == "fgsm-random":
             cfg["sigma"] = self.sigma
         if self.kind == "pgd":

@@ -64,6 +64,11 @@ def train(
     adv_sigma: Annotated[str, typer.Option(
         help="fgsm-random's σ: code (Galloway et al.'s 38 for ε = 0.3, the printed numbers) or "
              "text (the paper's ceil(ε·255/2)/255).")] = "code",
+    adv_fresh_optimizer: Annotated[bool, typer.Option(
+        "--adv-fresh-optimizer/--adv-keep-optimizer",
+        help="With --adv-start > 0: clear the optimizer's state (Adam's moments) when the "
+             "adversarial epochs begin, as Galloway et al.'s code does (it builds a new Adam "
+             "for them), or keep one state throughout.")] = True,
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: JsonOpt = None,
@@ -77,7 +82,8 @@ def train(
         hook = AdversarialTraining(adv, eps=adv_eps, start_epoch=adv_start, steps=adv_steps,
                                    alpha=adv_alpha, label=adv_label,
                                    loss_label=adv_loss_label, crafting_bn=adv_crafting_bn,
-                                   sigma=adv_sigma, seed=seed)
+                                   sigma=adv_sigma, fresh_optimizer=adv_fresh_optimizer,
+                                   seed=seed)
     request = TrainRequest(model=model, params=parse_params(param), dataset=dataset,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            clip_weights=clip_weights, train_limit=limit,

@@ -4,9 +4,13 @@ binary variants A (full), B (binary), C (binary + learned scalar), S (C with lay
 Layout (K = ``width`` kernels in layer 1, no biases anywhere, as in the authors' code):
 conv 8×8 stride 2 SAME K → ReLU → conv 6×6 stride 2 VALID 2K → ReLU → conv 5×5 stride 1 VALID 2K
 → ReLU → flatten → linear 10. In B, C and S, layers 2 and 3 are binary blocks: batch norm
-(eps 1e-5) → sign of the input → convolution with ±1 weights (latent init truncated normal
-σ = 0.2) → ReLU; the STE clips gradients to [-1, 1]. C and S multiply each binary block's ReLU
-output by a learned scalar (init 0.05). S samples layer 3's weights at every forward pass.
+→ sign of the input → convolution with ±1 weights (latent init truncated normal σ = 0.2) →
+ReLU; the STE clips gradients to [-1, 1]. The batch norm is the authors' call of
+``tf.contrib.layers.batch_norm`` with its defaults: eps 1e-5 (theirs), a learned shift β and
+no scale (γ = 1, ``scale=False``), running statistics with decay 0.999 (``momentum=0.001``
+here; PyTorch's default 0.1 would average the last few batches, not the last thousand). C
+and S multiply each binary block's ReLU output by a learned scalar (init 0.05). S samples
+layer 3's weights at every forward pass.
 Full-precision kernels are initialized with unit L2 norm per filter and the linear layer with
 unit-norm columns, as the authors' code does.
 
@@ -29,10 +33,12 @@ from torch import nn
 
 from bnnrobust.errors import ModelError
 from bnnrobust.models.base import INPUT_BITS, ModelEntry, Param, register
-from bnnrobust.nn import BinaryConv2d, LearnedScale
+from bnnrobust.nn import BinaryConv2d, LearnedScale, batch_norm
 
 PRECISIONS = ("full", "binary", "scaled", "stochastic")
 ACTIVATIONS = ("sign", "real")
+#: ``tf.contrib.layers.batch_norm``'s default decay 0.999 as PyTorch's momentum
+TF_BN_MOMENTUM = 0.001
 
 
 @torch.no_grad()
@@ -53,10 +59,10 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 def _binary_block(cin: int, cout: int, kernel: int, stride: int, *, scaled: bool,
                   stochastic: bool, sign: bool) -> list[nn.Module]:
     conv = BinaryConv2d(cin, cout, kernel, stride, binarize_input=sign, stochastic=stochastic,
-                        ste="galloway", init_std=0.2)
+                        ste="galloway", init_std=0.2, bn_momentum=TF_BN_MOMENTUM, bn_scale=False)
     # without the sign, the batch norm that centres the sign's input stays (the authors' code)
     block: list[nn.Module] = [conv, nn.ReLU()] if sign else \
-        [nn.BatchNorm2d(cin, eps=1e-5), conv, nn.ReLU()]
+        [batch_norm(cin, eps=1e-5, momentum=TF_BN_MOMENTUM, scale=False), conv, nn.ReLU()]
     if scaled:
         block.append(LearnedScale(0.05))
     return block

@@ -5,7 +5,9 @@ optimizer updates) apart from the ±1 weights used in the forward pass (:meth:`b
 Options (keyword-only):
 
 - ``binarize_input``: batch-normalize the input, then ``sign`` it (Galloway et al.: "batch
-  normalization was applied before quantizing activations to ensure they were centered").
+  normalization was applied before quantizing activations to ensure they were centered");
+  ``bn_momentum`` and ``bn_scale`` (``BinaryConv2d``): that batch norm's ``momentum`` and
+  ``scale`` (see :func:`batch_norm`).
 - ``stochastic``: weights are sampled ``2*Bernoulli(hard_sigmoid(w))-1`` at every forward pass,
   in training and at test time (Galloway's model S). :func:`seed_stochastic` makes it repeatable.
 - ``xnor``: scale the ±1 weights by the mean |W| of each output channel (Rastegari et al. 2016).
@@ -40,16 +42,34 @@ class Sign(nn.Module):
         return f"ste={self.ste}"
 
 
+def batch_norm(num_features: int, *, dims: int = 2, eps: float = 1e-5, momentum: float = 0.1,
+               scale: bool = True) -> nn.modules.batchnorm._BatchNorm:
+    """``BatchNorm2d`` (``dims=2``, N×C×H×W) or ``BatchNorm1d`` (``dims=1``, N×C).
+
+    PyTorch's defaults: running statistics updated with ``momentum`` 0.1, a learned scale γ and
+    shift β. ``scale=False`` keeps γ at 1, untrained (a parameter without gradient, so that
+    the layer's state and its exports are those of any batch norm): TensorFlow's
+    ``tf.contrib.layers.batch_norm`` default (``scale=False``), whose ``decay=0.999`` is
+    ``momentum=0.001`` here.
+    """
+    bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, eps=eps,
+                                                           momentum=momentum)
+    if not scale:
+        bn.weight.requires_grad_(False)
+    return bn
+
+
 class BinaryActivation(nn.Module):
-    """Batch norm (eps 1e-5) followed by ``sign`` with a straight-through gradient.
+    """Batch norm (eps 1e-5; ``momentum`` and ``scale`` as :func:`batch_norm`'s) followed by
+    ``sign`` with a straight-through gradient.
 
     ``dims=2`` normalizes N×C×H×W feature maps (``BatchNorm2d``), ``dims=1`` N×C vectors.
     """
 
     def __init__(self, num_features: int, *, dims: int = 2, ste: str = "galloway",
-                 eps: float = 1e-5) -> None:
+                 eps: float = 1e-5, momentum: float = 0.1, scale: bool = True) -> None:
         super().__init__()
-        self.bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, eps=eps)
+        self.bn = batch_norm(num_features, dims=dims, eps=eps, momentum=momentum, scale=scale)
         self.sign = Sign(ste=ste)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -100,12 +120,14 @@ class _BinaryLayer(nn.Module):
     weight: nn.Parameter
 
     def _setup(self, in_features: int, *, binarize_input: bool, input_dims: int,
-               stochastic: bool, xnor: bool, ste: str, init_std: float | None) -> None:
+               stochastic: bool, xnor: bool, ste: str, init_std: float | None,
+               bn_momentum: float = 0.1, bn_scale: bool = True) -> None:
         self.ste = _check_rule(ste)
         self.stochastic = stochastic
         self.xnor = xnor
         self.input_act = (
-            BinaryActivation(in_features, dims=input_dims, ste=ste) if binarize_input else None
+            BinaryActivation(in_features, dims=input_dims, ste=ste, momentum=bn_momentum,
+                             scale=bn_scale) if binarize_input else None
         )
         if init_std is None:
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -170,11 +192,13 @@ class BinaryConv2d(_BinaryLayer, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, *, bias: bool = False, binarize_input: bool = False,
                  stochastic: bool = False, xnor: bool = False, ste: str = "galloway",
-                 init_std: float | None = 0.2) -> None:
+                 init_std: float | None = 0.2, bn_momentum: float = 0.1,
+                 bn_scale: bool = True) -> None:
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
                            padding=padding, bias=bias)
         self._setup(in_channels, binarize_input=binarize_input, input_dims=2,
-                    stochastic=stochastic, xnor=xnor, ste=ste, init_std=init_std)
+                    stochastic=stochastic, xnor=xnor, ste=ste, init_std=init_std,
+                    bn_momentum=bn_momentum, bn_scale=bn_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.conv2d(self._prepare_input(x), self.effective_weight(), self.bias,

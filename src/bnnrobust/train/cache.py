@@ -159,7 +159,9 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
                  console: Console | None = None, workers: int | None = None) -> CachedModel:
     """Return the model ``request`` describes: from the cache, or trained and then cached.
 
-    ``batch_hook`` must match ``request.hook`` (its ``config()``), so that the key describes it.
+    ``batch_hook`` must match ``request.hook`` (its ``config()``), so that the key describes it;
+    a hook whose configuration holds ``restart_optimizer_at`` has the optimizer's state cleared
+    at that epoch (see :func:`~bnnrobust.train.loop.fit`).
     ``workers``: DataLoader processes for a streamed data set (default: the CPU count less
     one, at most 8; not part of the key, it does not change the weights' distribution).
     """
@@ -185,7 +187,9 @@ def train_cached(request: TrainRequest, *, batch_hook: BatchHook | None = None,
                   lr=request.lr, seed=request.seed, device=device, optimizer=request.optimizer,
                   clip_weights=request.clip_weights, center_weights=request.center_weights,
                   weight_decay=request.weight_decay, augment=request.augment,
-                  batch_hook=batch_hook, schedule=request.schedule, workers=workers,
+                  batch_hook=batch_hook, schedule=request.schedule,
+                  restart_optimizer_at=(request.hook or {}).get("restart_optimizer_at"),
+                  workers=workers,
                   resume=partial, progress=progress, console=console)
     metrics = history.as_dict()
     config = request.as_dict(data_root=data_root)

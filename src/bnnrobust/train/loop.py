@@ -154,7 +154,8 @@ def schedule_weight_decay(schedule: str, epoch: int) -> float | None:
 
 def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
                    schedule: str = "constant", weight_decay: float = 0.0,
-                   workers: int = 0, augment: str = "none") -> None:
+                   workers: int = 0, augment: str = "none",
+                   restart_optimizer_at: int | None = None) -> None:
     if schedule not in SCHEDULES:
         raise TrainingError(f"unknown learning-rate schedule {schedule!r}; expected one of "
                             f"{', '.join(SCHEDULES)}.")
@@ -175,6 +176,11 @@ def _check_options(epochs: int, batch_size: int, lr: float, optimizer: str,
     if augment not in AUGMENTATIONS:
         raise TrainingError(f"unknown augmentation {augment!r}; expected one of "
                             f"{', '.join(AUGMENTATIONS)}.")
+    if restart_optimizer_at is not None and (
+            not isinstance(restart_optimizer_at, int) or isinstance(restart_optimizer_at, bool)
+            or not 0 <= restart_optimizer_at < epochs):
+        raise TrainingError(f"restart_optimizer_at must be None or an epoch in 0..{epochs - 1} "
+                            f"(0-based, below epochs = {epochs}), got {restart_optimizer_at!r}.")
 
 
 def crop_flip(x: torch.Tensor, gen: torch.Generator, *, pad: int = 4) -> torch.Tensor:
@@ -244,9 +250,9 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
         device: str | torch.device = "auto", optimizer: str = "adam",
         clip_weights: bool = False, center_weights: bool = False, weight_decay: float = 0.0,
         augment: str = "none", batch_hook: BatchHook | None = None,
-        schedule: str = "constant", workers: int = 0, resume: str | Path | None = None,
-        save_every: float | None = None, progress: bool = True,
-        console: Console | None = None) -> History:
+        schedule: str = "constant", restart_optimizer_at: int | None = None, workers: int = 0,
+        resume: str | Path | None = None, save_every: float | None = None,
+        progress: bool = True, console: Console | None = None) -> History:
     """Train ``model`` in place on ``train``; evaluate on ``test`` after each epoch.
 
     ``train`` and ``test`` are ``(x, y)`` tensors or map-style datasets (:data:`Data`; a
@@ -262,6 +268,11 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
     :data:`AUGMENTATIONS` (tensor data only; drawn from the seeded generator). ``batch_hook`` turns each
     batch into the batches whose mean loss is minimized (see :class:`BatchHook`).
     ``schedule``: the learning-rate schedule (:func:`schedule_factor`; default constant).
+    ``restart_optimizer_at``: at the start of this epoch (0-based) the optimizer's state is
+    cleared (Adam's moments and step count, SGD's momentum; the learning rates stay), as a
+    second call of a training function that builds a new optimizer does: Galloway et al.'s
+    code trains clean, then calls ``model_train`` again for the adversarial epochs with a
+    fresh Adam. Default None: one optimizer state throughout.
     ``resume``: a file that holds the state after a finished epoch (see
     :mod:`bnnrobust.train.resume`), written after every epoch that ends ``save_every`` seconds
     or more after the last write (default :data:`SAVE_EVERY`: a kill loses at most that and
@@ -269,7 +280,8 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
     caller keeps the model); when it exists, training continues after its epoch and, on CPU,
     ends with the weights of an uninterrupted run. The caller deletes it when done.
     """
-    _check_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, workers, augment)
+    _check_options(epochs, batch_size, lr, optimizer, schedule, weight_decay, workers, augment,
+                   restart_optimizer_at)
     n_train = _size(train)
     if n_train == 0:
         raise TrainingError("training set has 0 inputs; expected a non-zero number.")
@@ -286,6 +298,7 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                    "optimizer": optimizer, "clip_weights": clip_weights,
                    "center_weights": center_weights, "weight_decay": weight_decay,
                    "augment": augment, "schedule": schedule, "train_size": n_train,
+                   "restart_optimizer_at": restart_optimizer_at,
                    "hook": batch_hook.config() if batch_hook is not None else None}
         first = _resume(resume, options, model, opt, gen, dev, batch_hook, history)
         saved = time.monotonic()
@@ -298,6 +311,8 @@ def fit(model: nn.Module, train: Data, test: Data | None = None, *, epochs: int,
                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
             for epoch in range(first, epochs):
+                if epoch == restart_optimizer_at:
+                    opt.state.clear()  # each parameter's state starts again at its next step
                 factor = schedule_factor(schedule, epoch + 1)
                 decay = schedule_weight_decay(schedule, epoch + 1)
                 for group in opt.param_groups:
