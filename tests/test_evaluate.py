@@ -200,6 +200,11 @@ def test_adversarial_examples_are_crafted_with_batch_statistics():
     ({"kind": "fgsm-random", "sigma": "paper"}, "sigma must be one of code, text"),
     ({"kind": "pgd", "start_epoch": -1}, "start_epoch must be an integer >= 0"),
     ({"kind": "fgsm", "fresh_optimizer": "yes"}, "fresh_optimizer must be true or false"),
+    ({"kind": "fgsm", "running_stats": "tf"}, "running_stats must be one of loss, mnist-attack"),
+    ({"kind": "fgsm", "running_stats": "mnist-attack"}, "trains with fgsm-random or pgd"),
+    ({"kind": "pgd", "running_stats": "mnist-attack", "label": "true"}, "label 'true'"),
+    ({"kind": "pgd", "running_stats": "mnist-attack", "start_epoch": 2, "epochs": 2},
+     "needs the number of training epochs"),
     ({"kind": "fgsm", "eps": 0}, "eps must be a finite number > 0"),
 ])
 def test_adversarial_hook_errors(kwargs, message):
@@ -226,6 +231,67 @@ def test_adversarial_epochs_start_with_a_fresh_optimizer_as_the_authors_code():
     assert "restart_optimizer_at" not in AdversarialTraining("fgsm").config()
     kept = AdversarialTraining("fgsm", start_epoch=10, fresh_optimizer=False).config()
     assert "restart_optimizer_at" not in kept
+
+
+def test_recorded_passes_move_running_statistics_as_training_mode_passes_do():
+    from bnnrobust.attacks.adversarial_training import (
+        recorded_batch_statistics,
+        update_running_statistics,
+    )
+
+    torch.manual_seed(0)
+    trained = build("galloway-cnn", width=4, precision="binary")
+    copied = build("galloway-cnn", width=4, precision="binary")
+    copied.load_state_dict(trained.state_dict())
+    batches = [torch.rand(8, 1, 28, 28) * s for s in (1.0, 0.5, 0.9)]
+    with torch.no_grad():
+        trained.train()
+        for xb in batches:
+            trained(xb)
+        copied.eval()
+        with recorded_batch_statistics(copied) as passes:
+            for xb in batches:
+                copied(xb)
+    assert len(passes) == 2 * len(batches)  # two batch norms a pass
+    update_running_statistics(passes)
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(copied.state_dict()[key], value)
+
+
+def _tracked(model):
+    return [int(m.num_batches_tracked) for m in model.modules()
+            if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_mnist_attack_running_statistics_move_with_every_pass_of_the_tf_graph():
+    """fgsm-random: label guess and FGSM pass, then the evaluation FGSM's guess, pass and
+    forward (5 a batch, every adversarial epoch); pgd: two guesses and one pass an iterate,
+    and in the last epoch the evaluation PGD-40's 2 + 40 + 1; "loss": none."""
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=4, precision="binary").train()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    counts = []
+    for hook, epoch in ((AdversarialTraining("fgsm-random", running_stats="mnist-attack"), 0),
+                        (AdversarialTraining("fgsm-random"), 0),
+                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
+                                             running_stats="mnist-attack"), 1),
+                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
+                                             running_stats="mnist-attack"), 2)):
+        before = _tracked(model)
+        hook(model, x, y, epoch=epoch)
+        counts.append([a - b for a, b in zip(_tracked(model), before, strict=True)])
+    assert counts == [[5, 5], [0, 0], [5, 5], [48, 48]]
+    assert model.training
+    # without batch norm nothing would move: no evaluation attack (nor its seed) at all
+    full = build("galloway-cnn", width=4, precision="full").train()
+    plain, graph = (AdversarialTraining("fgsm-random", running_stats=r)
+                    for r in ("loss", "mnist-attack"))
+    assert torch.equal(graph(full, x, y, epoch=0)[1][0], plain(full, x, y, epoch=0)[1][0])
+    assert torch.equal(graph.generator.get_state(), plain.generator.get_state())
+    config = AdversarialTraining("pgd", start_epoch=1, epochs=3,
+                                 running_stats="mnist-attack").config()
+    assert config["running_stats"] == "mnist-attack" and config["epochs"] == 3
+    assert "epochs" not in AdversarialTraining("pgd", epochs=3).config()
 
 
 def test_the_cache_clears_the_optimizer_where_the_hook_says(fake_mnist, monkeypatch):

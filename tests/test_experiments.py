@@ -166,6 +166,12 @@ def test_grid_substitution_and_adversarial_schedule_scaling(tmp_path):
     with pytest.raises(SpecError, match=r"start_epoch = 30 must be in 0\.\.14"):
         load(write_spec(tmp_path, text.replace("start_epoch = 10 }", "start_epoch = 30 }"),
                         name="late"))
+    # every option's value is checked on load, not when training meets it
+    with pytest.raises(SpecError, match=r"models\[0\]\.adversarial: running_stats = "
+                       r"'mnist-attack' copies the TF graph of mnist_attack.py"):
+        load(write_spec(tmp_path, text.replace(
+            "start_epoch = 10 }", 'start_epoch = 10, running_stats = "mnist-attack" }'),
+            name="graph"))
 
 
 def test_every_shipped_spec_loads_and_plans():
@@ -637,6 +643,29 @@ def test_the_estimate_of_a_quick_profile_is_within_a_factor_of_two_of_its_run(
     text = " ".join(out.split())
     assert code == 0, err
     assert "training │ F8 │ 2" in text and "training │ F16 │ 2" in text and "total:" in text
+
+
+def test_the_estimate_times_the_last_epoch_of_a_copied_mnist_attack_graph_apart(
+        fake_mnist, monkeypatch):
+    """With running_stats = "mnist-attack", PGD training's last epoch also makes the
+    evaluation PGD-40's passes (≈ 45 passes a batch against ≈ 5): the estimate calibrates
+    that epoch on its own (per-epoch test evaluations left out here)."""
+    import bnnrobust.experiments.estimate as estimate_module
+    from bnnrobust.experiments.estimate import _training
+
+    monkeypatch.setattr(estimate_module, "accuracy", lambda *args, **kwargs: 0.0)
+
+    request = {"model": "galloway-cnn", "params": {"width": 4, "precision": "binary"},
+               "dataset": "mnist", "epochs": 3, "seed": 0, "train_limit": 64,
+               "adversarial": {"kind": "pgd", "eps": 0.3, "steps": 2, "alpha": 0.1,
+                               "start_epoch": 1, "running_stats": "mnist-attack",
+                               "epochs": 3}}
+    seconds, _ = _training(request, "mnist", device="cpu", batches=2, data_root=None)
+    clean, adversarial, last = (seconds(0) - seconds(1), seconds(1) - seconds(2), seconds(2))
+    assert adversarial > clean and last > 2 * adversarial
+    plain = dict(request, adversarial={**request["adversarial"], "running_stats": "loss"})
+    seconds, _ = _training(plain, "mnist", device="cpu", batches=2, data_root=None)
+    assert seconds(2) < 2 * (seconds(1) - seconds(2))
 
 
 def test_paper_results_are_exported_and_a_fresh_clone_reports_and_resumes_from_them(

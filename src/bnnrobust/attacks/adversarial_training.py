@@ -12,9 +12,22 @@ Galloway et al.'s code (AngusG/cleverhans-attacking-bnns, ``utils_tf.model_train
   does (``(model_loss(y, preds) + model_loss(y, preds_adv)) / 2``); ``"predicted"``: the
   label the example was crafted against (the other reading of the paper's text).
 - ``crafting_bn="batch"``: batch norm normalizes with the batch's statistics while the example
-  is crafted, as the code does (the adversarial graph is built in training mode); the running
-  statistics are left alone (the TF code also updated them from adversarial passes: not
-  copied). ``"running"``: the running statistics (inference mode).
+  is crafted, as the code does (the adversarial graph is built in training mode).
+  ``"running"``: the running statistics (inference mode).
+- ``running_stats``: which forward passes move batch norm's running statistics (what the model
+  uses at test time). ``"loss"`` (default): the two of the loss (clean and adversarial
+  batch), as any PyTorch training does. ``"mnist-attack"``: every pass of the TF graph of
+  Galloway et al.'s ``mnist_attack.py`` (its update ops run at each training step, in training
+  mode): the crafting passes (CleverHans guesses the label with a pass of its own, FGSM then
+  takes the gradient at the clean input, ``MadryEtAl`` guesses the label a second time and
+  passes each of its iterates), and the passes of the evaluation attack the script builds beside
+  the training one and whose examples training never uses (FGSM at ε, or ``MadryEtAl`` with its
+  defaults: 40 steps of 0.01 from a random start; its label guesses and iterates, and the
+  forward pass of its result). For ``pgd`` that attack's 43 passes are made in the last epoch
+  only (``epochs`` is then required): with about 67 updates a step at momentum 0.001, the
+  statistics from before that epoch weigh 0.999^(67·469) ≈ 2e-14 at the end of an MNIST
+  epoch. For ``fgsm-random`` they are made in every adversarial epoch (7 updates a step).
+  Only ``fgsm-random`` and ``pgd`` (the script's two trainings) and ``crafting_bn="batch"``.
 - ``fresh_optimizer=True``: with ``start_epoch`` > 0 the optimizer's state is cleared when the
   adversarial epochs begin (:func:`bnnrobust.train.fit`'s ``restart_optimizer_at``), as the
   code does: ``mnist_attack.py`` calls ``model_train`` once for the clean epochs and again for
@@ -45,7 +58,8 @@ the hook contract.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -62,6 +76,48 @@ ADV_KINDS = ("fgsm", "fgsm-random", "pgd", "rfgsm")
 LABELS = ("predicted", "true")
 SIGMAS = ("code", "text")
 CRAFTING_BN = ("batch", "running")
+RUNNING_STATS = ("loss", "mnist-attack")
+#: the evaluation attack ``mnist_attack.py`` builds beside a PGD training attack: CleverHans
+#: ``MadryEtAl``'s defaults
+EVAL_PGD_STEPS, EVAL_PGD_ALPHA = 40, 0.01
+
+Passes = list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor, torch.Tensor]]
+
+
+@contextmanager
+def recorded_batch_statistics(model: nn.Module) -> Iterator[Passes]:
+    """As :func:`bnnrobust.train.batch_statistics` (every batch norm normalizes with the
+    statistics of the batch it sees, its running statistics untouched), and the list it yields
+    collects, pass after pass, each batch norm's per-channel mean and unbiased variance of its
+    input (what PyTorch's own update uses) for :func:`update_running_statistics`."""
+    passes: Passes = []
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].detach()
+        dims = [0, *range(2, x.dim())]
+        passes.append((module, x.mean(dims), x.var(dims, unbiased=True)))
+
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    handles = [m.register_forward_pre_hook(record) for m in norms]
+    try:
+        with batch_statistics(model):
+            yield passes
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def update_running_statistics(passes: Passes) -> None:
+    """Move each batch norm's running statistics by its recorded passes, in order, as that many
+    training-mode forward passes would (``momentum``; None: the cumulative average)."""
+    for module, mean, var in passes:
+        module.num_batches_tracked += 1
+        rate = module.momentum if module.momentum is not None \
+            else 1.0 / float(module.num_batches_tracked)
+        module.running_mean.lerp_(mean, rate)
+        module.running_var.lerp_(var, rate)
 
 
 def random_eps(n: int, eps_max: float, generator: torch.Generator, *,
@@ -77,19 +133,30 @@ def random_eps(n: int, eps_max: float, generator: torch.Generator, *,
     return eps.abs().clamp(max=1.0)
 
 
+def predicted(model: nn.Module, x: torch.Tensor, *, passes: int = 1) -> torch.Tensor:
+    """The model's predicted labels (CleverHans' label guess), from the last of ``passes``
+    identical forward passes (a copied TF graph that guesses twice makes two)."""
+    with torch.no_grad(), eval_mode(model):
+        for _ in range(passes):
+            labels = model(x).argmax(1)
+    return labels
+
+
 class AdversarialTraining:
     """Batch hook that adds adversarial examples to each batch from ``start_epoch`` on."""
 
     def __init__(self, kind: str, *, eps: float = 0.3, start_epoch: int = 0, steps: int = 20,
                  alpha: float = 0.01, random_start: bool = True, label: str = "predicted",
                  loss_label: str = "true", crafting_bn: str = "batch", sigma: str = "code",
-                 fresh_optimizer: bool = True, seed: int = 0) -> None:
+                 fresh_optimizer: bool = True, running_stats: str = "loss",
+                 epochs: int | None = None, seed: int = 0) -> None:
         if kind not in ADV_KINDS:
             raise AttackError(f"unknown adversarial training {kind!r}; expected one of "
                               f"{', '.join(ADV_KINDS)}.")
         for name, value, choices in (("label", label, LABELS), ("loss_label", loss_label, LABELS),
                                      ("crafting_bn", crafting_bn, CRAFTING_BN),
-                                     ("sigma", sigma, SIGMAS)):
+                                     ("sigma", sigma, SIGMAS),
+                                     ("running_stats", running_stats, RUNNING_STATS)):
             if value not in choices:
                 raise AttackError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
         if not isinstance(start_epoch, int) or start_epoch < 0:
@@ -105,8 +172,27 @@ class AdversarialTraining:
         if not isinstance(fresh_optimizer, bool):
             raise AttackError(f"fresh_optimizer must be true or false, got {fresh_optimizer!r}.")
         self.fresh_optimizer = fresh_optimizer
+        self.running_stats, self.epochs = running_stats, epochs
+        if running_stats == "mnist-attack":
+            self._check_mnist_attack()
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
+
+    def _check_mnist_attack(self) -> None:
+        if self.kind not in ("fgsm-random", "pgd") or self.crafting_bn != "batch" \
+                or self.label != "predicted":
+            raise AttackError(f"running_stats = 'mnist-attack' copies the TF graph of "
+                              f"mnist_attack.py, which trains with fgsm-random or pgd and "
+                              f"crafts against the predicted label with the batch's "
+                              f"statistics; got kind {self.kind!r}, crafting_bn "
+                              f"{self.crafting_bn!r}, label {self.label!r}. Use "
+                              f"running_stats = 'loss'.")
+        if self.kind == "pgd" and not (isinstance(self.epochs, int)
+                                       and self.epochs > self.start_epoch):
+            raise AttackError(f"running_stats = 'mnist-attack' with pgd needs the number of "
+                              f"training epochs (above start_epoch = {self.start_epoch}), to "
+                              f"make the evaluation attack's passes in the last one; got "
+                              f"epochs = {self.epochs!r}.")
 
     def config(self) -> dict[str, Any]:
         """Plain data that identifies this schedule (part of the checkpoint-cache key); with
@@ -116,6 +202,10 @@ class AdversarialTraining:
                                "crafting_bn": self.crafting_bn, "seed": self.seed}
         if self.fresh_optimizer and self.start_epoch > 0:
             cfg["restart_optimizer_at"] = self.start_epoch
+        if self.running_stats != "loss":
+            cfg["running_stats"] = self.running_stats
+            if self.kind == "pgd":
+                cfg["epochs"] = self.epochs
         if self.kind == "fgsm-random":
             cfg["sigma"] = self.sigma
         if self.kind == "pgd":
@@ -149,11 +239,31 @@ class AdversarialTraining:
             return [(x, y)]
         quantized = bool(input_quantizers(model))
         x_in = discretize_like(model, x) if quantized else x
-        with batch_statistics(model) if self.crafting_bn == "batch" else nullcontext():
-            if self.label == "predicted":
-                with torch.no_grad(), eval_mode(model):
-                    labels = model(x).argmax(1)
-            else:
-                labels = y
+        graph = self.running_stats == "mnist-attack"
+        with recorded_batch_statistics(model) if self.crafting_bn == "batch" \
+                else nullcontext([]) as passes:
+            labels = y if self.label != "predicted" else \
+                predicted(model, x, passes=2 if graph and self.kind == "pgd" else 1)
             x_adv = self._attack(model, len(x), bpda=quantized)(x_in, labels)
+            if graph and passes and (self.kind == "fgsm-random" or epoch == self.epochs - 1):
+                self._evaluation_attack(model, x, x_in, bpda=quantized)  # (none without BN)
+        if graph:
+            update_running_statistics(passes)
         return [(x, y), (x_adv, y if self.loss_label == "true" else labels)]
+
+    def _evaluation_attack(self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, *,
+                           bpda: bool) -> None:
+        """The passes of ``mnist_attack.py``'s evaluation attack (see ``running_stats``): its
+        label guesses, its crafting and the forward pass of its examples; the examples
+        themselves are dropped, as the script's training never uses them."""
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        if self.kind == "pgd":
+            labels = predicted(model, x, passes=2)
+            attack = PGD(model, eps=self.eps, alpha=EVAL_PGD_ALPHA, steps=EVAL_PGD_STEPS,
+                         random_start=True, seed=seed, bpda=bpda)
+        else:
+            labels = predicted(model, x)
+            attack = FGSM(model, eps=self.eps, seed=seed, bpda=bpda)
+        x_eval = attack(x_in, labels)
+        with torch.no_grad(), eval_mode(model):
+            model(x_eval)

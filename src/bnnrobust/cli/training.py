@@ -69,6 +69,11 @@ def train(
         help="With --adv-start > 0: clear the optimizer's state (Adam's moments) when the "
              "adversarial epochs begin, as Galloway et al.'s code does (it builds a new Adam "
              "for them), or keep one state throughout.")] = True,
+    adv_running_stats: Annotated[str, typer.Option(
+        help="Which passes move batch norm's running statistics: loss (the loss's clean and "
+             "adversarial passes, as PyTorch training does) or mnist-attack (every pass of "
+             "the TF graph of Galloway et al.'s mnist_attack.py, its unused evaluation "
+             "attack's included; fgsm-random and pgd only).")] = "loss",
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: JsonOpt = None,
@@ -83,7 +88,7 @@ def train(
                                    alpha=adv_alpha, label=adv_label,
                                    loss_label=adv_loss_label, crafting_bn=adv_crafting_bn,
                                    sigma=adv_sigma, fresh_optimizer=adv_fresh_optimizer,
-                                   seed=seed)
+                                   running_stats=adv_running_stats, epochs=epochs, seed=seed)
     request = TrainRequest(model=model, params=parse_params(param), dataset=dataset,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            clip_weights=clip_weights, train_limit=limit,

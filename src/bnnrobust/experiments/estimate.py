@@ -217,9 +217,14 @@ def _training(request: dict[str, Any], dataset: str, *, device: str, batches: in
 
     clean = per_batch(None)
     adversarial, start = clean, req.epochs
+    last = adversarial  # the last epoch's batches (a copied TF graph adds passes there)
     if hook is not None:
         now = dict(request, adversarial={**request["adversarial"], "start_epoch": 0})
         adversarial, start = per_batch(request_and_hook(now)[1]), hook.start_epoch
+        last = adversarial
+        if hook.running_stats == "mnist-attack" and hook.kind == "pgd":
+            one = dict(now, epochs=1, adversarial={**now["adversarial"], "epochs": 1})
+            last = per_batch(request_and_hook(one)[1])
     n_test = examples(dataset, "test", data_root=data_root)
     probe = min(n_test, 256)
     begin = time.perf_counter()
@@ -230,9 +235,11 @@ def _training(request: dict[str, Any], dataset: str, *, device: str, batches: in
 
     def seconds(finished: int) -> float:
         clean_epochs = max(0, min(start, req.epochs) - finished)
-        adversarial_epochs = req.epochs - max(start, finished)
-        return (per_epoch * (clean_epochs * clean + max(0, adversarial_epochs) * adversarial)
-                + (req.epochs - finished) * evaluation)
+        adversarial_epochs = max(0, req.epochs - max(start, finished))
+        batches_cost = clean_epochs * clean + adversarial_epochs * adversarial
+        if adversarial_epochs:
+            batches_cost += last - adversarial
+        return per_epoch * batches_cost + (req.epochs - finished) * evaluation
 
     basis = f"{batches} batch(es) of {size} timed" + (", clean and adversarial"
                                                       if hook is not None else "")

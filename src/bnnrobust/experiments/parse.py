@@ -47,7 +47,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bnnrobust.attacks import ADV_KINDS
+from bnnrobust.attacks import ADV_KINDS, AdversarialTraining
 from bnnrobust.data import GENERATED, REGISTRY
 from bnnrobust.errors import BnnRobustError
 from bnnrobust.experiments.measures import Measure, measure_named
@@ -80,7 +80,7 @@ MODEL_KEYS = {"label": str, "family": str, "params": dict, "adversarial": dict,
               "training": dict, "note": str, "only": list, "compare": str}
 ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
                     "alpha": float, "label": str, "loss_label": str, "crafting_bn": str,
-                    "sigma": str, "fresh_optimizer": bool}
+                    "sigma": str, "fresh_optimizer": bool, "running_stats": str}
 TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool,
                  "epochs": int, "schedule": str, "weight_decay": float, "center_weights": bool,
                  "augment": str}
@@ -258,6 +258,12 @@ def _model_plan(path: Path, index: int, entry: dict[str, Any], profile: Profile,
                             f"0..{own_epochs - 1} (the model's paper-profile epochs).")
         adversarial["start_epoch"] = round(start * profile.epochs / paper_epochs) \
             if paper_epochs else 0
+        if adversarial.get("running_stats") == "mnist-attack":  # it acts in the last epoch
+            adversarial["epochs"] = training.get("epochs", profile.epochs)
+        try:  # every option's value, as training will build the schedule
+            AdversarialTraining(**adversarial)
+        except BnnRobustError as exc:
+            raise SpecError(f"{path}: {where}.adversarial: {exc}") from None
     return ModelPlan(entry["label"], entry["family"], params, adversarial, training, grid,
                      entry.get("compare", ""))
 
