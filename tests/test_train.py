@@ -289,9 +289,9 @@ gen = torch.Generator().manual_seed(0)
 x, y = torch.rand(96, 1, 28, 28, generator=gen), torch.randint(0, 10, (96,), generator=gen)
 torch.manual_seed(3)
 model = build("galloway-cnn", precision="stochastic", width=4)
-hook = KillAtSecondEpoch("fgsm-random", eps=0.3, seed=5)
-fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook, resume=sys.argv[1],
-    save_every=0, progress=False)
+hook = KillAtSecondEpoch("fgsm-random", eps=0.3, start_epoch=1, seed=5)
+fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook, restart_optimizer_at=1,
+    resume=sys.argv[1], save_every=0, progress=False)
 """
 
 
@@ -302,16 +302,17 @@ def _resumable_run(state):
     x, y = torch.rand(96, 1, 28, 28, generator=gen), torch.randint(0, 10, (96,), generator=gen)
     torch.manual_seed(3)
     model = build("galloway-cnn", precision="stochastic", width=4)
-    hook = AdversarialTraining("fgsm-random", eps=0.3, seed=5)
+    hook = AdversarialTraining("fgsm-random", eps=0.3, start_epoch=1, seed=5)
     history = fit(model, (x, y), epochs=3, batch_size=32, seed=5, batch_hook=hook,
-                  resume=state, save_every=0, progress=False)
+                  restart_optimizer_at=1, resume=state, save_every=0, progress=False)
     return model, history
 
 
 def test_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     """A run killed (SIGKILL) during epoch 2 continues from the state saved after epoch 1 and
     ends with exactly the weights of a run never interrupted (stochastic weights and
-    random-ε adversarial training: every generator is part of the state)."""
+    random-ε adversarial training from epoch 2 with a fresh optimizer: every generator is part
+    of the state, and the optimizer is cleared where the uninterrupted run clears it)."""
     import subprocess
     import sys
 
