@@ -129,7 +129,8 @@ def test_attack_command(monkeypatch, capsys, fake_mnist, tmp_path):
     assert {f["name"] for f in data["flags"]} >= {"no_collapse_at_large_eps", "saturated_softmax"}
     code, out, err = run(monkeypatch, capsys, "attack", str(ckpt), "--attack", "cw", "--steps", "5",
                          "--target", "all", "--limit", "3", "--no-diagnostics")
-    assert code == 0, err and "n" in out
+    assert code == 0, err
+    assert "n" in out
     code, _, err = run(monkeypatch, capsys, "attack", str(ckpt), "--attack", "deepfool")
     assert code == 2 and "--attack 'deepfool' is unknown; valid attacks: fgsm" in err
 
@@ -138,9 +139,17 @@ def test_train_with_adversarial_training(monkeypatch, capsys, fake_mnist):
     code, out, err = run(monkeypatch, capsys, "train", "fc-bnn", "--param", "width=16",
                          "--epochs", "2", "--adv", "pgd", "--adv-eps", "0.3", "--adv-steps", "3",
                          "--adv-start", "1")
-    assert code == 0, err and "trained: fc-bnn" in out
-    code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", "--adv", "madry")
-    assert code == 2 and "unknown adversarial training 'madry'" in err
+    assert code == 0, err
+    assert "trained: fc-bnn" in out
+    for args, message in (
+        (["--adv", "madry"], "unknown adversarial training 'madry'"),
+        (["--adv", "pgd", "--adv-running-stats", "tf"], "running_stats must be one of"),
+        (["--adv", "fgsm", "--adv-running-stats", "mnist-attack"], "trains with fgsm-random or pgd"),
+        (["--adv", "pgd", "--adv-fresh-optimizer", "yes"], "Got unexpected extra argument"),
+    ):
+        code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", *args)
+        assert code == 2 and message in " ".join(err.split()), (args, err)
+        assert "Traceback" not in err
 
 
 def test_blackbox_command(monkeypatch, capsys, fake_mnist, tmp_path):
@@ -190,10 +199,12 @@ def test_exact_attack_commands(monkeypatch, capsys, fake_mnist, tmp_path):
                for p in data["points"])
     code, out, err = run(monkeypatch, capsys, "milp", ckpt, "--points", "2", "--backend", "highs",
                          "--time-limit", "20", "--target", "untargeted")
-    assert code == 0, err and "milp highs" in out
+    assert code == 0, err
+    assert "milp highs" in out
     code, out, err = run(monkeypatch, capsys, "iprop", ckpt, "--points", "2", "--time-limit", "2",
                          "--sub-time-limit", "1", "--step", "1")
-    assert code == 0, err and "iprop ε=0.01: 2 points" in " ".join(out.split())
+    assert code == 0, err
+    assert "iprop ε=0.01: 2 points" in " ".join(out.split())
     code, out, err = run(monkeypatch, capsys, "certify", ckpt, "--points", "3", "--eps", "0.004",
                          "0.01", "--time-limit", "20", "--min-eps", "--json",
                          str(tmp_path / "c.json"), "--records", str(tmp_path / "c.jsonl"),

@@ -253,6 +253,14 @@ def test_recorded_passes_move_running_statistics_as_training_mode_passes_do():
             for xb in batches:
                 copied(xb)
     assert len(passes) == 2 * len(batches)  # two batch norms a pass
+    with torch.no_grad():  # record=False: the same batch-statistics passes, nothing recorded
+        with recorded_batch_statistics(copied) as _:
+            recorded_out = copied(batches[0])
+        with recorded_batch_statistics(copied, record=False) as unrecorded:
+            unrecorded_out = copied(batches[0])
+        running_out = copied(batches[0])
+    assert unrecorded == [] and torch.equal(unrecorded_out, recorded_out)
+    assert not torch.allclose(unrecorded_out, running_out)
     update_running_statistics(passes)
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(copied.state_dict()[key], value)

@@ -85,21 +85,22 @@ Passes = list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor, torch.Tensor]
 
 
 @contextmanager
-def recorded_batch_statistics(model: nn.Module) -> Iterator[Passes]:
+def recorded_batch_statistics(model: nn.Module, *, record: bool = True) -> Iterator[Passes]:
     """As :func:`bnnrobust.train.batch_statistics` (every batch norm normalizes with the
     statistics of the batch it sees, its running statistics untouched), and the list it yields
     collects, pass after pass, each batch norm's per-channel mean and unbiased variance of its
-    input (what PyTorch's own update uses) for :func:`update_running_statistics`."""
+    input (what PyTorch's own update uses) for :func:`update_running_statistics`; with
+    ``record=False`` the list stays empty (nothing is computed)."""
     passes: Passes = []
 
-    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    def record_pass(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0].detach()
         dims = [0, *range(2, x.dim())]
         passes.append((module, x.mean(dims), x.var(dims, unbiased=True)))
 
     norms = [m for m in model.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
-    handles = [m.register_forward_pre_hook(record) for m in norms]
+    handles = [m.register_forward_pre_hook(record_pass) for m in norms] if record else []
     try:
         with batch_statistics(model):
             yield passes
@@ -240,7 +241,7 @@ class AdversarialTraining:
         quantized = bool(input_quantizers(model))
         x_in = discretize_like(model, x) if quantized else x
         graph = self.running_stats == "mnist-attack"
-        with recorded_batch_statistics(model) if self.crafting_bn == "batch" \
+        with recorded_batch_statistics(model, record=graph) if self.crafting_bn == "batch" \
                 else nullcontext([]) as passes:
             labels = y if self.label != "predicted" else \
                 predicted(model, x, passes=2 if graph and self.kind == "pgd" else 1)
