@@ -203,6 +203,10 @@ def test_adversarial_examples_are_crafted_with_batch_statistics():
     ({"kind": "fgsm", "running_stats": "tf"}, "running_stats must be one of loss, mnist-attack"),
     ({"kind": "fgsm", "running_stats": "mnist-attack"}, "trains with fgsm-random or pgd"),
     ({"kind": "pgd", "running_stats": "mnist-attack", "label": "true"}, "label 'true'"),
+    ({"kind": "fgsm-random", "running_stats": "blackbox"}, "blackbox.py, which trains with fgsm "
+                                                           "or pgd"),
+    ({"kind": "pgd", "running_stats": "blackbox", "crafting_bn": "running"},
+     "crafting_bn 'running'"),
     ({"kind": "pgd", "running_stats": "mnist-attack", "start_epoch": 2, "epochs": 2},
      "needs the number of training epochs"),
     ({"kind": "fgsm", "eps": 0}, "eps must be a finite number > 0"),
@@ -300,6 +304,27 @@ def test_mnist_attack_running_statistics_move_with_every_pass_of_the_tf_graph():
                                  running_stats="mnist-attack").config()
     assert config["running_stats"] == "mnist-attack" and config["epochs"] == 3
     assert "epochs" not in AdversarialTraining("pgd", epochs=3).config()
+
+
+def test_blackbox_running_statistics_move_with_the_crafting_passes_only():
+    """mnist_blackbox.py / cifar10_blackbox.py build no evaluation attack: fgsm's label guess
+    and gradient pass (2 a batch), pgd's two guesses and one pass an iterate, in every
+    adversarial epoch, the last one included."""
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=4, precision="binary").train()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    counts = []
+    for hook, epoch in ((AdversarialTraining("fgsm", running_stats="blackbox"), 0),
+                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
+                                             running_stats="blackbox"), 1),
+                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
+                                             running_stats="blackbox"), 2)):
+        before = _tracked(model)
+        hook(model, x, y, epoch=epoch)
+        counts.append([a - b for a, b in zip(_tracked(model), before, strict=True)])
+    assert counts == [[2, 2], [5, 5], [5, 5]]
+    config = AdversarialTraining("pgd", running_stats="blackbox").config()
+    assert config["running_stats"] == "blackbox" and "epochs" not in config
 
 
 def test_the_cache_clears_the_optimizer_where_the_hook_says(fake_mnist, monkeypatch):

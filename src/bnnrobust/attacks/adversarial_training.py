@@ -28,6 +28,13 @@ Galloway et al.'s code (AngusG/cleverhans-attacking-bnns, ``utils_tf.model_train
   statistics from before that epoch weigh 0.999^(67·469) ≈ 2e-14 at the end of an MNIST
   epoch. For ``fgsm-random`` they are made in every adversarial epoch (7 updates a step).
   Only ``fgsm-random`` and ``pgd`` (the script's two trainings) and ``crafting_bn="batch"``.
+  ``"blackbox"``: every pass of the training graph of the black-box scripts
+  (``mnist_blackbox.py``, ``cifar10_blackbox.py``): the same crafting passes, and no
+  evaluation attack (they build none). Only ``fgsm`` (fixed ε, ``cifar10_blackbox.py``) and
+  ``pgd`` (``mnist_blackbox.py``'s ``MadryEtAl``). Those scripts build the adversarial graph
+  before the clean epochs, so TF makes its passes then too; they are not made here: at
+  momentum 0.001 with at least 4 updates a step, what the clean epochs leave weighs
+  0.999^(4·469·5) ≈ 1e-4 after five adversarial MNIST epochs.
 - ``fresh_optimizer=True``: with ``start_epoch`` > 0 the optimizer's state is cleared when the
   adversarial epochs begin (:func:`bnnrobust.train.fit`'s ``restart_optimizer_at``), as the
   code does: ``mnist_attack.py`` calls ``model_train`` once for the clean epochs and again for
@@ -76,7 +83,10 @@ ADV_KINDS = ("fgsm", "fgsm-random", "pgd", "rfgsm")
 LABELS = ("predicted", "true")
 SIGMAS = ("code", "text")
 CRAFTING_BN = ("batch", "running")
-RUNNING_STATS = ("loss", "mnist-attack")
+RUNNING_STATS = ("loss", "mnist-attack", "blackbox")
+#: the TF scripts a copied graph comes from, and the trainings each builds
+GRAPHS = {"mnist-attack": ("mnist_attack.py", ("fgsm-random", "pgd")),
+          "blackbox": ("mnist_blackbox.py and cifar10_blackbox.py", ("fgsm", "pgd"))}
 #: the evaluation attack ``mnist_attack.py`` builds beside a PGD training attack: CleverHans
 #: ``MadryEtAl``'s defaults
 EVAL_PGD_STEPS, EVAL_PGD_ALPHA = 40, 0.01
@@ -174,22 +184,22 @@ class AdversarialTraining:
             raise AttackError(f"fresh_optimizer must be true or false, got {fresh_optimizer!r}.")
         self.fresh_optimizer = fresh_optimizer
         self.running_stats, self.epochs = running_stats, epochs
-        if running_stats == "mnist-attack":
-            self._check_mnist_attack()
+        if running_stats != "loss":
+            self._check_graph()
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def _check_mnist_attack(self) -> None:
-        if self.kind not in ("fgsm-random", "pgd") or self.crafting_bn != "batch" \
-                or self.label != "predicted":
-            raise AttackError(f"running_stats = 'mnist-attack' copies the TF graph of "
-                              f"mnist_attack.py, which trains with fgsm-random or pgd and "
+    def _check_graph(self) -> None:
+        script, kinds = GRAPHS[self.running_stats]
+        if self.kind not in kinds or self.crafting_bn != "batch" or self.label != "predicted":
+            raise AttackError(f"running_stats = {self.running_stats!r} copies the TF graph of "
+                              f"{script}, which trains with {' or '.join(kinds)} and "
                               f"crafts against the predicted label with the batch's "
                               f"statistics; got kind {self.kind!r}, crafting_bn "
                               f"{self.crafting_bn!r}, label {self.label!r}. Use "
                               f"running_stats = 'loss'.")
-        if self.kind == "pgd" and not (isinstance(self.epochs, int)
-                                       and self.epochs > self.start_epoch):
+        if self.running_stats == "mnist-attack" and self.kind == "pgd" and not (
+                isinstance(self.epochs, int) and self.epochs > self.start_epoch):
             raise AttackError(f"running_stats = 'mnist-attack' with pgd needs the number of "
                               f"training epochs (above start_epoch = {self.start_epoch}), to "
                               f"make the evaluation attack's passes in the last one; got "
@@ -205,7 +215,7 @@ class AdversarialTraining:
             cfg["restart_optimizer_at"] = self.start_epoch
         if self.running_stats != "loss":
             cfg["running_stats"] = self.running_stats
-            if self.kind == "pgd":
+            if self.running_stats == "mnist-attack" and self.kind == "pgd":
                 cfg["epochs"] = self.epochs
         if self.kind == "fgsm-random":
             cfg["sigma"] = self.sigma
@@ -240,13 +250,15 @@ class AdversarialTraining:
             return [(x, y)]
         quantized = bool(input_quantizers(model))
         x_in = discretize_like(model, x) if quantized else x
-        graph = self.running_stats == "mnist-attack"
+        graph = self.running_stats != "loss"
+        evaluation = self.running_stats == "mnist-attack" and (
+            self.kind == "fgsm-random" or epoch == self.epochs - 1)
         with recorded_batch_statistics(model, record=graph) if self.crafting_bn == "batch" \
                 else nullcontext([]) as passes:
             labels = y if self.label != "predicted" else \
                 predicted(model, x, passes=2 if graph and self.kind == "pgd" else 1)
             x_adv = self._attack(model, len(x), bpda=quantized)(x_in, labels)
-            if graph and passes and (self.kind == "fgsm-random" or epoch == self.epochs - 1):
+            if evaluation and passes:
                 self._evaluation_attack(model, x, x_in, bpda=quantized)  # (none without BN)
         if graph:
             update_running_statistics(passes)

@@ -73,7 +73,9 @@ def train(
         help="Which passes move batch norm's running statistics: loss (the loss's clean and "
              "adversarial passes, as PyTorch training does) or mnist-attack (every pass of "
              "the TF graph of Galloway et al.'s mnist_attack.py, its unused evaluation "
-             "attack's included; fgsm-random and pgd only).")] = "loss",
+             "attack's included; fgsm-random and pgd only) or blackbox (every pass of the "
+             "training graph of their black-box scripts: no evaluation attack; fgsm and pgd "
+             "only).")] = "loss",
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: JsonOpt = None,
