@@ -358,3 +358,43 @@ def test_fgsm_random_training_crafts_with_the_codes_sigma():
     assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
     saturated = ((x_adv == 0) | (x_adv == 1) | (x_adv == x)).float().mean().item()
     assert saturated > 0.9  # almost every draw is >= 1: pixels go to 0 or 1 (or keep a 0 gradient)
+
+
+def test_unclipped_start_pgd_is_cleverhans_madryetal():
+    """CleverHans 2.0 MadryEtAl, written out: eta = U(-eps, eps); each step takes the gradient
+    of the mean CE at x + eta (unclipped the first time), steps by alpha·sign, clips to [0, 1]
+    and eta to [-eps, eps]. Same noise (the attack's seeded generator), same iterates."""
+    from bnnrobust.attacks.adversarial_training import UnclippedStartPGD
+
+    torch.manual_seed(0)
+    model = build("galloway-cnn", width=4, precision="full").eval()
+    x = torch.rand(6, 1, 28, 28) * (torch.rand(6, 1, 28, 28) > 0.5)  # zeros: starts below 0
+    y = torch.randint(0, 10, (6,))
+    eps, alpha, steps, seed = 0.3, 0.01, 5, 7
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach()))
+    ours = UnclippedStartPGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)(x, y)
+    handle.remove()
+    assert seen[0].min() < 0  # the first gradient is taken outside [0, 1]
+
+    generator = torch.Generator().manual_seed(seed)
+    eta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    for _ in range(steps):
+        adv = (x + eta).requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(adv), y)
+        grad, = torch.autograd.grad(loss, adv)
+        adv = (adv + alpha * grad.sign()).clamp(0, 1)
+        eta = (adv - x).clamp(-eps, eps)
+    torch.testing.assert_close(ours, x + eta, rtol=0, atol=1e-6)
+    clipped = PGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)(x, y)
+    assert not torch.equal(clipped, ours)
+
+
+def test_pgd_training_start_follows_the_option():
+    hook = AdversarialTraining("pgd", steps=2)
+    assert hook.config()["pgd_start"] == "unclipped"
+    assert type(hook._attack(torch.nn.Identity(), 1, bpda=False)).__name__ == "UnclippedStartPGD"
+    clipped = AdversarialTraining("pgd", steps=2, pgd_start="clipped")
+    assert type(clipped._attack(torch.nn.Identity(), 1, bpda=False)) is PGD
+    with pytest.raises(AttackError, match="pgd_start must be one of unclipped, clipped"):
+        AdversarialTraining("pgd", pgd_start="madry")

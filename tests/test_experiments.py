@@ -172,6 +172,10 @@ def test_grid_substitution_and_adversarial_schedule_scaling(tmp_path):
         load(write_spec(tmp_path, text.replace(
             "start_epoch = 10 }", 'start_epoch = 10, running_stats = "mnist-attack" }'),
             name="graph"))
+    with pytest.raises(SpecError, match=r"models\[0\]\.adversarial: pgd_start must be one of "
+                       r"unclipped, clipped, got 'none'"):
+        load(write_spec(tmp_path, text.replace(
+            "start_epoch = 10 }", 'start_epoch = 10, pgd_start = "none" }'), name="start"))
 
 
 def test_every_shipped_spec_loads_and_plans():

@@ -49,7 +49,10 @@ Kinds:
   numbers come from this) or ``"text"`` (the paper's σ = ceil(eps·255/2)/255 ≈ 0.15, Kurakin et
   al. 2017).
 - ``pgd``: PGD (Madry et al.), ``steps`` of ``alpha`` with random start (Galloway: ε 0.3, step
-  0.01, 20 or 40 iterations).
+  0.01, 20 or 40 iterations). ``pgd_start``: ``"unclipped"`` (default) takes the first
+  gradient at x + U(−ε, ε) as drawn, as CleverHans' ``MadryEtAl`` in Galloway et al.'s code
+  does (its iterates are clipped to [0, 1] from the first step on); ``"clipped"`` clips the
+  start to [0, 1] first, as Madry et al.'s code and :class:`~bnnrobust.attacks.PGD` do.
 - ``rfgsm``: R-FGSM with α = ε/2 (Panda et al.: ε = 0.3 on MNIST, 8/255 on CIFAR).
 
 A model with an input quantizer (Panda et al.'s k-bit inputs) is trained by the protocol of
@@ -83,6 +86,7 @@ ADV_KINDS = ("fgsm", "fgsm-random", "pgd", "rfgsm")
 LABELS = ("predicted", "true")
 SIGMAS = ("code", "text")
 CRAFTING_BN = ("batch", "running")
+PGD_STARTS = ("unclipped", "clipped")
 RUNNING_STATS = ("loss", "mnist-attack", "blackbox")
 #: the TF scripts a copied graph comes from, and the trainings each builds
 GRAPHS = {"mnist-attack": ("mnist_attack.py", ("fgsm-random", "pgd")),
@@ -153,6 +157,21 @@ def predicted(model: nn.Module, x: torch.Tensor, *, passes: int = 1) -> torch.Te
     return labels
 
 
+class UnclippedStartPGD(PGD):
+    """L∞ PGD whose random start x + U(−ε, ε) is not clipped to [0, 1] before the first
+    gradient: CleverHans 2.0 ``MadryEtAl`` (``attack``: ``eta = U(−ε, ε)``, then each step
+    takes the gradient at ``x + eta`` and clips the new iterate to [0, 1] and the ε-ball),
+    which Galloway et al.'s code trains with. Everything else is :class:`PGD`'s."""
+
+    def _start(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.params.random_start:
+            return x.clone()
+        if self.params.norm != "linf":
+            raise AttackError("UnclippedStartPGD is CleverHans' L∞ MadryEtAl; use PGD for l2.")
+        noise = torch.rand(x.shape, generator=self.generator, device=x.device) * 2 - 1
+        return x + noise * self.params.eps
+
+
 class AdversarialTraining:
     """Batch hook that adds adversarial examples to each batch from ``start_epoch`` on."""
 
@@ -160,14 +179,16 @@ class AdversarialTraining:
                  alpha: float = 0.01, random_start: bool = True, label: str = "predicted",
                  loss_label: str = "true", crafting_bn: str = "batch", sigma: str = "code",
                  fresh_optimizer: bool = True, running_stats: str = "loss",
-                 epochs: int | None = None, seed: int = 0) -> None:
+                 pgd_start: str = "unclipped", epochs: int | None = None,
+                 seed: int = 0) -> None:
         if kind not in ADV_KINDS:
             raise AttackError(f"unknown adversarial training {kind!r}; expected one of "
                               f"{', '.join(ADV_KINDS)}.")
         for name, value, choices in (("label", label, LABELS), ("loss_label", loss_label, LABELS),
                                      ("crafting_bn", crafting_bn, CRAFTING_BN),
                                      ("sigma", sigma, SIGMAS),
-                                     ("running_stats", running_stats, RUNNING_STATS)):
+                                     ("running_stats", running_stats, RUNNING_STATS),
+                                     ("pgd_start", pgd_start, PGD_STARTS)):
             if value not in choices:
                 raise AttackError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
         if not isinstance(start_epoch, int) or start_epoch < 0:
@@ -177,7 +198,7 @@ class AdversarialTraining:
         self.start_epoch = start_epoch
         self.steps = check_steps("steps", steps)
         self.alpha = check_positive("alpha", alpha)
-        self.random_start = bool(random_start)
+        self.random_start, self.pgd_start = bool(random_start), pgd_start
         self.label, self.loss_label = label, loss_label
         self.crafting_bn, self.sigma = crafting_bn, sigma
         if not isinstance(fresh_optimizer, bool):
@@ -220,7 +241,8 @@ class AdversarialTraining:
         if self.kind == "fgsm-random":
             cfg["sigma"] = self.sigma
         if self.kind == "pgd":
-            cfg.update(steps=self.steps, alpha=self.alpha, random_start=self.random_start)
+            cfg.update(steps=self.steps, alpha=self.alpha, random_start=self.random_start,
+                       pgd_start=self.pgd_start)
         return cfg
 
     def state_dict(self) -> dict[str, Any]:
@@ -240,8 +262,12 @@ class AdversarialTraining:
                         seed=seed, bpda=bpda)
         if self.kind == "rfgsm":
             return RFGSM(model, eps=self.eps, seed=seed, bpda=bpda)
-        return PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
-                   random_start=self.random_start, seed=seed, bpda=bpda)
+        return self._pgd(model, alpha=self.alpha, steps=self.steps,
+                         random_start=self.random_start, seed=seed, bpda=bpda)
+
+    def _pgd(self, model: nn.Module, **options: Any) -> PGD:
+        attack = UnclippedStartPGD if self.pgd_start == "unclipped" else PGD
+        return attack(model, eps=self.eps, **options)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -272,8 +298,8 @@ class AdversarialTraining:
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
         if self.kind == "pgd":
             labels = predicted(model, x, passes=2)
-            attack = PGD(model, eps=self.eps, alpha=EVAL_PGD_ALPHA, steps=EVAL_PGD_STEPS,
-                         random_start=True, seed=seed, bpda=bpda)
+            attack = self._pgd(model, alpha=EVAL_PGD_ALPHA, steps=EVAL_PGD_STEPS,
+                               random_start=True, seed=seed, bpda=bpda)
         else:
             labels = predicted(model, x)
             attack = FGSM(model, eps=self.eps, seed=seed, bpda=bpda)

@@ -76,6 +76,10 @@ def train(
              "attack's included; fgsm-random and pgd only) or blackbox (every pass of the "
              "training graph of their black-box scripts: no evaluation attack; fgsm and pgd "
              "only).")] = "loss",
+    adv_pgd_start: Annotated[str, typer.Option(
+        help="pgd's random start: unclipped (the first gradient at x + U(-eps, eps) as "
+             "drawn, as CleverHans' MadryEtAl in Galloway et al.'s code) or clipped (clipped "
+             "to [0, 1] first, as Madry et al.'s code).")] = "unclipped",
     device: DeviceOpt = "auto",
     root: RootOpt = None,
     json_path: JsonOpt = None,
@@ -90,7 +94,8 @@ def train(
                                    alpha=adv_alpha, label=adv_label,
                                    loss_label=adv_loss_label, crafting_bn=adv_crafting_bn,
                                    sigma=adv_sigma, fresh_optimizer=adv_fresh_optimizer,
-                                   running_stats=adv_running_stats, epochs=epochs, seed=seed)
+                                   running_stats=adv_running_stats,
+                                   pgd_start=adv_pgd_start, epochs=epochs, seed=seed)
     request = TrainRequest(model=model, params=parse_params(param), dataset=dataset,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            clip_weights=clip_weights, train_limit=limit,

@@ -80,7 +80,8 @@ MODEL_KEYS = {"label": str, "family": str, "params": dict, "adversarial": dict,
               "training": dict, "note": str, "only": list, "compare": str}
 ADVERSARIAL_KEYS = {"kind": str, "eps": float, "start_epoch": int, "steps": int,
                     "alpha": float, "label": str, "loss_label": str, "crafting_bn": str,
-                    "sigma": str, "fresh_optimizer": bool, "running_stats": str}
+                    "sigma": str, "fresh_optimizer": bool, "running_stats": str,
+                    "pgd_start": str}
 TRAINING_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "clip_weights": bool,
                  "epochs": int, "schedule": str, "weight_decay": float, "center_weights": bool,
                  "augment": str}
