@@ -146,6 +146,8 @@ def test_train_with_adversarial_training(monkeypatch, capsys, fake_mnist):
         (["--adv", "pgd", "--adv-running-stats", "tf"], "running_stats must be one of"),
         (["--adv", "fgsm", "--adv-running-stats", "mnist-attack"], "trains with fgsm-random or pgd"),
         (["--adv", "pgd", "--adv-fresh-optimizer", "yes"], "Got unexpected extra argument"),
+        (["--adv", "pgd", "--adv-pgd-start", "none"], "pgd_start must be one of unclipped, "
+                                                      "clipped, got 'none'"),
     ):
         code, _, err = run(monkeypatch, capsys, "train", "fc-bnn", *args)
         assert code == 2 and message in " ".join(err.split()), (args, err)
