@@ -275,6 +275,16 @@ def _tracked(model):
             if isinstance(m, torch.nn.BatchNorm2d)]
 
 
+def _updates(model, x, y, calls):
+    """Per ``(hook, epoch)`` call, how many times each batch norm's running statistics moved."""
+    counts = []
+    for hook, epoch in calls:
+        before = _tracked(model)
+        hook(model, x, y, epoch=epoch)
+        counts.append([a - b for a, b in zip(_tracked(model), before, strict=True)])
+    return counts
+
+
 def test_mnist_attack_running_statistics_move_with_every_pass_of_the_tf_graph():
     """fgsm-random: label guess and FGSM pass, then the evaluation FGSM's guess, pass and
     forward (5 a batch, every adversarial epoch); pgd: two guesses and one pass an iterate,
@@ -282,16 +292,11 @@ def test_mnist_attack_running_statistics_move_with_every_pass_of_the_tf_graph():
     torch.manual_seed(0)
     model = build("galloway-cnn", width=4, precision="binary").train()
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    counts = []
-    for hook, epoch in ((AdversarialTraining("fgsm-random", running_stats="mnist-attack"), 0),
-                        (AdversarialTraining("fgsm-random"), 0),
-                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
-                                             running_stats="mnist-attack"), 1),
-                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
-                                             running_stats="mnist-attack"), 2)):
-        before = _tracked(model)
-        hook(model, x, y, epoch=epoch)
-        counts.append([a - b for a, b in zip(_tracked(model), before, strict=True)])
+    pgd = AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
+                              running_stats="mnist-attack")
+    counts = _updates(model, x, y, [
+        (AdversarialTraining("fgsm-random", running_stats="mnist-attack"), 0),
+        (AdversarialTraining("fgsm-random"), 0), (pgd, 1), (pgd, 2)])
     assert counts == [[5, 5], [0, 0], [5, 5], [48, 48]]
     assert model.training
     # without batch norm nothing would move: no evaluation attack (nor its seed) at all
@@ -313,15 +318,9 @@ def test_blackbox_running_statistics_move_with_the_crafting_passes_only():
     torch.manual_seed(0)
     model = build("galloway-cnn", width=4, precision="binary").train()
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    counts = []
-    for hook, epoch in ((AdversarialTraining("fgsm", running_stats="blackbox"), 0),
-                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
-                                             running_stats="blackbox"), 1),
-                        (AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3,
-                                             running_stats="blackbox"), 2)):
-        before = _tracked(model)
-        hook(model, x, y, epoch=epoch)
-        counts.append([a - b for a, b in zip(_tracked(model), before, strict=True)])
+    pgd = AdversarialTraining("pgd", steps=3, start_epoch=1, epochs=3, running_stats="blackbox")
+    counts = _updates(model, x, y, [
+        (AdversarialTraining("fgsm", running_stats="blackbox"), 0), (pgd, 1), (pgd, 2)])
     assert counts == [[2, 2], [5, 5], [5, 5]]
     config = AdversarialTraining("pgd", running_stats="blackbox").config()
     assert config["running_stats"] == "blackbox" and "epochs" not in config
