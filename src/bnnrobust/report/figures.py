@@ -38,7 +38,9 @@ def accuracy(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Pa
 
 def activation_norm(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
                     out: Path) -> list[Figure]:
-    """One box plot per model of the first seed's per-input norms."""
+    """One box plot per model of the first seed's per-input norms, each on its own scale (a
+    BNN's ±1 weights give norms tens of times a full-precision network's; the figure compares
+    each network's attacked range with its clean one)."""
     groups: dict[str, dict[str, list[float]]] = {}
     for row in measure.first_seed_rows(spec, profile, rows):
         groups.setdefault(row.unit.model, {}).setdefault(row.unit.attack, []).extend(
@@ -47,7 +49,8 @@ def activation_norm(measure: Measure, spec: Spec, profile: Profile, rows: Rows,
         return []
     return [boxes(spec, groups, out, ylabel="mean |first-layer pre-activation|",
                   caption=f"First hidden layer: L1 norm / units per input, clean and "
-                          f"attacked (seed {profile.seeds[0]}); whiskers at min and max.")]
+                          f"attacked (seed {profile.seeds[0]}); whiskers at min and max; each "
+                          f"panel on its own scale.", share_y=False)]
 
 
 def blackbox(measure: Measure, spec: Spec, profile: Profile, rows: Rows, out: Path) -> list[Figure]:

@@ -224,10 +224,11 @@ def panels_of_lines(spec, panels: dict[tuple[str, str], dict[str, list]], out: P
 
 
 def boxes(spec, groups: dict[str, dict[str, list[float]]], out: Path, *, ylabel: str,
-          caption: str, suffix: str = "") -> Figure:
-    """One panel per group (e.g. model), one box per entry (e.g. ε) of per-input values."""
+          caption: str, suffix: str = "", share_y: bool = True) -> Figure:
+    """One panel per group (e.g. model), one box per entry (e.g. ε) of per-input values;
+    ``share_y=False`` gives each panel its own scale (groups of different magnitudes)."""
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.4), squeeze=False,
-                             sharey=True)
+                             sharey=share_y)
     for ax, (group, entries) in zip(axes[0], groups.items(), strict=True):
         ax.boxplot(list(entries.values()), whis=(0, 100))
         ax.set_xticks(range(1, len(entries) + 1), list(entries), fontsize=7, rotation=20)
