@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +69,9 @@ def main() -> None:
                   f"{'≤ ' if est.bound else ''}{format_seconds(est.seconds)} | "
                   f"{_largest(est, 'training')} | {_largest(est, 'attack')} |", flush=True)
             details.append((spec.name, est, took))
+            if est.busy:
+                print(f"warning: {spec.name} was calibrated on a busy machine (load "
+                      f"{est.load:.1f} per CPU): its estimate is too high.", file=sys.stderr)
         if args.lines:
             for name, est, took in details:
                 print(f"\n{name} (estimated in {took:.0f} s):")

@@ -649,6 +649,31 @@ def test_the_estimate_of_a_quick_profile_is_within_a_factor_of_two_of_its_run(
     assert "training │ F8 │ 2" in text and "training │ F16 │ 2" in text and "total:" in text
 
 
+@pytest.mark.parametrize("load, warned", [(0.2, False), (7.0, True)])
+def test_an_estimate_calibrated_on_a_busy_machine_says_it_is_too_high(
+        tmp_path, fake_mnist, monkeypatch, capsys, load, warned):
+    """Other work slows the calibration (small models far more than their share): the
+    estimate keeps the load per CPU it began under and the command warns above BUSY."""
+    import os
+
+    from conftest import run_cli
+
+    import bnnrobust.experiments.estimate as estimate_module
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(estimate_module.os, "getloadavg", lambda: (load * cpus, 0.0, 0.0))
+    assert estimate_module.machine_load() == pytest.approx(load)
+    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("BNNROBUST_EXPERIMENTS", str(tmp_path / "specs"))
+    monkeypatch.setenv("BNNROBUST_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_cli(monkeypatch, capsys, "reproduce", "galloway2018/tiny", "--estimate",
+                             "--store", str(tmp_path / "s.sqlite"))
+    text = " ".join(out.split())
+    assert code == 0, err
+    assert ("warning: the machine was busy" in text) is warned
+    assert (f"(load {load:.1f} per CPU" in text) is warned and "total:" in text
+
+
 def test_the_estimate_times_the_last_epoch_of_a_copied_mnist_attack_graph_apart(
         fake_mnist, monkeypatch):
     """With running_stats = "mnist-attack", PGD training's last epoch also makes the

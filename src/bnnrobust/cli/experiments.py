@@ -94,6 +94,12 @@ def _print_estimates(specs: list[Spec], *, profile: str, store: ResultStore,
                   f"in the checkpoint cache; calibration took {est.calibration_seconds:.0f} s"
                   + (f"; the data is not here ({missing}), so random inputs were timed"
                      if missing else ""), highlight=False)
+        if est.busy:
+            out.print(f"warning: the machine was busy when the calibration began (load "
+                      f"{est.load:.1f} per CPU over the last minute): other work slows its "
+                      "timings, small models far more than their share, so this estimate is "
+                      "too high; run --estimate again when the machine is idle.",
+                      highlight=False)
         total += est.seconds
         bound = bound or est.bound
     out.print(f"total: {'≤ ' if bound else ''}{format_seconds(total)} ({total:.0f} s) on "

@@ -22,6 +22,13 @@ Random inputs replace the data when it is not here (the cost of a forward pass d
 depend on the pixels), so a CIFAR or ImageNet profile can be estimated on a machine without
 them; the decoding of streamed ImageNet images is not counted. Attacks that stop early on
 success (JSMA, CW's search) cost less on an untrained model than on a trained one.
+
+The calibration times the machine as it is: other work running beside it slows it down, and
+far more than its share for small models (PyTorch's threads wait for each other on an
+oversubscribed CPU: on a 2-core machine under a load of 7, the 100 epochs of a 2×100 BNN were
+estimated at 9 to 17 h, against 5 min on the idle machine and 3.3 min measured).
+:attr:`Estimate.load` keeps the load that the calibration started under, and the command line
+warns when the machine was busy (:data:`BUSY`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +57,21 @@ from bnnrobust.experiments.store import ResultStore
 from bnnrobust.models import build
 from bnnrobust.train import accuracy, fit
 from bnnrobust.train.cache import cache_path, saved_epochs
+
+#: load (runnable tasks per usable CPU, over the last minute) above which an estimate is
+#: flagged as calibrated on a busy machine
+BUSY = 0.5
+
+
+def machine_load() -> float:
+    """The 1-minute load average per CPU this process may use (0 where the system has none)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return 0.0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return load / cpus
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,12 @@ class Estimate:
     calibration_seconds: float = 0.0
     stored: int = 0
     cached: int = 0
+    load: float = 0.0  # machine_load() when the calibration began
+
+    @property
+    def busy(self) -> bool:
+        """Whether the calibration began on a busy machine (its times are then too high)."""
+        return self.load > BUSY
 
     @property
     def seconds(self) -> float:
@@ -109,7 +138,7 @@ def estimate(spec: Spec, profile: str, *, store: ResultStore, device: str = "cpu
     ``batches``: training batches timed per model row, ``points``: test points an attack
     column is timed on."""
     start = time.perf_counter()
-    out = Estimate(spec.name, profile)
+    out = Estimate(spec.name, profile, load=machine_load())
     tasks = plan(spec, profile, device=device, data_root=data_root, cache_dir=cache_dir)
     done = store.done(t.unit for t in tasks)
     if results is not None:
